@@ -1,0 +1,71 @@
+//! The triggers file: its model, the loader and the validator.
+//!
+//! One loader and one validator serve both delivery paths: the Lambda build scripts embed
+//! the file (and fail the build when it is invalid, see [`build`]), and the CLI and `serve`
+//! read it at run time with `--config`.
+
+pub mod build;
+pub mod circleci;
+mod error;
+mod path;
+pub mod rules;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use circleci::CircleCiSettings;
+pub use error::{ConfigError, ConfigIssue, Problems};
+pub use path::{FieldPath, Segment, SourceMap};
+
+/// The whole triggers file, validated.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggersFile {
+    #[serde(default)]
+    pub circleci: CircleCiSettings,
+}
+
+impl TriggersFile {
+    fn validate(&self, problems: &mut Problems) {
+        self.circleci
+            .validate(&FieldPath::root().key("circleci"), problems);
+    }
+}
+
+/// Parses and validates the triggers file given as text; `file_name` is used in errors.
+pub fn parse_str(source: &str, file_name: &str) -> Result<TriggersFile, ConfigError> {
+    let map = SourceMap::new(source);
+    let parsed: TriggersFile = match toml::from_str(source) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let offset = error.span().map_or(0, |span| span.start);
+            let (line, column) = map.line_col(offset);
+            let field = map.path_at(offset).to_string();
+            return Err(ConfigError::Invalid(vec![ConfigIssue {
+                file: file_name.to_owned(),
+                line,
+                column,
+                field,
+                message: error.message().trim().to_owned(),
+            }]));
+        }
+    };
+    let mut problems = Problems::default();
+    parsed.validate(&mut problems);
+    if problems.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(ConfigError::Invalid(problems.into_issues(file_name, &map)))
+    }
+}
+
+/// Reads, parses and validates the triggers file at `path`.
+pub fn load_file(path: &Path) -> Result<TriggersFile, ConfigError> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse_str(&source, &file)
+}

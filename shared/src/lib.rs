@@ -1,0 +1,12 @@
+//! circleci-triggers core: the domain, its ports and their adapters.
+//!
+//! Every binary (the three Lambda functions and the CLI with `serve`) is thin wiring over
+//! this crate. The domain knows no Lambda and no AWS; adapters live beside the ports they
+//! implement.
+
+pub mod http;
+pub mod secrets;
+pub mod telemetry;
+
+/// The triggers file (model, loader, validator), re-exported from `triggers-config`.
+pub use triggers_config as config;
