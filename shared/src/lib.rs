@@ -4,6 +4,7 @@
 //! this crate. The domain knows no Lambda and no AWS; adapters live beside the ports they
 //! implement.
 
+pub mod clock;
 pub mod http;
 pub mod secrets;
 pub mod telemetry;

@@ -15,22 +15,25 @@ pub const DEFAULT_TRIGGERS_FILE: &str = "triggers.toml";
 pub fn embed() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default());
-    let requested =
-        std::env::var(TRIGGERS_FILE_ENV).unwrap_or_else(|_| DEFAULT_TRIGGERS_FILE.into());
+    let requested = std::env::var(TRIGGERS_FILE_ENV).unwrap_or_else(|_| DEFAULT_TRIGGERS_FILE.into());
     println!("cargo:rerun-if-env-changed={TRIGGERS_FILE_ENV}");
+    match embed_into(&manifest_dir, &out_dir, Path::new(&requested)) {
+        Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
+        Err(message) => panic!("{message}"),
+    }
+}
 
-    let path = resolve(&manifest_dir, Path::new(&requested));
-    println!("cargo:rerun-if-changed={}", path.display());
-    let source = match std::fs::read_to_string(&path) {
-        Ok(source) => source,
-        Err(error) => panic!("cannot read the triggers file {}: {error}", path.display()),
-    };
-    if let Err(error) = crate::parse_str(&source, &path.display().to_string()) {
-        panic!("refusing to embed an invalid triggers file: {error}");
-    }
-    if let Err(error) = std::fs::write(out_dir.join("triggers.toml"), &source) {
-        panic!("cannot write the embedded triggers file: {error}");
-    }
+/// The work of [`embed`] without the process environment: returns the embedded file's path,
+/// or why the build must fail.
+pub fn embed_into(manifest_dir: &Path, out_dir: &Path, requested: &Path) -> Result<PathBuf, String> {
+    let path = resolve(manifest_dir, requested);
+    let source = std::fs::read_to_string(&path)
+        .map_err(|error| format!("cannot read the triggers file {}: {error}", path.display()))?;
+    crate::parse_str(&source, &path.display().to_string())
+        .map_err(|error| format!("refusing to embed an invalid triggers file: {error}"))?;
+    std::fs::write(out_dir.join("triggers.toml"), &source)
+        .map_err(|error| format!("cannot write the embedded triggers file: {error}"))?;
+    Ok(path)
 }
 
 /// Relative paths are taken from the workspace root (the nearest ancestor with a Cargo.lock),

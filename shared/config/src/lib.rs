@@ -9,6 +9,8 @@ pub mod circleci;
 mod error;
 mod path;
 pub mod rules;
+pub mod slug;
+pub mod target;
 
 use std::path::Path;
 
@@ -17,6 +19,8 @@ use serde::Deserialize;
 pub use circleci::CircleCiSettings;
 pub use error::{ConfigError, ConfigIssue, Problems};
 pub use path::{FieldPath, Segment, SourceMap};
+pub use slug::{ProjectSlug, SlugError, Vcs};
+pub use target::{ActionKind, GitRefSpec, ParameterValue, Selection, TargetSpec};
 
 /// The whole triggers file, validated.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

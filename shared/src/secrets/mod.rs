@@ -111,6 +111,14 @@ pub trait SecretSource: Send + Sync {
     async fn fetch(&self, kind: SecretKind) -> Result<SecretString, SecretsError>;
 }
 
+/// A shared source is a source (lets a test or a wrapper keep a handle on it).
+#[async_trait]
+impl<T: SecretSource + ?Sized> SecretSource for std::sync::Arc<T> {
+    async fn fetch(&self, kind: SecretKind) -> Result<SecretString, SecretsError> {
+        (**self).fetch(kind).await
+    }
+}
+
 /// What the domain asks of secrets.
 #[async_trait]
 pub trait Secrets: Send + Sync {

@@ -1,1 +1,3 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests (tests/*.rs in this crate).
+
+pub mod moto;
