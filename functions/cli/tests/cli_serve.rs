@@ -20,7 +20,11 @@ fn check_accepts_the_example_file() {
         .args(["check", "--config", &workspace_file("triggers.toml")])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains(": ok"));
 }
 
@@ -28,7 +32,11 @@ fn check_accepts_the_example_file() {
 fn check_exits_1_with_file_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[circleci]\ntoken = \"ok\"\nworkflow_parameter = \"9lives\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[circleci]\ntoken = \"ok\"\nworkflow_parameter = \"9lives\"\n",
+    )
+    .unwrap();
     let output = Command::new(BIN)
         .args(["check", "--config", path.to_str().unwrap()])
         .output()
@@ -36,7 +44,10 @@ fn check_exits_1_with_file_line_errors() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("{}:3:1: circleci.workflow_parameter:", path.display())),
+        stderr.contains(&format!(
+            "{}:3:1: circleci.workflow_parameter:",
+            path.display()
+        )),
         "{stderr}"
     );
 }
@@ -114,16 +125,31 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
 
     let missing = http.get(format!("{url}/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
 
     let wrong_method = http.delete(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(wrong_method.status(), 405);
-    assert_eq!(wrong_method.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        wrong_method.headers()["content-type"],
+        "application/problem+json"
+    );
 
     terminate(&child);
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "serve exits 0 after SIGTERM, got {status:?}");
-    assert!(http.get(format!("{url}/healthz")).send().await.is_err(), "port closed");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "serve exits 0 after SIGTERM, got {status:?}"
+    );
+    assert!(
+        http.get(format!("{url}/healthz")).send().await.is_err(),
+        "port closed"
+    );
 }
 
 #[test]
@@ -132,7 +158,13 @@ fn serve_refuses_an_invalid_file() {
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[circleci]\nnope = 1\n").unwrap();
     let output = Command::new(BIN)
-        .args(["serve", "--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());

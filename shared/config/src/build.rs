@@ -15,7 +15,8 @@ pub const DEFAULT_TRIGGERS_FILE: &str = "triggers.toml";
 pub fn embed() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default());
-    let requested = std::env::var(TRIGGERS_FILE_ENV).unwrap_or_else(|_| DEFAULT_TRIGGERS_FILE.into());
+    let requested =
+        std::env::var(TRIGGERS_FILE_ENV).unwrap_or_else(|_| DEFAULT_TRIGGERS_FILE.into());
     println!("cargo:rerun-if-env-changed={TRIGGERS_FILE_ENV}");
     match embed_into(&manifest_dir, &out_dir, Path::new(&requested)) {
         Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
@@ -25,7 +26,11 @@ pub fn embed() {
 
 /// The work of [`embed`] without the process environment: returns the embedded file's path,
 /// or why the build must fail.
-pub fn embed_into(manifest_dir: &Path, out_dir: &Path, requested: &Path) -> Result<PathBuf, String> {
+pub fn embed_into(
+    manifest_dir: &Path,
+    out_dir: &Path,
+    requested: &Path,
+) -> Result<PathBuf, String> {
     let path = resolve(manifest_dir, requested);
     let source = std::fs::read_to_string(&path)
         .map_err(|error| format!("cannot read the triggers file {}: {error}", path.display()))?;

@@ -88,13 +88,22 @@ pub fn parameters<V: ParameterLen>(
     problems: &mut Problems,
 ) {
     if parameters.len() > MAX_PARAMETERS {
-        problems.add(path, format!("{} parameters; CircleCI accepts at most {MAX_PARAMETERS}", parameters.len()));
+        problems.add(
+            path,
+            format!(
+                "{} parameters; CircleCI accepts at most {MAX_PARAMETERS}",
+                parameters.len()
+            ),
+        );
     }
     for (name, value) in parameters {
         let field = path.key(name);
         parameter_name(name, &field, problems);
         if value.text_len() > MAX_PARAMETER_VALUE_LEN {
-            problems.add(&field, format!("value longer than {MAX_PARAMETER_VALUE_LEN} characters"));
+            problems.add(
+                &field,
+                format!("value longer than {MAX_PARAMETER_VALUE_LEN} characters"),
+            );
         }
     }
 }
@@ -117,7 +126,13 @@ impl ParameterLen for crate::target::ParameterValue {
 /// no control characters, spaces, `..`, `~^:?*[\`, leading `-` or `/`, trailing `/` or `.lock`.
 pub fn git_ref(value: &str, path: &FieldPath, problems: &mut Problems) {
     if let Err(reason) = check_git_ref(value) {
-        problems.add(path, format!("`{}` is not a valid branch or tag name: {reason}", value.escape_debug()));
+        problems.add(
+            path,
+            format!(
+                "`{}` is not a valid branch or tag name: {reason}",
+                value.escape_debug()
+            ),
+        );
     }
 }
 
@@ -126,13 +141,17 @@ pub fn check_git_ref(value: &str) -> Result<(), &'static str> {
     if value.is_empty() || value.len() > 255 {
         return Err("must be 1 to 255 bytes");
     }
-    if value.chars().any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c)) {
+    if value
+        .chars()
+        .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
+    {
         return Err("contains a space, a control character or one of ~^:?*[\\");
     }
     if value.contains("..") || value.contains("//") || value.contains("@{") {
         return Err("contains `..`, `//` or `@{`");
     }
-    if value.starts_with(['-', '/', '.']) || value.ends_with(['/', '.']) || value.ends_with(".lock") {
+    if value.starts_with(['-', '/', '.']) || value.ends_with(['/', '.']) || value.ends_with(".lock")
+    {
         return Err("starts with `-`, `/` or `.`, or ends with `/`, `.` or `.lock`");
     }
     if value.split('/').any(|part| part.starts_with('.')) {
@@ -170,7 +189,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             'h' => 3_600,
             'd' => 86_400,
             'w' => 604_800,
-            _ => return Err(format!("`{text}`: unknown unit `{c}` (use s, m, h, d or w)")),
+            _ => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{c}` (use s, m, h, d or w)"
+                ));
+            }
         };
         let amount: u64 = digits
             .parse()
@@ -182,13 +205,19 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         digits.clear();
     }
     if !digits.is_empty() {
-        return Err(format!("`{text}`: the last number has no unit (e.g. `{text}m`)"));
+        return Err(format!(
+            "`{text}`: the last number has no unit (e.g. `{text}m`)"
+        ));
     }
     Ok(std::time::Duration::from_secs(total))
 }
 
 /// A duration field: parsed, or a problem recorded.
-pub fn duration(text: &str, path: &FieldPath, problems: &mut Problems) -> Option<std::time::Duration> {
+pub fn duration(
+    text: &str,
+    path: &FieldPath,
+    problems: &mut Problems,
+) -> Option<std::time::Duration> {
     match parse_duration(text) {
         Ok(duration) => Some(duration),
         Err(reason) => {
@@ -218,7 +247,19 @@ mod tests {
         for good in ["main", "release/1.2", "feature/x_y-z", "v1.4.2"] {
             assert!(check_git_ref(good).is_ok(), "{good}");
         }
-        for bad in ["../etc", "a..b", "-rf", "/abs", "trail/", "x.lock", "sp ace", "ctl\u{1}", "a:b", "a/.hidden", ""] {
+        for bad in [
+            "../etc",
+            "a..b",
+            "-rf",
+            "/abs",
+            "trail/",
+            "x.lock",
+            "sp ace",
+            "ctl\u{1}",
+            "a:b",
+            "a/.hidden",
+            "",
+        ] {
             assert!(check_git_ref(bad).is_err(), "{bad:?}");
         }
     }

@@ -41,7 +41,9 @@ pub struct ProjectSlug {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlugError {
-    #[error("`{0}` is not a project slug: expected `gh/<org>/<repo>`, `bb/<org>/<repo>` or `circleci/<org-id>/<project-id>`")]
+    #[error(
+        "`{0}` is not a project slug: expected `gh/<org>/<repo>`, `bb/<org>/<repo>` or `circleci/<org-id>/<project-id>`"
+    )]
     Shape(String),
     #[error("unknown VCS `{0}` in project slug (expected gh, github, bb, bitbucket or circleci)")]
     Vcs(String),
@@ -134,16 +136,29 @@ mod tests {
 
     #[test]
     fn opaque_circleci_slugs_are_accepted() {
-        let slug: ProjectSlug = "circleci/9f1c8a0e-0000-4000-8000-000000000001/4a7f0000-0000-4000-8000-0000000000aa"
-            .parse()
-            .unwrap();
+        let slug: ProjectSlug =
+            "circleci/9f1c8a0e-0000-4000-8000-000000000001/4a7f0000-0000-4000-8000-0000000000aa"
+                .parse()
+                .unwrap();
         assert_eq!(slug.vcs, Vcs::CircleCi);
     }
 
     #[test]
     fn malformed_slugs_are_rejected() {
-        for bad in ["acme/api", "gh/acme/api/extra", "gh//api", "svn/acme/api", "gh/../api", "gh/ac me/api", "gh/acme/a\u{7}pi", ""] {
-            assert!(bad.parse::<ProjectSlug>().is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "acme/api",
+            "gh/acme/api/extra",
+            "gh//api",
+            "svn/acme/api",
+            "gh/../api",
+            "gh/ac me/api",
+            "gh/acme/a\u{7}pi",
+            "",
+        ] {
+            assert!(
+                bad.parse::<ProjectSlug>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 }

@@ -110,7 +110,10 @@ impl TargetSpec {
             let Some(git_ref) = git_ref else { continue };
             let field = path.key(name);
             if !uses_run_endpoint {
-                problems.add(&field, format!("`{name}` needs `definition_id` (it is a pipeline/run option)"));
+                problems.add(
+                    &field,
+                    format!("`{name}` needs `definition_id` (it is a pipeline/run option)"),
+                );
             }
             match (&git_ref.branch, &git_ref.tag) {
                 (Some(branch), None) => rules::git_ref(branch, &field.key("branch"), problems),
@@ -121,7 +124,10 @@ impl TargetSpec {
         if let Some(definition_id) = &self.definition_id
             && !rules::looks_like_uuid(definition_id)
         {
-            problems.add(&path.key("definition_id"), "must be a pipeline definition UUID");
+            problems.add(
+                &path.key("definition_id"),
+                "must be a pipeline definition UUID",
+            );
         }
         if let Some(token) = &self.token {
             rules::secret_name(token, &path.key("token"), problems);
@@ -130,7 +136,11 @@ impl TargetSpec {
 }
 
 /// A project slug field: parsed, with the reason when it is not one.
-pub fn validate_project(project: &str, path: &FieldPath, problems: &mut Problems) -> Option<ProjectSlug> {
+pub fn validate_project(
+    project: &str,
+    path: &FieldPath,
+    problems: &mut Problems,
+) -> Option<ProjectSlug> {
     match project.parse::<ProjectSlug>() {
         Ok(slug) => Some(slug),
         Err(error) => {

@@ -39,7 +39,11 @@ fn an_unknown_key_is_rejected_with_its_line_and_field() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].line, 3);
     assert_eq!(found[0].field, "circleci.api_ulr");
-    assert!(found[0].message.contains("unknown field `api_ulr`"), "{}", found[0].message);
+    assert!(
+        found[0].message.contains("unknown field `api_ulr`"),
+        "{}",
+        found[0].message
+    );
 }
 
 #[test]
@@ -72,13 +76,24 @@ fn semantic_errors_are_all_reported_with_lines() {
     );
     assert!(found[0].message.contains("https"));
     let rendered = ConfigError::Invalid(found.clone()).to_string();
-    assert!(rendered.contains("t.toml:2:1: circleci.api_url:"), "{rendered}");
+    assert!(
+        rendered.contains("t.toml:2:1: circleci.api_url:"),
+        "{rendered}"
+    );
 }
 
 #[test]
 fn plain_http_is_allowed_only_for_loopback() {
-    parse_str("[circleci]\napi_url = \"http://127.0.0.1:9999/api/v2\"\n", "t.toml").unwrap();
-    parse_str("[circleci]\napi_url = \"http://localhost/api/v2\"\n", "t.toml").unwrap();
+    parse_str(
+        "[circleci]\napi_url = \"http://127.0.0.1:9999/api/v2\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    parse_str(
+        "[circleci]\napi_url = \"http://localhost/api/v2\"\n",
+        "t.toml",
+    )
+    .unwrap();
     assert_eq!(issues("[circleci]\napi_url = \"ftp://x/y\"\n").len(), 1);
     assert_eq!(issues("[circleci]\napi_url = \"circleci.com\"\n").len(), 1);
 }
@@ -98,7 +113,11 @@ fn build_embedding_copies_a_valid_file_and_refuses_an_invalid_one() {
     std::fs::create_dir_all(&manifest).unwrap();
     let out = tempfile::tempdir().unwrap();
 
-    std::fs::write(workspace.path().join("good.toml"), "[circleci]\ntoken = \"x\"\n").unwrap();
+    std::fs::write(
+        workspace.path().join("good.toml"),
+        "[circleci]\ntoken = \"x\"\n",
+    )
+    .unwrap();
     let embedded = build::embed_into(&manifest, out.path(), "good.toml".as_ref()).unwrap();
     assert_eq!(embedded, workspace.path().join("good.toml"));
     assert_eq!(
@@ -106,7 +125,11 @@ fn build_embedding_copies_a_valid_file_and_refuses_an_invalid_one() {
         "[circleci]\ntoken = \"x\"\n"
     );
 
-    std::fs::write(workspace.path().join("bad.toml"), "[circleci]\ntokn = \"x\"\n").unwrap();
+    std::fs::write(
+        workspace.path().join("bad.toml"),
+        "[circleci]\ntokn = \"x\"\n",
+    )
+    .unwrap();
     let refused = build::embed_into(&manifest, out.path(), "bad.toml".as_ref()).unwrap_err();
     assert!(refused.contains("bad.toml:2:1"), "{refused}");
     assert!(build::embed_into(&manifest, out.path(), "absent.toml".as_ref()).is_err());
