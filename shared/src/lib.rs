@@ -4,6 +4,9 @@
 //! this crate. The domain knows no Lambda and no AWS; adapters live beside the ports they
 //! implement.
 
+// Library code never unwraps: input errors are typed errors (tests may unwrap).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod clock;
 pub mod http;
 pub mod secrets;

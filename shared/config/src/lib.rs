@@ -4,6 +4,9 @@
 //! the file (and fail the build when it is invalid, see [`build`]), and the CLI and `serve`
 //! read it at run time with `--config`.
 
+// Library code never unwraps: input errors are typed errors (tests may unwrap).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod build;
 pub mod circleci;
 mod error;
