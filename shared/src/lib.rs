@@ -7,10 +7,15 @@
 // Library code never unwraps: input errors are typed errors (tests may unwrap).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod chain;
+pub mod circleci;
 pub mod clock;
 pub mod http;
+pub mod schedule;
 pub mod secrets;
+pub mod store;
 pub mod telemetry;
+pub mod webhook;
 
 /// The triggers file (model, loader, validator), re-exported from `triggers-config`.
 pub use triggers_config as config;

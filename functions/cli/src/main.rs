@@ -32,13 +32,19 @@ enum Command {
     Check,
     /// Run everything on this machine: HTTP routes, scheduler, embedded SQLite store.
     Serve(commands::serve::ServeArgs),
+    /// Show the next fire times of the schedules (local and UTC, DST-adjusted ones marked).
+    Next(commands::next::NextArgs),
+    /// Show trigger history (embedded store under --data, or DynamoDB with --table), newest first.
+    History(commands::history::HistoryArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check => commands::check::run(&cli.config),
+        Command::History(args) => commands::history::run(args),
         Command::Serve(args) => commands::serve::run(&cli.config, args),
+        Command::Next(args) => commands::next::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

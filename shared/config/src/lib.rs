@@ -8,12 +8,18 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod build;
+pub mod chain;
 pub mod circleci;
+pub mod cron;
+pub mod endpoint;
 mod error;
+pub mod history;
 mod path;
 pub mod rules;
+pub mod schedule;
 pub mod slug;
 pub mod target;
+pub mod template;
 
 use std::path::Path;
 
@@ -21,7 +27,9 @@ use serde::Deserialize;
 
 pub use circleci::CircleCiSettings;
 pub use error::{ConfigError, ConfigIssue, Problems};
+pub use history::HistorySettings;
 pub use path::{FieldPath, Segment, SourceMap};
+pub use schedule::ScheduleSpec;
 pub use slug::{ProjectSlug, SlugError, Vcs};
 pub use target::{ActionKind, GitRefSpec, ParameterValue, Selection, TargetSpec};
 
@@ -31,12 +39,27 @@ pub use target::{ActionKind, GitRefSpec, ParameterValue, Selection, TargetSpec};
 pub struct TriggersFile {
     #[serde(default)]
     pub circleci: CircleCiSettings,
+    #[serde(default)]
+    pub history: HistorySettings,
+    #[serde(default)]
+    pub schedule: Vec<ScheduleSpec>,
+    #[serde(default)]
+    pub chain: Vec<chain::ChainSpec>,
+    #[serde(default)]
+    pub endpoint: Vec<endpoint::EndpointSpec>,
+    #[serde(default)]
+    pub client: Vec<endpoint::ClientSpec>,
 }
 
 impl TriggersFile {
     fn validate(&self, problems: &mut Problems) {
         self.circleci
             .validate(&FieldPath::root().key("circleci"), problems);
+        self.history
+            .validate(&FieldPath::root().key("history"), problems);
+        schedule::validate_all(&self.schedule, &FieldPath::root().key("schedule"), problems);
+        chain::validate_chains(&self.chain, &FieldPath::root().key("chain"), problems);
+        endpoint::validate_all(&self.endpoint, &self.client, &self.circleci, problems);
     }
 }
 

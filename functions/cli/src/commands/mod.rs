@@ -1,2 +1,4 @@
 pub mod check;
+pub mod history;
+pub mod next;
 pub mod serve;

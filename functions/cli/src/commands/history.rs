@@ -1,0 +1,387 @@
+//! `history`: what was triggered, skipped, rejected or failed, newest first.
+//!
+//! Reads the embedded SQLite store under `--data` (what `serve` writes), or the DynamoDB
+//! table given by `--table` / `TRIGGERS_TABLE` (what the Lambda functions write).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use shared::clock::SystemClock;
+use shared::store::sqlite::DEFAULT_FILE_NAME;
+use shared::store::{
+    DynamoStore, HistoryStore, Page, PageRequest, SourceKind, SqliteStore, StoreResult, TriggerId,
+    TriggerRecord, TriggerSource,
+};
+
+/// Most records one invocation reads while filtering before it stops looking.
+const MAX_SCANNED: usize = 10_000;
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Only this source: `KIND:NAME` (kind: schedule, chain, http, cli) or just `NAME`.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only records targeting this project (`gh/org/repo`).
+    #[arg(long)]
+    project: Option<String>,
+    /// Only records descending from this root trigger id.
+    #[arg(long)]
+    origin: Option<String>,
+    /// How many records to show.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    /// Print the records as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Directory of the embedded store (as given to `serve`).
+    #[arg(long, default_value = ".circleci-triggers")]
+    data: PathBuf,
+    /// Read the DynamoDB table instead of the embedded store.
+    #[arg(long, env = shared::store::dynamo::TABLE_ENV)]
+    table: Option<String>,
+}
+
+/// Which records to show; filters beyond the one an index serves are applied in code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub sources: Vec<TriggerSource>,
+    pub project: Option<String>,
+    pub origin: Option<TriggerId>,
+}
+
+impl Filter {
+    fn parse(args: &HistoryArgs) -> anyhow::Result<Self> {
+        let sources = match args.source.as_deref() {
+            None => Vec::new(),
+            Some(text) => match text.split_once(':') {
+                Some((kind, name)) => {
+                    let kind: SourceKind = kind.parse().map_err(anyhow::Error::msg)?;
+                    vec![TriggerSource::new(kind, name)]
+                }
+                None => SourceKind::ALL
+                    .into_iter()
+                    .map(|kind| TriggerSource::new(kind, text))
+                    .collect(),
+            },
+        };
+        let origin = args
+            .origin
+            .as_deref()
+            .map(|id| {
+                id.parse::<TriggerId>()
+                    .with_context(|| format!("--origin `{id}` is not a trigger id"))
+            })
+            .transpose()?;
+        Ok(Self {
+            sources,
+            project: args.project.clone(),
+            origin,
+        })
+    }
+
+    fn admits(&self, record: &TriggerRecord) -> bool {
+        let project = self.project.as_deref().map(canonical);
+        (self.sources.is_empty() || self.sources.contains(&record.source))
+            && project.is_none_or(|p| canonical(&record.target.project) == p)
+            && self.origin.is_none_or(|o| record.origin == o)
+    }
+}
+
+fn canonical(project: &str) -> String {
+    project
+        .parse::<shared::config::ProjectSlug>()
+        .map_or_else(|_| project.to_owned(), |slug| slug.canonical())
+}
+
+pub fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let filter = Filter::parse(&args)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store: Arc<dyn HistoryStore> = match &args.table {
+            Some(table) => Arc::new(DynamoStore::from_environment(table.clone(), Arc::new(SystemClock)).await),
+            None => {
+                let path = args.data.join(DEFAULT_FILE_NAME);
+                if !path.exists() {
+                    bail!(
+                        "no trigger history at {} (run `serve` with --data {}, or pass --table for DynamoDB)",
+                        path.display(),
+                        args.data.display()
+                    );
+                }
+                Arc::new(SqliteStore::open(&path, Arc::new(SystemClock))?)
+            }
+        };
+        let records = collect(store.as_ref(), &filter, args.limit as usize).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&records)?);
+        } else if records.is_empty() {
+            println!("no trigger records match");
+        } else {
+            print!("{}", render_table(&records));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Up to `limit` matching records, newest first, using the most selective index.
+pub async fn collect(
+    store: &dyn HistoryStore,
+    filter: &Filter,
+    limit: usize,
+) -> StoreResult<Vec<TriggerRecord>> {
+    let mut found = Vec::new();
+    if let Some(origin) = filter.origin {
+        let project = filter.project.clone();
+        scan(&mut found, filter, limit, |page| {
+            let project = project.clone();
+            async move { store.list_by_origin(origin, project.as_deref(), page).await }
+        })
+        .await?;
+    } else if !filter.sources.is_empty() {
+        // One listing per source kind (a bare name may be a schedule and an endpoint).
+        for source in &filter.sources {
+            scan(&mut found, filter, limit, |page| async move {
+                store.list_by_source(source, page).await
+            })
+            .await?;
+        }
+    } else if let Some(project) = &filter.project {
+        scan(&mut found, filter, limit, |page| async move {
+            store.list_by_project(project, page).await
+        })
+        .await?;
+    } else {
+        scan(&mut found, filter, limit, |page| async move {
+            store.list_recent(page).await
+        })
+        .await?;
+    }
+    found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    found.truncate(limit);
+    Ok(found)
+}
+
+/// Pages through one listing, keeping what the filter admits, until `limit` are kept.
+async fn scan<F, Fut>(
+    found: &mut Vec<TriggerRecord>,
+    filter: &Filter,
+    limit: usize,
+    mut list: F,
+) -> StoreResult<()>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = StoreResult<Page<TriggerRecord>>>,
+{
+    let page_size = u32::try_from(limit.clamp(1, 100)).unwrap_or(100);
+    let mut request = PageRequest::first(page_size);
+    let mut kept = 0;
+    let mut scanned = 0;
+    loop {
+        let page = list(request).await?;
+        scanned += page.items.len();
+        for record in page.items {
+            if filter.admits(&record) && kept < limit {
+                found.push(record);
+                kept += 1;
+            }
+        }
+        match page.next {
+            Some(cursor) if kept < limit && scanned < MAX_SCANNED => {
+                request = PageRequest::after(page_size, cursor);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The human table: one line per record, columns sized to their content.
+pub fn render_table(records: &[TriggerRecord]) -> String {
+    let header = [
+        "CREATED (UTC)",
+        "STATUS",
+        "SOURCE",
+        "PROJECT",
+        "ACTION",
+        "PIPELINE",
+        "ID",
+        "ORIGIN",
+        "REASON",
+    ];
+    let rows: Vec<[String; 9]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.status.to_string(),
+                r.source.to_string(),
+                r.target.project.clone(),
+                r.action.as_str().to_owned(),
+                r.pipeline.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |p| p.number.map_or_else(|| p.id.clone(), |n| format!("#{n}")),
+                ),
+                r.id.to_string(),
+                if r.origin == r.id {
+                    "(self)".to_owned()
+                } else {
+                    r.origin.to_string()
+                },
+                r.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeDelta, TimeZone, Utc};
+    use shared::clock::{Clock, ManualClock};
+    use shared::config::ActionKind;
+    use shared::store::{PipelineRef, TriggerStatus, TriggerTarget};
+
+    async fn seeded() -> (SqliteStore, Vec<TriggerRecord>) {
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 28, 2, 0, 0).unwrap(),
+        ));
+        let store = SqliteStore::in_memory(clock.clone()).unwrap();
+        let mut stored = Vec::new();
+        let mut root = None;
+        for (kind, name, project) in [
+            (SourceKind::Schedule, "nightly", "gh/acme/api"),
+            (SourceKind::Chain, "deploy", "gh/acme/deploy"),
+            (SourceKind::Http, "nightly", "gh/acme/web"),
+            (SourceKind::Schedule, "hourly", "gh/acme/api"),
+        ] {
+            let mut record = TriggerRecord::new(
+                TriggerSource::new(kind, name),
+                TriggerTarget::project(project),
+                ActionKind::Pipeline,
+                clock.now(),
+            );
+            if kind == SourceKind::Chain {
+                record = record.with_origin(root.unwrap());
+            }
+            record.status = TriggerStatus::Triggered;
+            record.pipeline = Some(PipelineRef {
+                id: format!("p-{name}-{project}"),
+                number: Some(7),
+                url: None,
+            });
+            let record = store.create_record(record).await.unwrap();
+            root.get_or_insert(record.id);
+            stored.push(record);
+            clock.advance(TimeDelta::minutes(1));
+        }
+        (store, stored)
+    }
+
+    fn ids(records: &[TriggerRecord]) -> Vec<TriggerId> {
+        records.iter().map(|r| r.id).collect()
+    }
+
+    #[tokio::test]
+    async fn filters_pick_the_index_and_apply_the_rest() {
+        let (store, r) = seeded().await;
+        let all = collect(&store, &Filter::default(), 10).await.unwrap();
+        assert_eq!(ids(&all), [r[3].id, r[2].id, r[1].id, r[0].id]);
+        let limited = collect(&store, &Filter::default(), 2).await.unwrap();
+        assert_eq!(ids(&limited), [r[3].id, r[2].id]);
+
+        // A bare name matches every kind: the schedule and the endpoint called `nightly`.
+        let args = |source: &str| HistoryArgs {
+            source: Some(source.into()),
+            project: None,
+            origin: None,
+            limit: 10,
+            json: false,
+            data: PathBuf::new(),
+            table: None,
+        };
+        let bare = Filter::parse(&args("nightly")).unwrap();
+        assert_eq!(
+            ids(&collect(&store, &bare, 10).await.unwrap()),
+            [r[2].id, r[0].id]
+        );
+        let typed = Filter::parse(&args("schedule:nightly")).unwrap();
+        assert_eq!(ids(&collect(&store, &typed, 10).await.unwrap()), [r[0].id]);
+        assert!(Filter::parse(&args("cron:nightly")).is_err());
+
+        let by_project = Filter {
+            project: Some("github/acme/api".into()),
+            ..Filter::default()
+        };
+        assert_eq!(
+            ids(&collect(&store, &by_project, 10).await.unwrap()),
+            [r[3].id, r[0].id]
+        );
+        let source_and_project = Filter {
+            project: Some("gh/acme/web".into()),
+            ..bare
+        };
+        assert_eq!(
+            ids(&collect(&store, &source_and_project, 10).await.unwrap()),
+            [r[2].id]
+        );
+        let by_origin = Filter {
+            origin: Some(r[0].id),
+            ..Filter::default()
+        };
+        assert_eq!(
+            ids(&collect(&store, &by_origin, 10).await.unwrap()),
+            [r[1].id, r[0].id]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_table_has_one_line_per_record_with_aligned_columns() {
+        let (_, r) = seeded().await;
+        let table = render_table(&r[..2]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("CREATED (UTC)"));
+        assert!(lines[1].starts_with("2026-11-28 02:00:00  triggered  schedule:nightly"));
+        assert!(
+            lines[1].contains("(self)"),
+            "a root trigger is its own origin"
+        );
+        assert!(
+            lines[2].contains(&r[0].id.to_string()),
+            "a chained trigger shows its origin"
+        );
+        let status_column = lines[0].find("STATUS").unwrap();
+        assert!(
+            lines
+                .iter()
+                .skip(1)
+                .all(|l| l[status_column..].starts_with("triggered"))
+        );
+    }
+}

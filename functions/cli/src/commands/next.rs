@@ -1,0 +1,344 @@
+//! `next`: the next fire times of the schedules, in each schedule's zone and in UTC, with the
+//! slots that daylight-saving time moved or repeated marked.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use chrono::{DateTime, Timelike, Utc};
+use serde_json::{Value, json};
+use shared::config::{ConfigError, ScheduleSpec, load_file};
+use shared::schedule::{ScheduleSlot, ScheduleTiming, SlotKind, next_slots};
+
+#[derive(clap::Args)]
+pub struct NextArgs {
+    /// Only this schedule (default: every schedule in the file).
+    #[arg(long)]
+    schedule: Option<String>,
+    /// How many fire times to show per schedule.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    count: u16,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Show fire times after this instant (RFC 3339, e.g. 2026-03-28T00:00:00Z) instead of now.
+    #[arg(long, value_parser = parse_instant)]
+    after: Option<DateTime<Utc>>,
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|instant| instant.to_utc())
+        .map_err(|error| format!("`{text}` is not an RFC 3339 instant ({error})"))
+}
+
+/// One schedule and its upcoming slots.
+struct Preview<'a> {
+    spec: &'a ScheduleSpec,
+    timing: ScheduleTiming,
+    slots: Vec<ScheduleSlot>,
+}
+
+pub fn run(config: &Path, args: NextArgs) -> anyhow::Result<ExitCode> {
+    let triggers = match load_file(config) {
+        Ok(triggers) => triggers,
+        Err(ConfigError::Invalid(issues)) => {
+            for issue in &issues {
+                eprintln!("{issue}");
+            }
+            eprintln!("{}: {} problem(s)", config.display(), issues.len());
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let after = args.after.unwrap_or_else(Utc::now);
+    let selected: Vec<&ScheduleSpec> = match &args.schedule {
+        Some(name) => match triggers.schedule.iter().find(|spec| &spec.name == name) {
+            Some(spec) => vec![spec],
+            None => {
+                let known: Vec<&str> = triggers.schedule.iter().map(|s| s.name.as_str()).collect();
+                bail!(
+                    "no schedule named `{name}` in {} (schedules: {})",
+                    config.display(),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            }
+        },
+        None => triggers.schedule.iter().collect(),
+    };
+    let previews = preview(&selected, after, usize::from(args.count))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&render_json(&previews))?);
+    } else if previews.is_empty() {
+        println!("{}: no schedules", config.display());
+    } else {
+        print!("{}", render_table(&previews));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn preview<'a>(
+    specs: &[&'a ScheduleSpec],
+    after: DateTime<Utc>,
+    count: usize,
+) -> anyhow::Result<Vec<Preview<'a>>> {
+    specs
+        .iter()
+        .map(|spec| {
+            // The file was validated, so this only fails if validation and parsing disagree.
+            let timing = spec.timing()?;
+            let slots = next_slots(&timing, after, count);
+            Ok(Preview {
+                spec,
+                timing,
+                slots,
+            })
+        })
+        .collect()
+}
+
+/// The explanation printed next to a slot that DST moved or repeated.
+fn note(slot: &ScheduleSlot) -> Option<String> {
+    match slot.kind {
+        SlotKind::ShiftedFromGap => Some(format!(
+            "{} does not exist (clocks spring forward): fired at transition",
+            slot.local.format("%H:%M")
+        )),
+        kind => kind.note().map(str::to_owned),
+    }
+}
+
+fn clock_format(instant: DateTime<Utc>) -> &'static str {
+    if instant.second() == 0 {
+        "%H:%M"
+    } else {
+        "%H:%M:%S"
+    }
+}
+
+fn local_text(preview: &Preview<'_>, slot: &ScheduleSlot) -> String {
+    let local = slot.local_in(preview.timing.zone);
+    local
+        .format(&format!("%a %Y-%m-%d {} %Z", clock_format(slot.at)))
+        .to_string()
+}
+
+fn utc_text(slot: &ScheduleSlot) -> String {
+    slot.at
+        .format(&format!("%Y-%m-%d {} UTC", clock_format(slot.at)))
+        .to_string()
+}
+
+fn render_table(previews: &[Preview<'_>]) -> String {
+    let mut out = String::new();
+    for (index, preview) in previews.iter().enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        let spec = preview.spec;
+        let kind = if preview.timing.cron.is_fixed_time() {
+            "fixed-time"
+        } else {
+            "wildcard"
+        };
+        let _ = write!(
+            out,
+            "{}  `{}`  {}  ({kind})",
+            spec.name,
+            preview.timing.cron,
+            preview.timing.zone.name()
+        );
+        if !spec.enabled {
+            out.push_str("  DISABLED: these times do not fire");
+        }
+        out.push('\n');
+        if preview.slots.is_empty() {
+            out.push_str("  no fire times in the next 100 years\n");
+            continue;
+        }
+        let rows: Vec<[String; 3]> = preview
+            .slots
+            .iter()
+            .map(|slot| {
+                [
+                    local_text(preview, slot),
+                    utc_text(slot),
+                    note(slot).unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let local_header = format!("LOCAL ({})", preview.timing.zone.name());
+        let local_width = rows
+            .iter()
+            .map(|row| row[0].chars().count())
+            .chain([local_header.chars().count()])
+            .max()
+            .unwrap_or_default();
+        let utc_width = rows
+            .iter()
+            .map(|row| row[1].chars().count())
+            .chain([3])
+            .max()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {local_header:<local_width$}  {:<utc_width$}  NOTE",
+            "UTC"
+        );
+        for [local, utc, note] in rows {
+            let line = format!("  {local:<local_width$}  {utc:<utc_width$}  {note}");
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn render_json(previews: &[Preview<'_>]) -> Value {
+    Value::Array(
+        previews
+            .iter()
+            .map(|preview| {
+                let slots: Vec<Value> = preview
+                    .slots
+                    .iter()
+                    .map(|slot| {
+                        json!({
+                            "at": slot.id(),
+                            "local": slot.local_in(preview.timing.zone).to_rfc3339(),
+                            "nominal_local": slot.local.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                            "kind": slot.kind.as_str(),
+                            "note": note(slot),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "schedule": preview.spec.name,
+                    "cron": preview.timing.cron.as_str(),
+                    "timezone": preview.timing.zone.name(),
+                    "fixed_time": preview.timing.cron.is_fixed_time(),
+                    "enabled": preview.spec.enabled,
+                    "slots": slots,
+                })
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn file(source: &str) -> shared::config::TriggersFile {
+        shared::config::parse_str(source, "triggers.toml").unwrap()
+    }
+
+    const BERLIN_AND_LORD_HOWE: &str = r#"
+[[schedule]]
+name = "nightly"
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+target = { project = "gh/acme/api", branch = "main" }
+
+[[schedule]]
+name = "quarterly-hour"
+cron = "*/15 * * * *"
+timezone = "Australia/Lord_Howe"
+enabled = false
+target = { project = "gh/acme/api", branch = "main" }
+"#;
+
+    fn instant(text: &str) -> DateTime<Utc> {
+        parse_instant(text).unwrap()
+    }
+
+    #[test]
+    fn the_table_marks_the_transition_and_shows_both_clocks() {
+        let triggers = file(BERLIN_AND_LORD_HOWE);
+        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().take(1).collect();
+        let previews = preview(&specs, instant("2026-03-27T12:00:00Z"), 3).unwrap();
+        let table = render_table(&previews);
+        let expected = "\
+nightly  `30 2 * * *`  Europe/Berlin  (fixed-time)
+  LOCAL (Europe/Berlin)      UTC                   NOTE
+  Sat 2026-03-28 02:30 CET   2026-03-28 01:30 UTC
+  Sun 2026-03-29 03:00 CEST  2026-03-29 01:00 UTC  02:30 does not exist (clocks spring forward): fired at transition
+  Mon 2026-03-30 02:30 CEST  2026-03-30 00:30 UTC
+";
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn the_table_marks_repeated_times_and_disabled_schedules() {
+        let triggers = file(BERLIN_AND_LORD_HOWE);
+        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().skip(1).collect();
+        // Lord Howe falls back from +11 to +10:30 at 2026-04-04T15:00:00Z (02:00 -> 01:30).
+        let previews = preview(&specs, instant("2026-04-04T14:20:00Z"), 5).unwrap();
+        let table = render_table(&previews);
+        assert!(table.starts_with(
+            "quarterly-hour  `*/15 * * * *`  Australia/Lord_Howe  (wildcard)  DISABLED"
+        ));
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(rows.len(), 5, "{table}");
+        assert!(
+            rows[0].contains("01:30 +11")
+                && rows[0].ends_with("repeated hour: first occurrence, fires again"),
+            "{table}"
+        );
+        assert!(
+            rows[1].contains("01:45 +11") && rows[1].contains("2026-04-04 14:45 UTC"),
+            "{table}"
+        );
+        assert!(
+            rows[2].contains("01:30 +1030")
+                && rows[2].ends_with("repeated hour: second occurrence"),
+            "{table}"
+        );
+        assert!(
+            rows[3].contains("01:45 +1030") && rows[3].contains("2026-04-04 15:15 UTC"),
+            "{table}"
+        );
+        assert!(
+            rows[4].contains("02:00 +1030") && rows[4].ends_with("UTC"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn json_carries_both_clocks_the_kind_and_the_note() {
+        let triggers = file(BERLIN_AND_LORD_HOWE);
+        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().collect();
+        let previews = preview(&specs, instant("2026-10-24T12:00:00Z"), 2).unwrap();
+        let value = render_json(&previews);
+        let nightly = &value[0];
+        assert_eq!(nightly["schedule"], "nightly");
+        assert_eq!(nightly["fixed_time"], true);
+        assert_eq!(nightly["enabled"], true);
+        let first = &nightly["slots"][0];
+        assert_eq!(first["at"], "2026-10-25T00:30:00Z");
+        assert_eq!(first["local"], "2026-10-25T02:30:00+02:00");
+        assert_eq!(first["nominal_local"], "2026-10-25T02:30:00");
+        assert_eq!(first["kind"], "repeated_first_only");
+        assert_eq!(first["note"], "repeated hour: first occurrence only");
+        assert_eq!(nightly["slots"][1]["at"], "2026-10-26T01:30:00Z");
+        assert_eq!(nightly["slots"][1]["note"], Value::Null);
+        assert_eq!(value[1]["enabled"], false);
+        assert_eq!(value[1]["slots"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn instants_must_be_rfc3339() {
+        assert!(parse_instant("2026-03-28T00:00:00+01:00").is_ok());
+        let error = parse_instant("tomorrow").unwrap_err();
+        assert!(
+            error.starts_with("`tomorrow` is not an RFC 3339 instant"),
+            "{error}"
+        );
+    }
+}

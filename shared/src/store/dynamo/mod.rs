@@ -1,0 +1,1638 @@
+//! The cloud store: one DynamoDB table (design and access patterns in ARCHITECTURE.md,
+//! "Storage"; definition in [`table_definition`]).
+//!
+//! Every claim and join transition is a conditional write. Expiry (leases, retention, join
+//! windows) is compared in code against the injected clock, never left to TTL deletion.
+//! Reads that must be exact (claims, records by id, pipeline bindings, join state) are
+//! strongly consistent reads of the main table; GSIs (eventually consistent on AWS) serve
+//! only listings, never a read-your-write.
+
+mod item;
+pub mod permissions;
+mod table;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+
+use self::item::{
+    Item, Reader, classify, from_ttl_seconds, key_to_strings, n, n_u64, s, sort_time,
+    strings_to_key, ttl_seconds,
+};
+pub use self::table::{
+    BY_MONTH, BY_ORIGIN, BY_PROJECT, BY_SOURCE, IndexDefinition, PARTITION_KEY, RETRY_DUE,
+    SORT_KEY, TTL_ATTRIBUTE, TableDefinition, create_table, table_definition,
+};
+use super::logic::{self, ClaimDecision, HolderOp, HolderPlan, JoinStep, StoredClaim, millis};
+use super::{
+    ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
+    ClaimStore, Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState,
+    JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, SCHEMA_VERSION, ScheduleState,
+    ScheduleStateStore, SharedClock, StoreError, StoreResult, StoreSettings, TriggerId,
+    TriggerRecord, TriggerSource, cursor,
+};
+use crate::clock::Clock;
+
+/// Environment variable naming the table (Lambda configuration, CLI `--table`).
+pub const TABLE_ENV: &str = "TRIGGERS_TABLE";
+
+/// DynamoDB refuses items over 400 KB; records stay well below by construction, and one
+/// that does not is refused here with a clear reason rather than by the service.
+const MAX_RECORD_BYTES: usize = 350 * 1024;
+
+/// How often a conditional write that lost a race is re-evaluated before giving up.
+const RACE_ATTEMPTS: usize = 8;
+
+const FLAGS_PARTITION: &str = "FLAGS";
+const RETRY_PARTITION: &str = "RETRY";
+
+fn claim_pk(key: &ClaimKey) -> String {
+    format!("CLAIM#{key}")
+}
+fn trigger_pk(id: TriggerId) -> String {
+    format!("TRIGGER#{id}")
+}
+fn pipeline_pk(pipeline_id: &str) -> String {
+    format!("PIPELINE#{pipeline_id}")
+}
+fn schedule_pk(name: &str) -> String {
+    format!("SCHEDULE#{name}")
+}
+fn join_pk(key: &ClaimKey) -> String {
+    format!("JOIN#{key}")
+}
+fn arrival_prefix(generation: u64) -> String {
+    format!("ARRIVAL#{generation:020}#")
+}
+fn source_pk(source: &TriggerSource) -> String {
+    format!("SOURCE#{}#{}", source.kind, source.name)
+}
+fn project_pk(project: &str) -> String {
+    format!("PROJECT#{project}")
+}
+fn origin_pk(origin: TriggerId) -> String {
+    format!("ORIGIN#{origin}")
+}
+fn month_pk(month: NaiveDate) -> String {
+    format!("MONTH#{}", month.format("%Y-%m"))
+}
+
+/// The [`TriggerStore`](super::TriggerStore) on a DynamoDB table.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    clock: SharedClock,
+    settings: Arc<StoreSettings>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .field("retention", &self.settings.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table_name: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            client,
+            table: table_name.into(),
+            clock,
+            settings: Arc::new(StoreSettings::default()),
+        }
+    }
+
+    /// A client from the default AWS configuration chain (Lambda role, profile, env).
+    pub async fn from_environment(table_name: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(Client::new(&config), table_name, clock)
+    }
+
+    /// Retention and redaction from the triggers file's `[history]`.
+    pub fn with_settings(mut self, settings: StoreSettings) -> Self {
+        self.settings = Arc::new(settings);
+        self
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(pk))
+            .key(SORT_KEY, s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| classify("GetItem", &error))?;
+        Ok(output.item)
+    }
+}
+
+/// The item of a failed conditional write (returned with ALL_OLD), if the service sent it.
+fn conditional_failure<E>(error: &SdkError<E, HttpResponse>) -> Option<Option<Item>>
+where
+    E: ConditionalFailure,
+{
+    match error {
+        SdkError::ServiceError(context) => context.err().conditional_item(),
+        _ => None,
+    }
+}
+
+/// Operation errors that can report a failed condition.
+trait ConditionalFailure {
+    /// `Some(old item or None)` when this is a ConditionalCheckFailedException.
+    fn conditional_item(&self) -> Option<Option<Item>>;
+}
+
+macro_rules! conditional_failure {
+    ($($error:ty),* $(,)?) => {$(
+        impl ConditionalFailure for $error {
+            fn conditional_item(&self) -> Option<Option<Item>> {
+                match self {
+                    Self::ConditionalCheckFailedException(failure) => Some(failure.item().cloned()),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+conditional_failure!(
+    aws_sdk_dynamodb::operation::put_item::PutItemError,
+    aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+    aws_sdk_dynamodb::operation::delete_item::DeleteItemError,
+);
+
+/// What a cancelled transaction's items reported, in request order (`None`: no failure).
+fn cancellation_codes(
+    error: &SdkError<TransactWriteItemsError, HttpResponse>,
+) -> Option<Vec<Option<String>>> {
+    match error {
+        SdkError::ServiceError(context) => match context.err() {
+            TransactWriteItemsError::TransactionCanceledException(cancelled) => Some(
+                cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|reason| {
+                        reason
+                            .code()
+                            .filter(|code| *code != "None")
+                            .map(str::to_owned)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn failed_condition(codes: &[Option<String>], index: usize) -> bool {
+    codes
+        .get(index)
+        .and_then(|code| code.as_deref())
+        .is_some_and(|code| code == "ConditionalCheckFailed")
+}
+
+/// A token that makes the SDK's automatic retries of one transaction idempotent.
+fn request_token(parts: &[&str]) -> String {
+    let digest = Sha256::digest(parts.join("\u{1f}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+// ---------------------------------------------------------------------------------------
+// Claims
+// ---------------------------------------------------------------------------------------
+
+fn claim_from_item(key: &ClaimKey, item: &Item) -> StoreResult<StoredClaim> {
+    let what = format!("claim `{key}`");
+    let r = Reader::new(item, &what);
+    let state = ClaimState::parse(r.s("state")?)
+        .ok_or_else(|| StoreError::corrupt(&what, "unknown state"))?;
+    let owner = OwnerToken::parse(r.s("owner")?)
+        .ok_or_else(|| StoreError::corrupt(&what, "unreadable owner token"))?;
+    let result = r
+        .opt_s("result")?
+        .map(serde_json::from_str::<ClaimResult>)
+        .transpose()
+        .map_err(|error| StoreError::corrupt(&what, error.to_string()))?;
+    Ok(StoredClaim {
+        key: key.clone(),
+        fingerprint: Fingerprint::from_stored(r.s("fingerprint")?),
+        state,
+        owner,
+        lease_expires_at: r.time("lease_expires_at")?,
+        attempts: u32::try_from(r.n("attempts")?).unwrap_or(u32::MAX),
+        sending_since: r.opt_time("sending_since")?,
+        result,
+        completed_at: r.opt_time("completed_at")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+        expires_at: from_ttl_seconds(r.n(TTL_ATTRIBUTE)?)?,
+        revision: u64::try_from(r.n("revision")?).unwrap_or(0),
+    })
+}
+
+impl DynamoStore {
+    async fn read_claim(&self, key: &ClaimKey) -> StoreResult<Option<StoredClaim>> {
+        self.get(claim_pk(key), "CLAIM")
+            .await?
+            .map(|item| claim_from_item(key, &item))
+            .transpose()
+    }
+
+    /// Writes a fresh claim unless a live one exists; `Err(item)` carries the live one.
+    async fn put_fresh_claim(
+        &self,
+        key: &ClaimKey,
+        fingerprint: &Fingerprint,
+        owner: OwnerToken,
+        lease_expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<(), Option<Item>>> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(claim_pk(key)))
+            .item(SORT_KEY, s("CLAIM"))
+            .item("type", s("claim"))
+            .item("fingerprint", s(fingerprint.as_str()))
+            .item("state", s(ClaimState::InProgress.as_str()))
+            .item("owner", s(owner.to_string()))
+            .item("lease_expires_at", n(millis(lease_expires_at)))
+            .item("attempts", n(1))
+            .item("created_at", n(millis(now)))
+            .item("updated_at", n(millis(now)))
+            .item(
+                TTL_ATTRIBUTE,
+                n(ttl_seconds(logic::retention_end(now, &self.settings))),
+            )
+            .item("revision", n(1))
+            .item("schema_version", n(i64::from(SCHEMA_VERSION)))
+            // A claim past its retention is as good as absent.
+            .condition_expression("attribute_not_exists(pk) OR #ttl <= :now_s")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now_s", n(now.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(error) => match conditional_failure(&error) {
+                Some(old) => Ok(Err(old)),
+                None => Err(classify("PutItem", &error)),
+            },
+        }
+    }
+
+    /// A holder transition as one conditional update (or delete, for release); when the
+    /// condition fails, the stored claim decides which error (or "already done") it is.
+    async fn holder_update(
+        &self,
+        op: HolderOp,
+        key: &ClaimKey,
+        owner: OwnerToken,
+        update: Option<(&str, Vec<(&str, AttributeValue)>)>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let allowed_states: &[ClaimState] = match op {
+            HolderOp::Renew | HolderOp::MarkSending | HolderOp::Complete => {
+                &[ClaimState::InProgress, ClaimState::Sending]
+            }
+            HolderOp::Release => &[ClaimState::InProgress],
+        };
+        let state_list: Vec<String> = (0..allowed_states.len())
+            .map(|i| format!(":st{i}"))
+            .collect();
+        let condition = format!(
+            "#owner = :owner AND #state IN ({}) AND #ttl > :now_s",
+            state_list.join(", ")
+        );
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":owner".to_owned(), s(owner.to_string())),
+            (":now_s".to_owned(), n(now.timestamp())),
+        ]);
+        for (name, state) in state_list.iter().zip(allowed_states) {
+            values.insert(name.clone(), s(state.as_str()));
+        }
+        let mut names: HashMap<String, String> = HashMap::from([
+            ("#owner".to_owned(), "owner".to_owned()),
+            ("#state".to_owned(), "state".to_owned()),
+            ("#ttl".to_owned(), TTL_ATTRIBUTE.to_owned()),
+        ]);
+        let key_item = HashMap::from([
+            (PARTITION_KEY.to_owned(), s(claim_pk(key))),
+            (SORT_KEY.to_owned(), s("CLAIM")),
+        ]);
+        let failure =
+            match update {
+                Some((expression, extra)) => {
+                    for (name, value) in extra {
+                        values.insert(name.to_owned(), value);
+                    }
+                    if expression.contains("#result") {
+                        names.insert("#result".to_owned(), "result".to_owned());
+                    }
+                    names.insert("#rev".to_owned(), "revision".to_owned());
+                    names.insert("#updated".to_owned(), "updated_at".to_owned());
+                    values.insert(":one".to_owned(), n(1));
+                    values.insert(":now".to_owned(), n(millis(now)));
+                    let result = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key_item))
+                        .update_expression(format!("{expression}, #updated = :now ADD #rev :one"))
+                        .condition_expression(condition)
+                        .set_expression_attribute_names(Some(names))
+                        .set_expression_attribute_values(Some(values))
+                        .return_values_on_condition_check_failure(
+                            ReturnValuesOnConditionCheckFailure::AllOld,
+                        )
+                        .send()
+                        .await;
+                    match result {
+                        Ok(_) => return Ok(()),
+                        Err(error) => conditional_failure(&error)
+                            .ok_or_else(|| classify("UpdateItem", &error))?,
+                    }
+                }
+                None => {
+                    let result = self
+                        .client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key_item))
+                        .condition_expression(condition)
+                        .set_expression_attribute_names(Some(names))
+                        .set_expression_attribute_values(Some(values))
+                        .return_values_on_condition_check_failure(
+                            ReturnValuesOnConditionCheckFailure::AllOld,
+                        )
+                        .send()
+                        .await;
+                    match result {
+                        Ok(_) => return Ok(()),
+                        Err(error) => conditional_failure(&error)
+                            .ok_or_else(|| classify("DeleteItem", &error))?,
+                    }
+                }
+            };
+        let stored = match failure {
+            Some(item) => Some(claim_from_item(key, &item)?),
+            None => self.read_claim(key).await?,
+        };
+        match logic::check_holder(op, key, stored.as_ref(), owner, now)? {
+            HolderPlan::AlreadyDone => Ok(()),
+            // The condition failed yet the claim now allows it: it changed under us, and
+            // only this owner can change it while holding, so this cannot loop.
+            HolderPlan::Apply => Err(StoreError::LostClaim { key: key.clone() }),
+        }
+    }
+}
+
+#[async_trait]
+impl ClaimStore for DynamoStore {
+    async fn claim(
+        &self,
+        key: &ClaimKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> StoreResult<ClaimOutcome> {
+        let now = self.clock.now();
+        let lease_expires_at = logic::lease_end(now, lease)?;
+        // One token for every try: if the SDK retried a write whose answer was lost, the
+        // stored claim carries this token and is recognised as ours below.
+        let owner = OwnerToken::generate();
+        for _ in 0..RACE_ATTEMPTS {
+            let existing = match self
+                .put_fresh_claim(key, fingerprint, owner, lease_expires_at, now)
+                .await?
+            {
+                Ok(()) => {
+                    return Ok(ClaimOutcome::Won(ClaimGrant {
+                        owner,
+                        attempt: 1,
+                        lease_expires_at,
+                        taken_over: false,
+                    }));
+                }
+                Err(Some(item)) => claim_from_item(key, &item)?,
+                Err(None) => match self.read_claim(key).await? {
+                    Some(existing) => existing,
+                    None => continue, // released in between: try again
+                },
+            };
+            if existing.owner == owner && existing.state == ClaimState::InProgress {
+                return Ok(ClaimOutcome::Won(ClaimGrant {
+                    owner,
+                    attempt: existing.attempts,
+                    lease_expires_at: existing.lease_expires_at,
+                    taken_over: existing.attempts > 1,
+                }));
+            }
+            match logic::assess_claim(&existing, fingerprint, now)? {
+                ClaimDecision::Answer(outcome) => return Ok(outcome),
+                ClaimDecision::Vacant => continue,
+                ClaimDecision::TakeOver => {
+                    let attempt = existing.attempts + 1;
+                    let result = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key(PARTITION_KEY, s(claim_pk(key)))
+                        .key(SORT_KEY, s("CLAIM"))
+                        .update_expression(
+                            "SET #owner = :owner, lease_expires_at = :lease, attempts = :attempt, \
+                             updated_at = :now, #rev = :next",
+                        )
+                        // Exactly the claim we judged expired: any write since bumped the revision.
+                        .condition_expression("#rev = :seen AND #state = :in_progress")
+                        .expression_attribute_names("#owner", "owner")
+                        .expression_attribute_names("#rev", "revision")
+                        .expression_attribute_names("#state", "state")
+                        .expression_attribute_values(":owner", s(owner.to_string()))
+                        .expression_attribute_values(":lease", n(millis(lease_expires_at)))
+                        .expression_attribute_values(":attempt", n(i64::from(attempt)))
+                        .expression_attribute_values(":now", n(millis(now)))
+                        .expression_attribute_values(":seen", n_u64(existing.revision))
+                        .expression_attribute_values(":next", n_u64(existing.revision + 1))
+                        .expression_attribute_values(
+                            ":in_progress",
+                            s(ClaimState::InProgress.as_str()),
+                        )
+                        .send()
+                        .await;
+                    match result {
+                        Ok(_) => {
+                            return Ok(ClaimOutcome::Won(ClaimGrant {
+                                owner,
+                                attempt,
+                                lease_expires_at,
+                                taken_over: true,
+                            }));
+                        }
+                        Err(error) if conditional_failure(&error).is_some() => continue,
+                        Err(error) => return Err(classify("UpdateItem", &error)),
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable {
+            message: format!("claim `{key}` kept changing under concurrent writers"),
+        })
+    }
+
+    async fn renew(
+        &self,
+        key: &ClaimKey,
+        owner: OwnerToken,
+        lease: Duration,
+    ) -> StoreResult<DateTime<Utc>> {
+        let now = self.clock.now();
+        let lease_expires_at = logic::lease_end(now, lease)?;
+        self.holder_update(
+            HolderOp::Renew,
+            key,
+            owner,
+            Some((
+                "SET lease_expires_at = :lease",
+                vec![(":lease", n(millis(lease_expires_at)))],
+            )),
+            now,
+        )
+        .await?;
+        Ok(lease_expires_at)
+    }
+
+    async fn mark_sending(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
+        let now = self.clock.now();
+        self.holder_update(
+            HolderOp::MarkSending,
+            key,
+            owner,
+            Some((
+                "SET #state = :sending, sending_since = if_not_exists(sending_since, :since)",
+                vec![
+                    (":sending", s(ClaimState::Sending.as_str())),
+                    (":since", n(millis(now))),
+                ],
+            )),
+            now,
+        )
+        .await
+    }
+
+    async fn complete(
+        &self,
+        key: &ClaimKey,
+        owner: OwnerToken,
+        result: &ClaimResult,
+    ) -> StoreResult<()> {
+        let now = self.clock.now();
+        let result = serde_json::to_string(result).map_err(|error| {
+            StoreError::invalid(format!("unserialisable claim result: {error}"))
+        })?;
+        self.holder_update(
+            HolderOp::Complete,
+            key,
+            owner,
+            Some((
+                "SET #state = :completed, #result = :result, completed_at = :now",
+                vec![
+                    (":completed", s(ClaimState::Completed.as_str())),
+                    (":result", s(result)),
+                ],
+            )),
+            now,
+        )
+        .await
+    }
+
+    async fn release(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
+        let now = self.clock.now();
+        self.holder_update(HolderOp::Release, key, owner, None, now)
+            .await
+    }
+
+    async fn adopt_ambiguous(&self, key: &ClaimKey, lease: Duration) -> StoreResult<ClaimGrant> {
+        let now = self.clock.now();
+        let lease_expires_at = logic::lease_end(now, lease)?;
+        let owner = OwnerToken::generate();
+        for _ in 0..RACE_ATTEMPTS {
+            let stored = self.read_claim(key).await?;
+            if let Some(stored) = stored.as_ref().filter(|s| s.owner == owner) {
+                // Our adoption landed although its answer was lost (SDK retry).
+                return Ok(ClaimGrant {
+                    owner,
+                    attempt: stored.attempts,
+                    lease_expires_at: stored.lease_expires_at,
+                    taken_over: true,
+                });
+            }
+            logic::check_adoptable(key, stored.as_ref(), now)?;
+            let Some(stored) = stored else { continue };
+            let attempt = stored.attempts + 1;
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(PARTITION_KEY, s(claim_pk(key)))
+                .key(SORT_KEY, s("CLAIM"))
+                .update_expression(
+                    "SET #owner = :owner, lease_expires_at = :lease, attempts = :attempt, \
+                     updated_at = :now, #rev = :next",
+                )
+                .condition_expression("#rev = :seen AND #state = :sending")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#rev", "revision")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":owner", s(owner.to_string()))
+                .expression_attribute_values(":lease", n(millis(lease_expires_at)))
+                .expression_attribute_values(":attempt", n(i64::from(attempt)))
+                .expression_attribute_values(":now", n(millis(now)))
+                .expression_attribute_values(":seen", n_u64(stored.revision))
+                .expression_attribute_values(":next", n_u64(stored.revision + 1))
+                .expression_attribute_values(":sending", s(ClaimState::Sending.as_str()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {
+                    return Ok(ClaimGrant {
+                        owner,
+                        attempt,
+                        lease_expires_at,
+                        taken_over: true,
+                    });
+                }
+                Err(error) if conditional_failure(&error).is_some() => continue,
+                Err(error) => return Err(classify("UpdateItem", &error)),
+            }
+        }
+        Err(StoreError::Unavailable {
+            message: format!("claim `{key}` kept changing under concurrent writers"),
+        })
+    }
+
+    async fn claim_snapshot(&self, key: &ClaimKey) -> StoreResult<Option<ClaimSnapshot>> {
+        let now = self.clock.now();
+        Ok(self
+            .read_claim(key)
+            .await?
+            .filter(|claim| !claim.is_expired(now))
+            .map(|claim| claim.snapshot()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Trigger records
+// ---------------------------------------------------------------------------------------
+
+fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
+    let body = serde_json::to_string(record)
+        .map_err(|error| StoreError::invalid(format!("unserialisable record: {error}")))?;
+    if body.len() > MAX_RECORD_BYTES {
+        return Err(StoreError::invalid(format!(
+            "record {} is {} bytes; the limit is {MAX_RECORD_BYTES}",
+            record.id,
+            body.len()
+        )));
+    }
+    let created = format!("{}#{}", sort_time(record.created_at), record.id);
+    let project = &record.target.project;
+    let mut item: Item = HashMap::from([
+        (PARTITION_KEY.to_owned(), s(trigger_pk(record.id))),
+        (SORT_KEY.to_owned(), s("TRIGGER")),
+        ("type".to_owned(), s("trigger")),
+        (
+            "schema_version".to_owned(),
+            n(i64::from(record.schema_version)),
+        ),
+        ("version".to_owned(), n_u64(record.version)),
+        ("record".to_owned(), s(body)),
+        // Operator-facing copies of the main facts (console, ad-hoc queries).
+        ("status".to_owned(), s(record.status.as_str())),
+        ("source".to_owned(), s(record.source.to_string())),
+        ("origin".to_owned(), s(record.origin.to_string())),
+        ("created_at".to_owned(), s(sort_time(record.created_at))),
+        (TTL_ATTRIBUTE.to_owned(), n(ttl_seconds(record.expires_at))),
+        ("source_pk".to_owned(), s(source_pk(&record.source))),
+        ("created_sk".to_owned(), s(created.clone())),
+        ("origin_pk".to_owned(), s(origin_pk(record.origin))),
+        ("origin_sk".to_owned(), s(format!("{project}#{created}"))),
+        (
+            "month_pk".to_owned(),
+            s(month_pk(first_of_month(record.created_at))),
+        ),
+    ]);
+    // Key attributes cannot be empty strings: without a project, the record is simply
+    // absent from the project index (sparse), e.g. a rejected call to an unknown endpoint.
+    if !project.is_empty() {
+        item.insert("project".to_owned(), s(project.clone()));
+        item.insert("project_pk".to_owned(), s(project_pk(project)));
+    }
+    if let Some(pipeline) = &record.pipeline {
+        item.insert("pipeline_id".to_owned(), s(pipeline.id.clone()));
+    }
+    if let Some(retry_at) = record.retry_at.filter(|_| record.source.kind.swept()) {
+        item.insert("retry_pk".to_owned(), s(RETRY_PARTITION));
+        item.insert(
+            "retry_sk".to_owned(),
+            s(format!("{}#{}", sort_time(retry_at), record.id)),
+        );
+    }
+    Ok(item)
+}
+
+fn record_from_item(item: &Item) -> StoreResult<TriggerRecord> {
+    let body = Reader::new(item, "trigger record").s("record")?;
+    serde_json::from_str(body)
+        .map_err(|error| StoreError::corrupt("trigger record", error.to_string()))
+}
+
+fn first_of_month(at: DateTime<Utc>) -> NaiveDate {
+    at.date_naive()
+        .with_day(1)
+        .unwrap_or_else(|| at.date_naive())
+}
+
+/// Position of a newest-first listing across month partitions.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MonthPosition {
+    month: NaiveDate,
+    after: Option<BTreeMap<String, String>>,
+}
+
+/// One newest-first Query on a GSI; `condition` uses `:pk` (and optionally `:prefix`).
+struct IndexQuery {
+    index: &'static str,
+    condition: &'static str,
+    values: Vec<(&'static str, String)>,
+}
+
+impl DynamoStore {
+    /// Reads up to `limit` live records from `query`, starting after `start`; returns
+    /// them and where the next read starts (`None`: the partition is exhausted).
+    async fn query_records(
+        &self,
+        query: &IndexQuery,
+        mut start: Option<Item>,
+        limit: usize,
+        now: DateTime<Utc>,
+        records: &mut Vec<TriggerRecord>,
+    ) -> StoreResult<Option<Item>> {
+        loop {
+            let remaining = limit.saturating_sub(records.len());
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(query.index)
+                .key_condition_expression(query.condition)
+                .scan_index_forward(false)
+                .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            for (name, value) in &query.values {
+                request = request.expression_attribute_values(*name, s(value.clone()));
+            }
+            let output = request
+                .send()
+                .await
+                .map_err(|error| classify("Query", &error))?;
+            for item in output.items() {
+                let record = record_from_item(item)?;
+                // TTL deletion lags; expiry is decided here.
+                if record.expires_at > now {
+                    records.push(record);
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() || records.len() >= limit {
+                return Ok(start);
+            }
+        }
+    }
+
+    async fn list_index(
+        &self,
+        scope: &str,
+        query: IndexQuery,
+        page: PageRequest,
+    ) -> StoreResult<Page<TriggerRecord>> {
+        let now = self.clock.now();
+        let limit = page.clamped_limit();
+        let start = page
+            .cursor
+            .as_ref()
+            .map(|c| cursor::decode::<BTreeMap<String, String>>(scope, c))
+            .transpose()?
+            .map(strings_to_key);
+        let mut items = Vec::with_capacity(limit);
+        let next = self
+            .query_records(&query, start, limit, now, &mut items)
+            .await?;
+        let next = next
+            .map(|key| cursor::encode(scope, &key_to_strings(&key)?))
+            .transpose()?;
+        Ok(Page { items, next })
+    }
+
+    /// Binds a pipeline id to a record inside the record's own write (a transaction), so a
+    /// pipeline can never be attributed to two records.
+    async fn write_record(
+        &self,
+        record: &TriggerRecord,
+        expected_version: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let item = record_item(record)?;
+        let body_digest = match item.get("record") {
+            Some(AttributeValue::S(body)) => hex::encode(Sha256::digest(body.as_bytes())),
+            _ => String::new(),
+        };
+        let (condition, values) = match expected_version {
+            None => ("attribute_not_exists(pk)", HashMap::new()),
+            Some(version) => (
+                "version = :expected AND #ttl > :now_s",
+                HashMap::from([
+                    (":expected".to_owned(), n_u64(version)),
+                    (":now_s".to_owned(), n(now.timestamp())),
+                ]),
+            ),
+        };
+        let names = expected_version
+            .map(|_| HashMap::from([("#ttl".to_owned(), TTL_ATTRIBUTE.to_owned())]));
+        let Some(pipeline) = &record.pipeline else {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values((!values.is_empty()).then_some(values))
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(error) if conditional_failure(&error).is_some() => {
+                    self.record_write_refused(record, expected_version, now)
+                        .await
+                }
+                Err(error) => Err(classify("PutItem", &error)),
+            };
+        };
+        let put_record = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(expected_version.map(|_| values))
+            .build()
+            .map_err(|error| StoreError::Internal {
+                message: error.to_string(),
+            })?;
+        let binding = Put::builder()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(pipeline_pk(&pipeline.id)))
+            .item(SORT_KEY, s("PIPELINE"))
+            .item("type", s("pipeline"))
+            .item("trigger_id", s(record.id.to_string()))
+            .item(TTL_ATTRIBUTE, n(ttl_seconds(record.expires_at)))
+            .item("schema_version", n(i64::from(SCHEMA_VERSION)))
+            .condition_expression("attribute_not_exists(pk) OR trigger_id = :id OR #ttl <= :now_s")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":id", s(record.id.to_string()))
+            .expression_attribute_values(":now_s", n(now.timestamp()))
+            .build()
+            .map_err(|error| StoreError::Internal {
+                message: error.to_string(),
+            })?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_record).build())
+            .transact_items(TransactWriteItem::builder().put(binding).build())
+            // The whole item in the token: a retry of this exact write is idempotent, while a
+            // different write of the same version (a lost race) still fails its condition.
+            .client_request_token(request_token(&[&self.table, &body_digest]))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => match cancellation_codes(&error) {
+                Some(codes) if failed_condition(&codes, 0) => {
+                    self.record_write_refused(record, expected_version, now)
+                        .await
+                }
+                Some(codes) if failed_condition(&codes, 1) => {
+                    let trigger_id = self.pipeline_recorded(&pipeline.id).await?;
+                    Err(match trigger_id {
+                        Some(trigger_id) => StoreError::PipelineAlreadyRecorded {
+                            pipeline_id: pipeline.id.clone(),
+                            trigger_id,
+                        },
+                        None => StoreError::Unavailable {
+                            message: format!(
+                                "pipeline {} binding changed concurrently",
+                                pipeline.id
+                            ),
+                        },
+                    })
+                }
+                _ => Err(classify("TransactWriteItems", &error)),
+            },
+        }
+    }
+
+    /// Why a record write's condition failed: it exists (create), or it is gone or newer
+    /// (update) — unless the stored record is exactly ours, i.e. the SDK retried a write
+    /// whose answer was lost, which is success.
+    async fn record_write_refused(
+        &self,
+        record: &TriggerRecord,
+        expected_version: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let id = record.id;
+        match self.get_record_at(id, now).await? {
+            Some(stored) if stored == *record => Ok(()),
+            Some(_) if expected_version.is_none() => Err(StoreError::RecordExists { id }),
+            Some(_) => Err(StoreError::StaleRecord { id }),
+            None if expected_version.is_none() => Err(StoreError::RecordExists { id }),
+            None => Err(StoreError::RecordNotFound { id }),
+        }
+    }
+
+    async fn get_record_at(
+        &self,
+        id: TriggerId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<TriggerRecord>> {
+        Ok(self
+            .get(trigger_pk(id), "TRIGGER")
+            .await?
+            .map(|item| record_from_item(&item))
+            .transpose()?
+            .filter(|record| record.expires_at > now))
+    }
+}
+
+#[async_trait]
+impl HistoryStore for DynamoStore {
+    async fn create_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
+        let now = self.clock.now();
+        let record = logic::prepare_create(record, &self.settings, now)?;
+        self.write_record(&record, None, now).await?;
+        Ok(record)
+    }
+
+    async fn update_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
+        let now = self.clock.now();
+        let (record, expected) = logic::prepare_update(record, &self.settings, now)?;
+        self.write_record(&record, Some(expected), now).await?;
+        Ok(record)
+    }
+
+    async fn get_record(&self, id: TriggerId) -> StoreResult<Option<TriggerRecord>> {
+        self.get_record_at(id, self.clock.now()).await
+    }
+
+    async fn list_by_source(
+        &self,
+        source: &TriggerSource,
+        page: PageRequest,
+    ) -> StoreResult<Page<TriggerRecord>> {
+        let pk = source_pk(source);
+        let query = IndexQuery {
+            index: BY_SOURCE,
+            condition: "source_pk = :pk",
+            values: vec![(":pk", pk.clone())],
+        };
+        self.list_index(&pk, query, page).await
+    }
+
+    async fn list_by_project(
+        &self,
+        project: &str,
+        page: PageRequest,
+    ) -> StoreResult<Page<TriggerRecord>> {
+        let pk = project_pk(&logic::canonical_project(project));
+        let query = IndexQuery {
+            index: BY_PROJECT,
+            condition: "project_pk = :pk",
+            values: vec![(":pk", pk.clone())],
+        };
+        self.list_index(&pk, query, page).await
+    }
+
+    async fn list_by_origin(
+        &self,
+        origin: TriggerId,
+        project: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<TriggerRecord>> {
+        let pk = origin_pk(origin);
+        let (scope, query) = match project.map(logic::canonical_project) {
+            Some(project) => (
+                format!("{pk}#{project}"),
+                IndexQuery {
+                    index: BY_ORIGIN,
+                    condition: "origin_pk = :pk AND begins_with(origin_sk, :prefix)",
+                    values: vec![(":pk", pk.clone()), (":prefix", format!("{project}#"))],
+                },
+            ),
+            None => (
+                pk.clone(),
+                IndexQuery {
+                    index: BY_ORIGIN,
+                    condition: "origin_pk = :pk",
+                    values: vec![(":pk", pk)],
+                },
+            ),
+        };
+        self.list_index(&scope, query, page).await
+    }
+
+    async fn list_recent(&self, page: PageRequest) -> StoreResult<Page<TriggerRecord>> {
+        const SCOPE: &str = "recent";
+        let now = self.clock.now();
+        let limit = page.clamped_limit();
+        let (mut month, mut start) = match &page.cursor {
+            Some(c) => {
+                let position: MonthPosition = cursor::decode(SCOPE, c)?;
+                (position.month, position.after.map(strings_to_key))
+            }
+            None => (first_of_month(now), None),
+        };
+        // Nothing older than the retention can be live, so the walk back stops there.
+        let oldest = first_of_month(now - logic::to_delta(self.settings.retention));
+        let mut items = Vec::with_capacity(limit);
+        loop {
+            let query = IndexQuery {
+                index: BY_MONTH,
+                condition: "month_pk = :pk",
+                values: vec![(":pk", month_pk(month))],
+            };
+            start = self
+                .query_records(&query, start, limit, now, &mut items)
+                .await?;
+            if let Some(after) = &start {
+                // Page full inside this month.
+                let position = MonthPosition {
+                    month,
+                    after: Some(key_to_strings(after)?),
+                };
+                return Ok(Page {
+                    items,
+                    next: Some(cursor::encode(SCOPE, &position)?),
+                });
+            }
+            let Some(previous) = month.checked_sub_months(Months::new(1)) else {
+                break;
+            };
+            if previous < oldest {
+                break;
+            }
+            month = previous;
+            if items.len() >= limit {
+                let position = MonthPosition { month, after: None };
+                return Ok(Page {
+                    items,
+                    next: Some(cursor::encode(SCOPE, &position)?),
+                });
+            }
+        }
+        Ok(Page { items, next: None })
+    }
+
+    async fn find_by_pipeline(&self, pipeline_id: &str) -> StoreResult<Option<TriggerRecord>> {
+        match self.pipeline_recorded(pipeline_id).await? {
+            Some(id) => self.get_record(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn pipeline_recorded(&self, pipeline_id: &str) -> StoreResult<Option<TriggerId>> {
+        let now = self.clock.now();
+        let Some(item) = self.get(pipeline_pk(pipeline_id), "PIPELINE").await? else {
+            return Ok(None);
+        };
+        let r = Reader::new(&item, "pipeline binding");
+        if from_ttl_seconds(r.n(TTL_ATTRIBUTE)?)? <= now {
+            return Ok(None);
+        }
+        r.s("trigger_id")?
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::corrupt("pipeline binding", "unreadable trigger id"))
+    }
+
+    async fn due_for_retry(&self, limit: u32) -> StoreResult<Vec<TriggerRecord>> {
+        let now = self.clock.now();
+        let limit = limit.clamp(1, super::MAX_PAGE_SIZE) as usize;
+        let mut due = Vec::new();
+        let mut start: Option<Item> = None;
+        // Oldest due first; `~` sorts after every id character, so all of `now` is included.
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(RETRY_DUE)
+                .key_condition_expression("retry_pk = :pk AND retry_sk <= :due")
+                .expression_attribute_values(":pk", s(RETRY_PARTITION))
+                .expression_attribute_values(":due", s(format!("{}#~", sort_time(now))))
+                .set_exclusive_start_key(start.take())
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|error| classify("Query", &error))?;
+            for item in output.items() {
+                let record = record_from_item(item)?;
+                // The index is eventually consistent: re-check what it claims.
+                let still_due =
+                    record.retry_at.is_some_and(|at| at <= now) && record.source.kind.swept();
+                if still_due && record.expires_at > now && due.len() < limit {
+                    due.push(record);
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() || due.len() >= limit {
+                return Ok(due);
+            }
+        }
+    }
+
+    async fn purge_expired(&self, limit: u32) -> StoreResult<u64> {
+        // Production relies on TTL for deletion (reads already ignore expired items); this
+        // bounded scan is for local tables and tests, where TTL never runs.
+        let now = self.clock.now();
+        let mut purged = 0_u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("#ttl <= :now_s")
+                .projection_expression("pk, sk")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":now_s", n(now.timestamp()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| classify("Scan", &error))?;
+            for key in output.items() {
+                if purged >= u64::from(limit) {
+                    return Ok(purged);
+                }
+                let result = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key.clone()))
+                    // Only if still expired: it may have been rewritten since the scan.
+                    .condition_expression("#ttl <= :now_s")
+                    .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                    .expression_attribute_values(":now_s", n(now.timestamp()))
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => purged += 1,
+                    Err(error) if conditional_failure(&error).is_some() => {}
+                    Err(error) => return Err(classify("DeleteItem", &error)),
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(purged);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Schedule state
+// ---------------------------------------------------------------------------------------
+
+#[async_trait]
+impl ScheduleStateStore for DynamoStore {
+    async fn schedule_state(&self, schedule: &str) -> StoreResult<Option<ScheduleState>> {
+        let Some(item) = self.get(schedule_pk(schedule), "STATE").await? else {
+            return Ok(None);
+        };
+        let r = Reader::new(&item, "schedule state");
+        Ok(Some(ScheduleState {
+            evaluated_through: r.time("evaluated_through")?,
+            definition: r.s("definition")?.to_owned(),
+            updated_at: r.time("updated_at")?,
+        }))
+    }
+
+    async fn advance_schedule(
+        &self,
+        schedule: &str,
+        evaluated_through: DateTime<Utc>,
+        definition: &str,
+    ) -> StoreResult<bool> {
+        let now = self.clock.now();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(schedule_pk(schedule)))
+            .item(SORT_KEY, s("STATE"))
+            .item("type", s("schedule_state"))
+            .item("evaluated_through", n(millis(evaluated_through)))
+            .item("definition", s(definition))
+            .item("updated_at", n(millis(now)))
+            .item("schema_version", n(i64::from(SCHEMA_VERSION)))
+            .condition_expression("attribute_not_exists(pk) OR evaluated_through < :through")
+            .expression_attribute_values(":through", n(millis(evaluated_through)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if conditional_failure(&error).is_some() => Ok(false),
+            Err(error) => Err(classify("PutItem", &error)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Joins
+// ---------------------------------------------------------------------------------------
+
+impl DynamoStore {
+    /// The join's state item and, for its generation, the arrivals (consistent reads).
+    async fn read_join(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>> {
+        let Some(item) = self.get(join_pk(key), "STATE").await? else {
+            return Ok(None);
+        };
+        let what = format!("join `{key}`");
+        let r = Reader::new(&item, &what);
+        let generation = u64::try_from(r.n("generation")?).unwrap_or(0);
+        let status = JoinStatus::parse(r.s("status")?)
+            .ok_or_else(|| StoreError::corrupt(&what, "unknown status"))?;
+        let mut state = JoinState {
+            key: key.clone(),
+            generation,
+            status,
+            expected: r.string_set("expected")?,
+            arrived: Vec::new(),
+            opened_at: r.time("opened_at")?,
+            window_ends_at: r.time("window_ends_at")?,
+            closed_by: r.opt_s("closed_by")?.map(str::to_owned),
+            finished_at: r.opt_time("finished_at")?,
+        };
+        state.arrived = self.read_arrivals(key, generation).await?;
+        Ok(Some(state))
+    }
+
+    async fn read_arrivals(
+        &self,
+        key: &ClaimKey,
+        generation: u64,
+    ) -> StoreResult<Vec<ArrivedUpstream>> {
+        let what = format!("join `{key}` arrival");
+        let mut arrived = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(join_pk(key)))
+                .expression_attribute_values(":prefix", s(arrival_prefix(generation)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| classify("Query", &error))?;
+            for item in output.items() {
+                let r = Reader::new(item, &what);
+                arrived.push(ArrivedUpstream {
+                    upstream: r.s("upstream")?.to_owned(),
+                    succeeded: r.bool("succeeded")?,
+                    pipeline_id: r.opt_s("pipeline_id")?.map(str::to_owned),
+                    trigger_id: r
+                        .opt_s("trigger_id")?
+                        .map(|id| {
+                            id.parse()
+                                .map_err(|_| StoreError::corrupt(&what, "unreadable trigger id"))
+                        })
+                        .transpose()?,
+                    arrived_at: r.time("arrived_at")?,
+                });
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                arrived.sort_by(|a, b| a.upstream.cmp(&b.upstream));
+                return Ok(arrived);
+            }
+        }
+    }
+
+    /// Opens generation `previous + 1` unless someone else moved the join first.
+    async fn open_generation(
+        &self,
+        arrival: &JoinArrival,
+        previous: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let generation = previous.map_or(1, |g| g + 1);
+        let window_ends_at = now + logic::to_delta(arrival.window);
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(join_pk(&arrival.key)))
+            .item(SORT_KEY, s("STATE"))
+            .item("type", s("join"))
+            .item("generation", n_u64(generation))
+            .item("status", s(JoinStatus::Open.as_str()))
+            .item(
+                "expected",
+                AttributeValue::Ss(arrival.expected.iter().cloned().collect()),
+            )
+            .item("opened_at", n(millis(now)))
+            .item("window_ends_at", n(millis(window_ends_at)))
+            .item(
+                TTL_ATTRIBUTE,
+                n(ttl_seconds(logic::retention_end(
+                    window_ends_at,
+                    &self.settings,
+                ))),
+            )
+            .item("schema_version", n(i64::from(SCHEMA_VERSION)));
+        request = match previous {
+            None => request.condition_expression("attribute_not_exists(pk)"),
+            Some(previous) => request
+                .condition_expression("generation = :previous")
+                .expression_attribute_values(":previous", n_u64(previous)),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(error) if conditional_failure(&error).is_some() => Ok(false),
+            Err(error) => Err(classify("PutItem", &error)),
+        }
+    }
+
+    /// Records the arrival in generation `state.generation` if that generation is still
+    /// open; `Ok(None)` when it no longer is, `Ok(Some(duplicate))` otherwise.
+    async fn put_arrival(
+        &self,
+        arrival: &JoinArrival,
+        state: &JoinState,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<bool>> {
+        let pk = join_pk(&arrival.key);
+        let still_open = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(pk.clone()))
+            .key(SORT_KEY, s("STATE"))
+            .condition_expression("generation = :generation AND #status = :open")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":generation", n_u64(state.generation))
+            .expression_attribute_values(":open", s(JoinStatus::Open.as_str()))
+            .build()
+            .map_err(|error| StoreError::Internal {
+                message: error.to_string(),
+            })?;
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(pk))
+            .item(
+                SORT_KEY,
+                s(format!(
+                    "{}{}",
+                    arrival_prefix(state.generation),
+                    arrival.upstream
+                )),
+            )
+            .item("type", s("join_arrival"))
+            .item("upstream", s(arrival.upstream.clone()))
+            .item("succeeded", AttributeValue::Bool(arrival.succeeded))
+            .item("arrived_at", n(millis(now)))
+            .item(
+                TTL_ATTRIBUTE,
+                n(ttl_seconds(logic::retention_end(
+                    state.window_ends_at,
+                    &self.settings,
+                ))),
+            )
+            .item("schema_version", n(i64::from(SCHEMA_VERSION)))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(pipeline_id) = &arrival.pipeline_id {
+            put = put.item("pipeline_id", s(pipeline_id.clone()));
+        }
+        if let Some(trigger_id) = arrival.trigger_id {
+            put = put.item("trigger_id", s(trigger_id.to_string()));
+        }
+        let put = put.build().map_err(|error| StoreError::Internal {
+            message: error.to_string(),
+        })?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(still_open)
+                    .build(),
+            )
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(false)),
+            Err(error) => match cancellation_codes(&error) {
+                Some(codes) if failed_condition(&codes, 0) => Ok(None),
+                Some(codes) if failed_condition(&codes, 1) => Ok(Some(true)),
+                _ => Err(classify("TransactWriteItems", &error)),
+            },
+        }
+    }
+
+    /// Moves an open generation to complete or closed; `false` if it was no longer open.
+    async fn settle_join(
+        &self,
+        key: &ClaimKey,
+        generation: u64,
+        status: JoinStatus,
+        closed_by: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(join_pk(key)))
+            .key(SORT_KEY, s("STATE"))
+            .condition_expression("generation = :generation AND #status = :open")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":generation", n_u64(generation))
+            .expression_attribute_values(":open", s(JoinStatus::Open.as_str()))
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":now", n(millis(now)))
+            .return_values(ReturnValue::None);
+        request = match closed_by {
+            Some(by) => request
+                .update_expression("SET #status = :status, finished_at = :now, closed_by = :by")
+                .expression_attribute_values(":by", s(by)),
+            None => request.update_expression("SET #status = :status, finished_at = :now"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(error) if conditional_failure(&error).is_some() => Ok(false),
+            Err(error) => Err(classify("UpdateItem", &error)),
+        }
+    }
+}
+
+#[async_trait]
+impl JoinStore for DynamoStore {
+    async fn join_arrive(&self, arrival: &JoinArrival) -> StoreResult<JoinOutcome> {
+        logic::validate_arrival(arrival)?;
+        let now = self.clock.now();
+        for _ in 0..RACE_ATTEMPTS {
+            let stored = self.read_join(&arrival.key).await?;
+            let state = match stored {
+                Some(state) if logic::join_generation_current(&state, now) => state,
+                other => {
+                    // No join, or its window has passed: open the next generation.
+                    self.open_generation(arrival, other.map(|s| s.generation), now)
+                        .await?;
+                    continue;
+                }
+            };
+            match state.status {
+                JoinStatus::Complete => {
+                    return Ok(JoinOutcome::Complete {
+                        state,
+                        fired_now: false,
+                    });
+                }
+                JoinStatus::Closed => {
+                    return Ok(JoinOutcome::Closed {
+                        state,
+                        closed_now: false,
+                    });
+                }
+                JoinStatus::Open => {}
+            }
+            let Some(duplicate) = self.put_arrival(arrival, &state, now).await? else {
+                continue; // settled or replaced meanwhile: look again
+            };
+            let mut state = state;
+            state.arrived = self.read_arrivals(&arrival.key, state.generation).await?;
+            let (status, closed_by) = match logic::join_step(&state, &state.arrived) {
+                JoinStep::Wait => return Ok(JoinOutcome::Waiting { state, duplicate }),
+                JoinStep::Complete => (JoinStatus::Complete, None),
+                JoinStep::Close { by } => (JoinStatus::Closed, Some(by)),
+            };
+            if !self
+                .settle_join(
+                    &arrival.key,
+                    state.generation,
+                    status,
+                    closed_by.as_deref(),
+                    now,
+                )
+                .await?
+            {
+                // Another arrival settled it first: report what it decided.
+                continue;
+            }
+            let state = JoinState {
+                status,
+                closed_by,
+                finished_at: Some(now),
+                ..state
+            };
+            return Ok(match status {
+                JoinStatus::Closed => JoinOutcome::Closed {
+                    state,
+                    closed_now: true,
+                },
+                _ => JoinOutcome::Complete {
+                    state,
+                    fired_now: true,
+                },
+            });
+        }
+        Err(StoreError::Unavailable {
+            message: format!(
+                "join `{}` kept changing under concurrent arrivals",
+                arrival.key
+            ),
+        })
+    }
+
+    async fn join_state(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>> {
+        self.read_join(key).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Pause flags
+// ---------------------------------------------------------------------------------------
+
+fn flag_from_item(item: &Item) -> StoreResult<PauseFlag> {
+    let r = Reader::new(item, "pause flag");
+    Ok(PauseFlag {
+        scope: r.s(SORT_KEY)?.to_owned(),
+        reason: r.opt_s("reason")?.map(str::to_owned),
+        paused_by: r.opt_s("paused_by")?.map(str::to_owned),
+        paused_at: r.time("paused_at")?,
+    })
+}
+
+#[async_trait]
+impl FlagStore for DynamoStore {
+    async fn pause(
+        &self,
+        scope: &str,
+        reason: Option<&str>,
+        paused_by: Option<&str>,
+    ) -> StoreResult<PauseFlag> {
+        if scope.is_empty() {
+            return Err(StoreError::invalid("a pause scope cannot be empty"));
+        }
+        let now = self.clock.now();
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(FLAGS_PARTITION))
+            .item(SORT_KEY, s(scope))
+            .item("type", s("pause_flag"))
+            .item("paused_at", n(millis(now)))
+            .item("schema_version", n(i64::from(SCHEMA_VERSION)));
+        if let Some(reason) = reason {
+            request = request.item("reason", s(reason));
+        }
+        if let Some(by) = paused_by {
+            request = request.item("paused_by", s(by));
+        }
+        request
+            .send()
+            .await
+            .map_err(|error| classify("PutItem", &error))?;
+        Ok(PauseFlag {
+            scope: scope.to_owned(),
+            reason: reason.map(str::to_owned),
+            paused_by: paused_by.map(str::to_owned),
+            paused_at: now,
+        })
+    }
+
+    async fn resume(&self, scope: &str) -> StoreResult<bool> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(FLAGS_PARTITION))
+            .key(SORT_KEY, s(scope))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|error| classify("DeleteItem", &error))?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+
+    async fn pause_flag(&self, scope: &str) -> StoreResult<Option<PauseFlag>> {
+        self.get(FLAGS_PARTITION.to_owned(), scope)
+            .await?
+            .map(|item| flag_from_item(&item))
+            .transpose()
+    }
+
+    async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>> {
+        let mut flags = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(FLAGS_PARTITION))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| classify("Query", &error))?;
+            for item in output.items() {
+                flags.push(flag_from_item(item)?);
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(flags);
+            }
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Least privilege, declared next to the code it describes: which DynamoDB actions each
+//! store operation sends (and which indexes it queries), which store operations each Lambda
+//! function performs, and which secrets it reads.
+//!
+//! `infra/template.yaml` grants each function's role exactly the union of these, and
+//! `tests/integration/tests/infra.rs` keeps both sides honest:
+//! - the template's policies must equal [`LambdaFunction::dynamodb_grants`] and
+//!   [`LambdaFunction::secrets`], nothing more, nothing less;
+//! - [`StoreOperation::access`] must cover every request the adapter really sends: the test
+//!   runs the store conformance suite through an SDK interceptor and maps each request to the
+//!   IAM action it needs (a `TransactWriteItems` needs the action of each item in it —
+//!   `PutItem`, `UpdateItem`, `DeleteItem`, `ConditionCheckItem` — never an action of its own).
+//!
+//! Adding a store operation to a function means adding it to that function's list here; the
+//! template then fails its test until the role is widened to match.
+
+use std::collections::BTreeSet;
+
+use crate::secrets::SecretKind;
+
+use super::table::{BY_MONTH, BY_ORIGIN, BY_PROJECT, BY_SOURCE, RETRY_DUE};
+
+/// The IAM actions the adapter uses, by name.
+pub mod actions {
+    pub const GET_ITEM: &str = "dynamodb:GetItem";
+    pub const PUT_ITEM: &str = "dynamodb:PutItem";
+    pub const UPDATE_ITEM: &str = "dynamodb:UpdateItem";
+    pub const DELETE_ITEM: &str = "dynamodb:DeleteItem";
+    pub const QUERY: &str = "dynamodb:Query";
+    pub const SCAN: &str = "dynamodb:Scan";
+    /// The `ConditionCheck` element of a `TransactWriteItems` request.
+    pub const CONDITION_CHECK_ITEM: &str = "dynamodb:ConditionCheckItem";
+}
+
+use actions::*;
+
+/// What one store operation needs from IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationAccess {
+    /// Actions on the table itself (item operations, and `Query` on the main key).
+    pub table_actions: &'static [&'static str],
+    /// Indexes it runs `Query` on (granted as `dynamodb:Query` on `<table>/index/<name>`).
+    pub queried_indexes: &'static [&'static str],
+}
+
+const fn table(actions: &'static [&'static str]) -> OperationAccess {
+    OperationAccess {
+        table_actions: actions,
+        queried_indexes: &[],
+    }
+}
+
+const fn index(names: &'static [&'static str]) -> OperationAccess {
+    OperationAccess {
+        table_actions: &[],
+        queried_indexes: names,
+    }
+}
+
+/// Every method of the store port ([`crate::store::TriggerStore`]), named as in the traits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StoreOperation {
+    Claim,
+    Renew,
+    MarkSending,
+    Complete,
+    Release,
+    AdoptAmbiguous,
+    ClaimSnapshot,
+    CreateRecord,
+    UpdateRecord,
+    GetRecord,
+    ListBySource,
+    ListByProject,
+    ListByOrigin,
+    ListRecent,
+    FindByPipeline,
+    PipelineRecorded,
+    DueForRetry,
+    PurgeExpired,
+    ScheduleState,
+    AdvanceSchedule,
+    JoinArrive,
+    JoinState,
+    Pause,
+    Resume,
+    PauseFlag,
+    PauseFlags,
+}
+
+impl StoreOperation {
+    pub const ALL: [StoreOperation; 26] = [
+        StoreOperation::Claim,
+        StoreOperation::Renew,
+        StoreOperation::MarkSending,
+        StoreOperation::Complete,
+        StoreOperation::Release,
+        StoreOperation::AdoptAmbiguous,
+        StoreOperation::ClaimSnapshot,
+        StoreOperation::CreateRecord,
+        StoreOperation::UpdateRecord,
+        StoreOperation::GetRecord,
+        StoreOperation::ListBySource,
+        StoreOperation::ListByProject,
+        StoreOperation::ListByOrigin,
+        StoreOperation::ListRecent,
+        StoreOperation::FindByPipeline,
+        StoreOperation::PipelineRecorded,
+        StoreOperation::DueForRetry,
+        StoreOperation::PurgeExpired,
+        StoreOperation::ScheduleState,
+        StoreOperation::AdvanceSchedule,
+        StoreOperation::JoinArrive,
+        StoreOperation::JoinState,
+        StoreOperation::Pause,
+        StoreOperation::Resume,
+        StoreOperation::PauseFlag,
+        StoreOperation::PauseFlags,
+    ];
+
+    /// The trait method's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreOperation::Claim => "claim",
+            StoreOperation::Renew => "renew",
+            StoreOperation::MarkSending => "mark_sending",
+            StoreOperation::Complete => "complete",
+            StoreOperation::Release => "release",
+            StoreOperation::AdoptAmbiguous => "adopt_ambiguous",
+            StoreOperation::ClaimSnapshot => "claim_snapshot",
+            StoreOperation::CreateRecord => "create_record",
+            StoreOperation::UpdateRecord => "update_record",
+            StoreOperation::GetRecord => "get_record",
+            StoreOperation::ListBySource => "list_by_source",
+            StoreOperation::ListByProject => "list_by_project",
+            StoreOperation::ListByOrigin => "list_by_origin",
+            StoreOperation::ListRecent => "list_recent",
+            StoreOperation::FindByPipeline => "find_by_pipeline",
+            StoreOperation::PipelineRecorded => "pipeline_recorded",
+            StoreOperation::DueForRetry => "due_for_retry",
+            StoreOperation::PurgeExpired => "purge_expired",
+            StoreOperation::ScheduleState => "schedule_state",
+            StoreOperation::AdvanceSchedule => "advance_schedule",
+            StoreOperation::JoinArrive => "join_arrive",
+            StoreOperation::JoinState => "join_state",
+            StoreOperation::Pause => "pause",
+            StoreOperation::Resume => "resume",
+            StoreOperation::PauseFlag => "pause_flag",
+            StoreOperation::PauseFlags => "pause_flags",
+        }
+    }
+
+    /// What the DynamoDB adapter sends for this operation, on any path (including the
+    /// read-back after a failed conditional write).
+    pub fn access(self) -> OperationAccess {
+        match self {
+            // Fresh claim: conditional Put; expired lease: conditional Update (takeover);
+            // a failed condition without the old item reads it back.
+            StoreOperation::Claim => table(&[PUT_ITEM, UPDATE_ITEM, GET_ITEM]),
+            // Holder transitions: one fenced Update, read-back when the condition fails.
+            StoreOperation::Renew | StoreOperation::MarkSending | StoreOperation::Complete => {
+                table(&[UPDATE_ITEM, GET_ITEM])
+            }
+            StoreOperation::Release => table(&[DELETE_ITEM, GET_ITEM]),
+            StoreOperation::AdoptAmbiguous => table(&[GET_ITEM, UPDATE_ITEM]),
+            StoreOperation::ClaimSnapshot
+            | StoreOperation::GetRecord
+            | StoreOperation::FindByPipeline
+            | StoreOperation::PipelineRecorded
+            | StoreOperation::ScheduleState
+            | StoreOperation::PauseFlag => table(&[GET_ITEM]),
+            // Put (or a transaction of two Puts with the pipeline binding); a refused write
+            // reads the record back to tell "exists", "stale" and "ours, answer lost" apart.
+            StoreOperation::CreateRecord | StoreOperation::UpdateRecord => {
+                table(&[PUT_ITEM, GET_ITEM])
+            }
+            StoreOperation::ListBySource => index(&[BY_SOURCE]),
+            StoreOperation::ListByProject => index(&[BY_PROJECT]),
+            StoreOperation::ListByOrigin => index(&[BY_ORIGIN]),
+            StoreOperation::ListRecent => index(&[BY_MONTH]),
+            // The index is eventually consistent: each record it returns is re-read.
+            StoreOperation::DueForRetry => OperationAccess {
+                table_actions: &[GET_ITEM],
+                queried_indexes: &[RETRY_DUE],
+            },
+            StoreOperation::PurgeExpired => table(&[SCAN, DELETE_ITEM]),
+            StoreOperation::AdvanceSchedule => table(&[PUT_ITEM, GET_ITEM]),
+            // State read, generation Put, [ConditionCheck state + Put arrival] transaction,
+            // arrivals Query on the main key, settling Update.
+            StoreOperation::JoinArrive => {
+                table(&[GET_ITEM, PUT_ITEM, CONDITION_CHECK_ITEM, QUERY, UPDATE_ITEM])
+            }
+            StoreOperation::JoinState => table(&[GET_ITEM, QUERY]),
+            StoreOperation::Pause => table(&[PUT_ITEM]),
+            StoreOperation::Resume => table(&[DELETE_ITEM]),
+            StoreOperation::PauseFlags => table(&[QUERY]),
+        }
+    }
+}
+
+/// What the trigger lifecycle (`engine::Engine`: `fire`, `decide_without_action`, `retry`,
+/// `sweep`) does to the store, whichever entry point drives it.
+const LIFECYCLE: [StoreOperation; 9] = [
+    StoreOperation::Claim,
+    StoreOperation::AdoptAmbiguous,
+    StoreOperation::MarkSending,
+    StoreOperation::Complete,
+    StoreOperation::Release,
+    StoreOperation::CreateRecord,
+    // Also `store::modify_record`'s read-modify-write (with `GetRecord`).
+    StoreOperation::UpdateRecord,
+    StoreOperation::GetRecord,
+    // `engine::StoreLedger`: is a candidate pipeline of an ambiguous create someone else's?
+    StoreOperation::PipelineRecorded,
+];
+
+/// `shared::scheduler` (the tick).
+const SCHEDULED_EXTRA: [StoreOperation; 6] = [
+    StoreOperation::ScheduleState,
+    StoreOperation::AdvanceSchedule,
+    // `Engine::sweep`: schedule and chain records due for another attempt.
+    StoreOperation::DueForRetry,
+    // `concurrency = forbid | replace`, and re-checking recent slots: the schedule's records.
+    StoreOperation::ListBySource,
+    StoreOperation::ClaimSnapshot,
+    // The schedule's own pause flag and the global one, by key.
+    StoreOperation::PauseFlag,
+];
+
+/// `shared::receiver` (the webhook receiver).
+const CHAINED_EXTRA: [StoreOperation; 5] = [
+    // Closed loop: the upstream pipeline's record gives the origin and takes the outcome.
+    StoreOperation::FindByPipeline,
+    // `select = "origin"`: the pipelines the same origin started, per project.
+    StoreOperation::ListByOrigin,
+    // Fan-in.
+    StoreOperation::JoinArrive,
+    StoreOperation::JoinState,
+    // Every flag at once (rules and the global scope), one Query per delivery.
+    StoreOperation::PauseFlags,
+];
+
+/// The HTTP trigger API: an HTTP call is its own origin, so it needs no index.
+const HTTP_EXTRA: [StoreOperation; 1] = [StoreOperation::PauseFlag];
+
+/// The three Lambda functions of the SAM template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LambdaFunction {
+    Scheduled,
+    Chained,
+    Http,
+}
+
+/// One grant on the table: an action, on the table or on one index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DynamoGrant {
+    Table(&'static str),
+    /// `dynamodb:Query` on this index.
+    QueryIndex(&'static str),
+}
+
+impl LambdaFunction {
+    pub const ALL: [LambdaFunction; 3] = [
+        LambdaFunction::Scheduled,
+        LambdaFunction::Chained,
+        LambdaFunction::Http,
+    ];
+
+    /// The binary's name (`[[bin]]` in its Cargo.toml, `BuildProperties.Binary` in SAM).
+    pub fn binary(self) -> &'static str {
+        match self {
+            LambdaFunction::Scheduled => "scheduled",
+            LambdaFunction::Chained => "chained",
+            LambdaFunction::Http => "http",
+        }
+    }
+
+    /// Every store operation the function performs.
+    pub fn store_operations(self) -> BTreeSet<StoreOperation> {
+        let extra: &[StoreOperation] = match self {
+            LambdaFunction::Scheduled => &SCHEDULED_EXTRA,
+            LambdaFunction::Chained => &CHAINED_EXTRA,
+            LambdaFunction::Http => &HTTP_EXTRA,
+        };
+        LIFECYCLE.iter().chain(extra).copied().collect()
+    }
+
+    /// The DynamoDB grants the function's role must have: the union over its operations.
+    pub fn dynamodb_grants(self) -> BTreeSet<DynamoGrant> {
+        let mut grants = BTreeSet::new();
+        for operation in self.store_operations() {
+            let access = operation.access();
+            grants.extend(access.table_actions.iter().map(|a| DynamoGrant::Table(a)));
+            grants.extend(
+                access
+                    .queried_indexes
+                    .iter()
+                    .map(|i| DynamoGrant::QueryIndex(i)),
+            );
+        }
+        grants
+    }
+
+    /// The secrets the function reads (each one Secrets Manager secret in the cloud).
+    pub fn secrets(self) -> &'static [SecretKind] {
+        match self {
+            LambdaFunction::Scheduled => &[SecretKind::CircleCiTokens],
+            LambdaFunction::Chained => &[
+                SecretKind::CircleCiTokens,
+                SecretKind::WebhookSigningSecrets,
+            ],
+            LambdaFunction::Http => &[SecretKind::CircleCiTokens, SecretKind::ClientKeyHashes],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::dynamo::table_definition;
+
+    #[test]
+    fn every_queried_index_exists() {
+        let definition = table_definition();
+        for operation in StoreOperation::ALL {
+            for name in operation.access().queried_indexes {
+                assert!(
+                    definition.indexes.iter().any(|index| index.name == *name),
+                    "{} queries unknown index {name}",
+                    operation.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_function_scans_purges_or_clears_pause_flags() {
+        for function in LambdaFunction::ALL {
+            assert!(
+                !function
+                    .dynamodb_grants()
+                    .contains(&DynamoGrant::Table(SCAN)),
+                "{function:?} must not scan the table"
+            );
+            let operations = function.store_operations();
+            assert!(!operations.contains(&StoreOperation::PurgeExpired));
+            assert!(!operations.contains(&StoreOperation::Resume));
+        }
+    }
+
+    #[test]
+    fn only_the_webhook_receiver_checks_join_conditions() {
+        for function in LambdaFunction::ALL {
+            assert_eq!(
+                function
+                    .dynamodb_grants()
+                    .contains(&DynamoGrant::Table(CONDITION_CHECK_ITEM)),
+                function == LambdaFunction::Chained,
+                "{function:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_function_reads_tokens_and_only_its_own_secrets() {
+        for function in LambdaFunction::ALL {
+            assert!(function.secrets().contains(&SecretKind::CircleCiTokens));
+        }
+        assert!(
+            !LambdaFunction::Scheduled
+                .secrets()
+                .contains(&SecretKind::ClientKeyHashes)
+        );
+        assert!(
+            !LambdaFunction::Http
+                .secrets()
+                .contains(&SecretKind::WebhookSigningSecrets)
+        );
+    }
+}
