@@ -1,13 +1,24 @@
-//! Lambda `chained`: receives CircleCI webhooks. Wiring only; the logic is in `shared`.
+//! Lambda `chained`: CircleCI webhooks → chain rules → actions. Wiring only; the logic is in
+//! `shared::receiver`.
+
+use std::sync::Arc;
 
 use shared::config::{embedded_triggers_file, parse_str};
+use shared::http::{health_router, with_problem_fallbacks};
+use shared::receiver::{Receiver, webhook_router};
 use shared::telemetry::{LogFormat, init};
+use shared::wiring::lambda_context;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init(LogFormat::Json);
     let triggers = parse_str(embedded_triggers_file!(), "triggers.toml (embedded)")?;
-    tracing::info!(api_url = %triggers.circleci.api_url, "chained function starting");
-    let router = shared::http::with_problem_fallbacks(shared::http::health_router());
-    lambda_http::run(router).await
+    let context = lambda_context(triggers, Receiver::context_options()).await?;
+    let receiver = Arc::new(Receiver::from_context(&context)?);
+    tracing::info!(
+        rules = receiver.rules().specs().count(),
+        "chained function ready"
+    );
+    let router = webhook_router(receiver).merge(health_router());
+    lambda_http::run(with_problem_fallbacks(router)).await
 }

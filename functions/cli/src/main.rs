@@ -36,6 +36,18 @@ enum Command {
     Next(commands::next::NextArgs),
     /// Show trigger history (embedded store under --data, or DynamoDB with --table), newest first.
     History(commands::history::HistoryArgs),
+    /// Call an HTTP endpoint from here (same validation and history; source kind `cli`).
+    Trigger(commands::trigger::TriggerArgs),
+    /// Mint a key for an HTTP API client and print the SHA-256 for the client keys secret.
+    MintKey(commands::mint_key::MintKeyArgs),
+    /// Pause a schedule (a store flag every tick honours: its slots are recorded as skipped).
+    Pause(commands::pause::PauseArgs),
+    /// Resume a paused schedule (its next slot fires).
+    Resume(commands::pause::ResumeArgs),
+    /// Which chain rules a webhook body matches and the CircleCI requests they would send (sends nothing).
+    Explain(commands::explain::ExplainArgs),
+    /// Register the webhook receiver's URL on every project the triggers file names (idempotent).
+    SetupWebhooks(commands::setup_webhooks::SetupWebhooksArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,8 +55,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check => commands::check::run(&cli.config),
         Command::History(args) => commands::history::run(args),
+        Command::Trigger(args) => commands::trigger::run(&cli.config, args),
+        Command::MintKey(args) => commands::mint_key::run(&cli.config, args),
         Command::Serve(args) => commands::serve::run(&cli.config, args),
         Command::Next(args) => commands::next::run(&cli.config, args),
+        Command::Pause(args) => commands::pause::run_pause(&cli.config, args),
+        Command::Resume(args) => commands::pause::run_resume(&cli.config, args),
+        Command::Explain(args) => commands::explain::run(&cli.config, args),
+        Command::SetupWebhooks(args) => commands::setup_webhooks::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

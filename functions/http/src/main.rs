@@ -1,13 +1,20 @@
 //! Lambda `http`: the HTTP API for external systems. Wiring only; the logic is in `shared`.
 
+use shared::api::{ApiSettings, TriggerApi, api_router};
 use shared::config::{embedded_triggers_file, parse_str};
+use shared::http::with_problem_fallbacks;
 use shared::telemetry::{LogFormat, init};
+use shared::wiring::{ContextOptions, lambda_context};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init(LogFormat::Json);
     let triggers = parse_str(embedded_triggers_file!(), "triggers.toml (embedded)")?;
-    tracing::info!(api_url = %triggers.circleci.api_url, "http function starting");
-    let router = shared::http::with_problem_fallbacks(shared::http::health_router());
-    lambda_http::run(router).await
+    let context = lambda_context(triggers, ContextOptions::for_http()).await?;
+    let api = TriggerApi::from_context(&context, ApiSettings::default())?;
+    tracing::info!(
+        endpoints = api.catalog().endpoints().count(),
+        "http function ready"
+    );
+    lambda_http::run(with_problem_fallbacks(api_router(api))).await
 }

@@ -2,18 +2,23 @@
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::config::{embedded_triggers_file, parse_str};
+use shared::scheduler::{Scheduler, lambda::handle};
 use shared::telemetry::{LogFormat, init};
+use shared::wiring::{ContextOptions, lambda_context};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init(LogFormat::Json);
     let triggers = parse_str(embedded_triggers_file!(), "triggers.toml (embedded)")?;
-    tracing::info!(api_url = %triggers.circleci.api_url, "scheduled function starting");
-    lambda_runtime::run(service_fn(
-        |event: LambdaEvent<serde_json::Value>| async move {
-            tracing::info!(input = %event.payload, "tick received");
-            Ok::<_, lambda_runtime::Error>(())
-        },
-    ))
+    let context = lambda_context(triggers, ContextOptions::default()).await?;
+    let scheduler = Scheduler::new(context.engine, context.triggers);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let scheduler = scheduler.clone();
+        async move {
+            handle(&scheduler, event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        }
+    }))
     .await
 }

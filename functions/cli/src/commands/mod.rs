@@ -1,4 +1,9 @@
 pub mod check;
+pub mod explain;
 pub mod history;
+pub mod mint_key;
 pub mod next;
+pub mod pause;
 pub mod serve;
+pub mod setup_webhooks;
+pub mod trigger;

@@ -1,0 +1,776 @@
+//! The trigger lifecycle: one code path that turns a logical trigger into exactly one
+//! CircleCI side effect and a history row, whatever the entry point (schedule tick, webhook,
+//! HTTP call, CLI).
+//!
+//! ```text
+//! claim(key, fingerprint) ──won──▶ record `received` ──▶ mark SENDING ──▶ CircleCI ──▶ record outcome ──▶ complete claim
+//!        │                                              (fenced; if it fails, nothing is sent)
+//!        ├─completed──▶ replay the stored record
+//!        ├─in progress─▶ tell the caller (HTTP: 409 + Retry-After; webhook: 5xx so CircleCI redelivers)
+//!        ├─ambiguous───▶ adopt the claim and reconcile (never resend)
+//!        └─conflict────▶ same key, different request
+//! ```
+//!
+//! **One record per logical trigger.** The record id is derived from the claim key, so a
+//! holder that takes over an expired lease (the first one crashed) finds and continues the
+//! same record instead of leaving an orphan.
+//!
+//! **Retries.** A failure that CircleCI guarantees had no effect (rate limited past the
+//! deadline, 5xx/timeout before sending, token unavailable) completes the claim with a
+//! `failed` record carrying `retry_at` (schedules and chains only; an HTTP caller owns its
+//! retries). [`Engine::retry`] makes the next attempt under its own claim
+//! (`<key>#attempt<N>`), so a sweep and a redelivery racing for it perform it once.
+
+mod ledger;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::actions::{Action, ActionError, ActionOutcome, Actions, Reconciled, SendGuard};
+use crate::clock::Clock;
+use crate::config::HistorySettings;
+use crate::store::{
+    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, Fingerprint, PipelineRef, SharedStore,
+    StoreError, TriggerId, TriggerRecord, TriggerSource, TriggerStatus, Upstream,
+    redact_parameters,
+};
+
+pub use ledger::StoreLedger;
+
+/// Namespace of the record ids derived from claim keys (UUIDv5).
+const RECORD_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5c1c_7a1e_0b0e_4c2a_9d3e_7f00_c1c1_7219);
+
+/// Tunables of the lifecycle.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How long a claim is held before another invocation may take it over. Must exceed the
+    /// longest function timeout plus a margin, so a live holder is never overtaken.
+    pub lease: Duration,
+    /// Window around an ambiguous create in which reconciliation looks for the pipeline.
+    pub reconcile_window: Duration,
+    /// Attempts (first try included) before a retryable failure is given up.
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt, capped at `max_retry_delay`.
+    pub retry_delay: Duration,
+    pub max_retry_delay: Duration,
+    /// Which parameter values history must not keep.
+    pub history: HistorySettings,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(120),
+            reconcile_window: Duration::from_secs(120),
+            max_attempts: 5,
+            retry_delay: Duration::from_secs(60),
+            max_retry_delay: Duration::from_secs(3600),
+            history: HistorySettings::default(),
+        }
+    }
+}
+
+/// One logical trigger, as an entry point describes it.
+#[derive(Debug, Clone)]
+pub struct TriggerIntent {
+    /// The exactly-once key (schedule slot, webhook event + rule + action, client + Idempotency-Key, join).
+    pub key: ClaimKey,
+    /// A digest of the request; the same key with another fingerprint is a conflict.
+    pub fingerprint: Fingerprint,
+    pub source: TriggerSource,
+    /// The root trigger this one descends from (chains); `None` makes it its own origin.
+    pub origin: Option<TriggerId>,
+    pub action: Action,
+    pub upstream: Option<Upstream>,
+    pub correlation: Option<String>,
+    /// Source-specific facts kept on the record (slot, event id, client, ...).
+    pub detail: serde_json::Value,
+}
+
+/// What happened to an intent.
+#[derive(Debug, Clone)]
+pub enum Fired {
+    /// This call decided the trigger; the record says how it ended.
+    Performed(TriggerRecord),
+    /// It had been decided before (duplicate delivery, replayed request): the stored record.
+    Replayed(TriggerRecord),
+    /// Another invocation holds the claim right now.
+    InProgress { retry_after: Duration },
+    /// The key belongs to a different request.
+    Conflict,
+}
+
+impl Fired {
+    pub fn record(&self) -> Option<&TriggerRecord> {
+        match self {
+            Fired::Performed(record) | Fired::Replayed(record) => Some(record),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A completed claim points at a record that is gone (expired or deleted).
+    #[error("claim `{key}` is completed but its trigger record is missing")]
+    MissingRecord { key: ClaimKey },
+    /// Something the decision depends on (CircleCI) could not be asked; try again later.
+    #[error("{reason}")]
+    Unavailable { reason: String },
+    /// A stored record could not be turned back into an action (written by another release).
+    #[error("trigger record {id} cannot be retried: {reason}")]
+    NotRetryable { id: TriggerId, reason: String },
+}
+
+impl EngineError {
+    /// Whether the same intent may succeed if tried again (answer 5xx / 503, let the sweep or
+    /// a redelivery come back).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Store(error) => error.is_retryable(),
+            EngineError::Unavailable { .. } => true,
+            EngineError::MissingRecord { .. } | EngineError::NotRetryable { .. } => false,
+        }
+    }
+}
+
+/// What a record keeps so a later attempt can redo the action without the original input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RetryPlan {
+    action: Action,
+}
+
+/// The trigger lifecycle over a store, CircleCI actions and a clock.
+#[derive(Clone)]
+pub struct Engine {
+    store: SharedStore,
+    actions: Arc<Actions>,
+    clock: Arc<dyn Clock>,
+    settings: Arc<EngineSettings>,
+}
+
+impl Engine {
+    pub fn new(
+        store: SharedStore,
+        actions: Arc<Actions>,
+        clock: Arc<dyn Clock>,
+        settings: EngineSettings,
+    ) -> Self {
+        Self {
+            store,
+            actions,
+            clock,
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn actions(&self) -> &Actions {
+        &self.actions
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// The id of the record a claim key stands for (stable across holders and attempts).
+    pub fn record_id_for(key: &ClaimKey) -> TriggerId {
+        let uuid = Uuid::new_v5(&RECORD_ID_NAMESPACE, key.as_str().as_bytes());
+        TriggerId::from_uuid(uuid)
+    }
+
+    /// Claims the intent and, when this call wins, performs its action once.
+    pub async fn fire(&self, intent: TriggerIntent) -> Result<Fired, EngineError> {
+        let span = tracing::info_span!(
+            "trigger",
+            trigger_id = %Self::record_id_for(&intent.key),
+            source = %intent.source,
+            project = %intent.action.target().project,
+            action = intent.action.kind().as_str(),
+        );
+        self.fire_inner(intent).instrument(span).await
+    }
+
+    async fn fire_inner(&self, intent: TriggerIntent) -> Result<Fired, EngineError> {
+        let lease = self.settings.lease;
+        match self
+            .store
+            .claim(&intent.key, &intent.fingerprint, lease)
+            .await?
+        {
+            ClaimOutcome::Won(grant) => {
+                let record = self.open_record(&intent, &grant).await?;
+                self.attempt(&intent.key, grant, record, &intent.action)
+                    .await
+                    .map(Fired::Performed)
+            }
+            ClaimOutcome::Completed { result, .. } => {
+                self.replay(&intent.key, &result).await.map(Fired::Replayed)
+            }
+            ClaimOutcome::InProgress {
+                lease_expires_at, ..
+            } => Ok(Fired::InProgress {
+                retry_after: self.until(lease_expires_at),
+            }),
+            ClaimOutcome::Ambiguous { sending_since, .. } => {
+                let grant = match self.store.adopt_ambiguous(&intent.key, lease).await {
+                    Ok(grant) => grant,
+                    // Someone else adopted it first: they reconcile.
+                    Err(StoreError::NotAmbiguous { .. } | StoreError::LostClaim { .. }) => {
+                        return Ok(Fired::InProgress {
+                            retry_after: Duration::from_secs(5),
+                        });
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                let record = self.open_record(&intent, &grant).await?;
+                self.reconcile_adopted(&intent.key, grant, record, &intent.action, sending_since)
+                    .await
+                    .map(Fired::Performed)
+            }
+            ClaimOutcome::Conflict => Ok(Fired::Conflict),
+        }
+    }
+
+    /// Records a decision that performs nothing (skipped, rejected) under the intent's claim,
+    /// so duplicates of it replay the same answer.
+    pub async fn decide_without_action(
+        &self,
+        intent: TriggerIntent,
+        status: TriggerStatus,
+        reason: String,
+    ) -> Result<Fired, EngineError> {
+        match self
+            .store
+            .claim(&intent.key, &intent.fingerprint, self.settings.lease)
+            .await?
+        {
+            ClaimOutcome::Won(grant) => {
+                let mut record = self.open_record(&intent, &grant).await?;
+                record.status = status;
+                record.reason = Some(reason);
+                record.retry_at = None;
+                record.updated_at = self.clock.now();
+                let record = self.store.update_record(record).await?;
+                self.finish_claim(&intent.key, &grant, &record).await?;
+                Ok(Fired::Performed(record))
+            }
+            ClaimOutcome::Completed { result, .. } => {
+                self.replay(&intent.key, &result).await.map(Fired::Replayed)
+            }
+            ClaimOutcome::InProgress {
+                lease_expires_at, ..
+            } => Ok(Fired::InProgress {
+                retry_after: self.until(lease_expires_at),
+            }),
+            ClaimOutcome::Ambiguous { .. } => Ok(Fired::InProgress {
+                retry_after: Duration::from_secs(5),
+            }),
+            ClaimOutcome::Conflict => Ok(Fired::Conflict),
+        }
+    }
+
+    /// Makes the next attempt of a record that failed retryably (the sweep, or a redelivery
+    /// that found the claim completed with a retryable failure). Does nothing when the record
+    /// is not due or another invocation already took this attempt.
+    pub async fn retry(&self, record: TriggerRecord) -> Result<Option<TriggerRecord>, EngineError> {
+        let now = self.clock.now();
+        let due = record.status == TriggerStatus::Failed
+            && record.retry_at.is_some_and(|at| at <= now)
+            && record.source.kind.swept();
+        if !due {
+            return Ok(None);
+        }
+        let Some(base_key) = record.claim_key.clone() else {
+            return Err(EngineError::NotRetryable {
+                id: record.id,
+                reason: "the record has no claim key".into(),
+            });
+        };
+        let plan: RetryPlan =
+            serde_json::from_value(record.detail["retry"].clone()).map_err(|error| {
+                EngineError::NotRetryable {
+                    id: record.id,
+                    reason: format!("no usable action on the record: {error}"),
+                }
+            })?;
+        let attempt_key = ClaimKey::from_stored(format!(
+            "{}#attempt{}",
+            base_key.as_str(),
+            record.attempts + 1
+        ));
+        let fingerprint = Fingerprint::of(record.id.to_string().as_bytes());
+        let span = tracing::info_span!(
+            "trigger_retry",
+            trigger_id = %record.id,
+            source = %record.source,
+            project = %record.target.project,
+            attempt = record.attempts + 1,
+        );
+        async {
+            match self
+                .store
+                .claim(&attempt_key, &fingerprint, self.settings.lease)
+                .await?
+            {
+                ClaimOutcome::Won(grant) => self
+                    .attempt(&attempt_key, grant, record, &plan.action)
+                    .await
+                    .map(Some),
+                // Done or being done by someone else.
+                _ => Ok(None),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs one sweep: retries every due schedule/chain record (up to `limit`).
+    /// Returns how many attempts were made; failures of single records are logged, not fatal.
+    pub async fn sweep(&self, limit: u32) -> Result<SweepReport, EngineError> {
+        let mut report = SweepReport::default();
+        for record in self.store.due_for_retry(limit).await? {
+            let id = record.id;
+            match self.retry(record).await {
+                Ok(Some(record)) => {
+                    report.attempted += 1;
+                    if record.status == TriggerStatus::Triggered {
+                        report.succeeded += 1;
+                    }
+                }
+                Ok(None) => report.skipped += 1,
+                Err(error @ EngineError::NotRetryable { .. }) => {
+                    report.errors += 1;
+                    tracing::error!(trigger_id = %id, %error, "giving up on the record");
+                    // Take it out of the retry index so it cannot starve the sweep.
+                    let reason = error.to_string();
+                    let _ = crate::store::modify_record(self.store.as_ref(), id, move |record| {
+                        record.retry_at = None;
+                        record.reason = Some(reason.clone());
+                    })
+                    .await;
+                }
+                Err(error) => {
+                    report.errors += 1;
+                    tracing::warn!(trigger_id = %id, %error, "retry failed");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    // ----------------------------------------------------------------- internals
+
+    fn until(&self, at: DateTime<Utc>) -> Duration {
+        (at - self.clock.now())
+            .to_std()
+            .unwrap_or_default()
+            .max(Duration::from_secs(1))
+    }
+
+    async fn replay(
+        &self,
+        key: &ClaimKey,
+        result: &ClaimResult,
+    ) -> Result<TriggerRecord, EngineError> {
+        let id = result
+            .trigger_id
+            .unwrap_or_else(|| Self::record_id_for(key));
+        self.store
+            .get_record(id)
+            .await?
+            .ok_or_else(|| EngineError::MissingRecord { key: key.clone() })
+    }
+
+    /// The intent's record: created on the first attempt, found again after a takeover.
+    async fn open_record(
+        &self,
+        intent: &TriggerIntent,
+        grant: &ClaimGrant,
+    ) -> Result<TriggerRecord, EngineError> {
+        let id = Self::record_id_for(&intent.key);
+        if (grant.taken_over || grant.attempt > 1)
+            && let Some(existing) = self.store.get_record(id).await?
+        {
+            return Ok(existing);
+        }
+        let now = self.clock.now();
+        let target = intent.action.target();
+        let mut record = TriggerRecord::new(
+            intent.source.clone(),
+            // The action's view: approve/rerun/cancel add the job and workflow they act on.
+            intent.action.record_target(),
+            intent.action.kind(),
+            now,
+        );
+        record.id = id;
+        record.origin = intent.origin.unwrap_or(id);
+        record.parameters = target
+            .parameters
+            .iter()
+            .map(|(name, value)| (name.clone(), parameter_json(value)))
+            .collect();
+        redact_parameters(&self.settings.history, &mut record.parameters);
+        record.claim_key = Some(intent.key.clone());
+        record.upstream = intent.upstream.clone();
+        record.correlation = intent.correlation.clone();
+        record.detail = intent.detail.clone();
+        if record.source.kind.swept() {
+            // Kept so the sweep can redo the action without the original event.
+            let plan = RetryPlan {
+                action: intent.action.clone(),
+            };
+            if let Ok(value) = serde_json::to_value(plan) {
+                set_detail(&mut record.detail, "retry", value);
+            }
+        }
+        match self.store.create_record(record).await {
+            Ok(record) => Ok(record),
+            Err(StoreError::RecordExists { .. }) => {
+                self.store
+                    .get_record(id)
+                    .await?
+                    .ok_or_else(|| EngineError::MissingRecord {
+                        key: intent.key.clone(),
+                    })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// One attempt of the action under a won claim, ending with the claim completed (or
+    /// released when nothing could have been sent and the failure was the store's).
+    async fn attempt(
+        &self,
+        key: &ClaimKey,
+        grant: ClaimGrant,
+        mut record: TriggerRecord,
+        action: &Action,
+    ) -> Result<TriggerRecord, EngineError> {
+        record.attempts += 1;
+        let guard = ClaimSendGuard {
+            store: self.store.clone(),
+            key: key.clone(),
+            grant: grant.clone(),
+            clock: self.clock.clone(),
+            sent_at: std::sync::Mutex::new(None),
+        };
+        let result = self.actions.perform(action, &guard).await;
+        let sent_at = guard.sent_at();
+        let now = self.clock.now();
+        record.updated_at = now;
+        match result {
+            Ok(outcome) => apply_outcome(&mut record, &outcome),
+            Err(ActionError::Guard { reason }) => {
+                // mark_sending failed: nothing was sent. Give the claim back when we still
+                // hold it so a retry (sweep, redelivery) can take it.
+                tracing::warn!(%reason, "could not mark the claim sending; nothing sent");
+                let _ = self.store.release(key, grant.owner).await;
+                return Err(EngineError::Store(StoreError::Unavailable {
+                    message: format!("could not mark the claim sending: {reason}"),
+                }));
+            }
+            Err(error) if error.is_ambiguous() => {
+                let sent_at = sent_at.unwrap_or(now);
+                match action {
+                    Action::Pipeline { target } => {
+                        self.reconcile_into(&mut record, target, sent_at, &error)
+                            .await;
+                    }
+                    _ => {
+                        record.status = TriggerStatus::Ambiguous;
+                        record.reason = Some(error.to_string());
+                    }
+                }
+            }
+            Err(error) => self.record_failure(&mut record, &error, now),
+        }
+        if record.status != TriggerStatus::Failed {
+            // Only a failed record waits for the sweep; anything else leaving `retry_at` set
+            // would sit at the head of the retry index forever.
+            record.retry_at = None;
+        }
+        let record = self.save(record).await?;
+        self.finish_claim(key, &grant, &record).await?;
+        emit_metrics(&record);
+        tracing::info!(status = %record.status, reason = record.reason.as_deref().unwrap_or(""), "trigger decided");
+        Ok(record)
+    }
+
+    /// A claim whose holder was sending when its lease ran out: find out what happened.
+    async fn reconcile_adopted(
+        &self,
+        key: &ClaimKey,
+        grant: ClaimGrant,
+        mut record: TriggerRecord,
+        action: &Action,
+        sending_since: DateTime<Utc>,
+    ) -> Result<TriggerRecord, EngineError> {
+        if record.status == TriggerStatus::Triggered && record.pipeline.is_some() {
+            // The holder recorded the outcome but died before completing the claim.
+        } else {
+            record.updated_at = self.clock.now();
+            let error = ActionError::CircleCi(crate::circleci::CircleCiError::Ambiguous {
+                operation: "the previous holder's request",
+                status: None,
+                reason: "its lease expired while sending".into(),
+            });
+            match action {
+                Action::Pipeline { target } => {
+                    self.reconcile_into(&mut record, target, sending_since, &error)
+                        .await;
+                }
+                _ => {
+                    record.status = TriggerStatus::Ambiguous;
+                    record.reason = Some(error.to_string());
+                }
+            }
+            record.retry_at = None;
+            record = self.save(record).await?;
+        }
+        self.finish_claim(key, &grant, &record).await?;
+        emit_metrics(&record);
+        Ok(record)
+    }
+
+    async fn reconcile_into(
+        &self,
+        record: &mut TriggerRecord,
+        target: &crate::actions::Target,
+        sent_at: DateTime<Utc>,
+        cause: &ActionError,
+    ) {
+        let ledger = StoreLedger::new(self.store.clone(), record.id);
+        match self
+            .actions
+            .reconcile_create(target, sent_at, self.settings.reconcile_window, &ledger)
+            .await
+        {
+            Ok(Reconciled::Adopted(pipeline)) => {
+                record.status = TriggerStatus::Triggered;
+                record.reason = Some(format!(
+                    "adopted pipeline {} after an ambiguous create ({cause})",
+                    pipeline.id
+                ));
+                record.pipeline = Some(PipelineRef {
+                    id: pipeline.id.to_string(),
+                    number: Some(u64::try_from(pipeline.number).unwrap_or(0)),
+                    url: None,
+                });
+                record.revision = pipeline.revision().map(str::to_owned);
+            }
+            Ok(Reconciled::StillAmbiguous { candidates }) => {
+                record.status = TriggerStatus::Ambiguous;
+                record.reason = Some(format!(
+                    "{cause}; reconciliation found {} candidate pipeline(s): an operator must decide",
+                    candidates.len()
+                ));
+                set_detail(
+                    &mut record.detail,
+                    "candidates",
+                    serde_json::json!(candidates.iter().map(Uuid::to_string).collect::<Vec<_>>()),
+                );
+            }
+            Err(error) => {
+                record.status = TriggerStatus::Ambiguous;
+                record.reason = Some(format!("{cause}; reconciliation failed: {error}"));
+            }
+        }
+    }
+
+    fn record_failure(&self, record: &mut TriggerRecord, error: &ActionError, now: DateTime<Utc>) {
+        record.reason = Some(error.to_string());
+        if let ActionError::CircleCi(crate::circleci::CircleCiError::NotTriggered { .. }) = error {
+            record.status = TriggerStatus::NotTriggered;
+            record.retry_at = None;
+            return;
+        }
+        record.status = TriggerStatus::Failed;
+        record.retry_at = if error.is_retryable()
+            && record.source.kind.swept()
+            && record.attempts < self.settings.max_attempts
+        {
+            let delay = retry_delay(&self.settings, record.attempts, error);
+            Some(now + chrono::Duration::from_std(delay).unwrap_or_default())
+        } else {
+            None
+        };
+        set_detail(
+            &mut record.detail,
+            "retryable",
+            serde_json::json!(error.is_retryable()),
+        );
+    }
+
+    async fn save(&self, record: TriggerRecord) -> Result<TriggerRecord, EngineError> {
+        match self.store.update_record(record.clone()).await {
+            Ok(saved) => Ok(saved),
+            // Someone (the closed loop) touched it meanwhile: re-apply our fields.
+            Err(StoreError::StaleRecord { id }) => {
+                let ours = record;
+                crate::store::modify_record(self.store.as_ref(), id, move |stored| {
+                    stored.status = ours.status;
+                    stored.reason = ours.reason.clone();
+                    stored.attempts = ours.attempts;
+                    stored.retry_at = ours.retry_at;
+                    stored.pipeline = ours.pipeline.clone();
+                    stored.revision = ours.revision.clone();
+                    stored.detail = ours.detail.clone();
+                    stored.updated_at = ours.updated_at;
+                })
+                .await
+                .map_err(EngineError::from)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn finish_claim(
+        &self,
+        key: &ClaimKey,
+        grant: &ClaimGrant,
+        record: &TriggerRecord,
+    ) -> Result<(), EngineError> {
+        let result = ClaimResult::trigger(record.id);
+        match self.store.complete(key, grant.owner, &result).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::LostClaim { .. }) => {
+                // Our lease ran out while working and someone took over. The record already
+                // holds the truth; the new holder finds it.
+                tracing::warn!(%key, "claim lost before completion; the record stands");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Counts of one sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub attempted: u32,
+    pub succeeded: u32,
+    pub skipped: u32,
+    pub errors: u32,
+}
+
+/// Marks the claim SENDING right before the side-effecting request, remembering when.
+struct ClaimSendGuard {
+    store: SharedStore,
+    key: ClaimKey,
+    grant: ClaimGrant,
+    clock: Arc<dyn Clock>,
+    sent_at: std::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+impl ClaimSendGuard {
+    fn sent_at(&self) -> Option<DateTime<Utc>> {
+        *self
+            .sent_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl SendGuard for ClaimSendGuard {
+    async fn before_send(&self) -> Result<(), String> {
+        self.store
+            .mark_sending(&self.key, self.grant.owner)
+            .await
+            .map_err(|error| error.to_string())?;
+        *self
+            .sent_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(self.clock.now());
+        Ok(())
+    }
+}
+
+fn apply_outcome(record: &mut TriggerRecord, outcome: &ActionOutcome) {
+    record.status = TriggerStatus::Triggered;
+    record.retry_at = None;
+    record.reason = None;
+    match outcome {
+        ActionOutcome::PipelineCreated { id, number, .. } => {
+            record.pipeline = Some(PipelineRef {
+                id: id.to_string(),
+                number: Some(*number),
+                url: None,
+            });
+        }
+        ActionOutcome::Approved { pipeline_id, .. }
+        | ActionOutcome::Rerun { pipeline_id, .. }
+        | ActionOutcome::Canceled { pipeline_id, .. } => {
+            // The pipeline acted on belongs to another trigger: keep it in the detail, not
+            // as this record's pipeline (each pipeline id maps to one record).
+            set_detail(
+                &mut record.detail,
+                "acted_on_pipeline",
+                serde_json::json!(pipeline_id.to_string()),
+            );
+        }
+    }
+    if let Ok(value) = serde_json::to_value(outcome) {
+        set_detail(&mut record.detail, "outcome", value);
+    }
+}
+
+/// Exponential backoff from the configured delay, honouring CircleCI's Retry-After.
+fn retry_delay(settings: &EngineSettings, attempts: u32, error: &ActionError) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(16);
+    let backoff = settings
+        .retry_delay
+        .saturating_mul(1u32 << exponent)
+        .min(settings.max_retry_delay);
+    match error {
+        ActionError::CircleCi(crate::circleci::CircleCiError::RateLimited {
+            retry_after: Some(wait),
+        }) => backoff.max(*wait),
+        _ => backoff,
+    }
+}
+
+fn parameter_json(value: &crate::config::ParameterValue) -> serde_json::Value {
+    match value {
+        crate::config::ParameterValue::Boolean(b) => serde_json::json!(b),
+        crate::config::ParameterValue::Integer(i) => serde_json::json!(i),
+        crate::config::ParameterValue::String(s) => serde_json::json!(s),
+    }
+}
+
+fn set_detail(detail: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    if !detail.is_object() {
+        *detail = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(map) = detail.as_object_mut() {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+/// CloudWatch Embedded Metric Format: one JSON line per decided trigger; in Lambda the log
+/// line becomes the `TriggersFailed` / `TriggersAmbiguous` / `TriggersTriggered` metrics the
+/// template's alarms watch. Locally it is just a log line.
+fn emit_metrics(record: &TriggerRecord) {
+    let metric = match record.status {
+        TriggerStatus::Triggered => "TriggersTriggered",
+        TriggerStatus::Failed => "TriggersFailed",
+        TriggerStatus::Ambiguous => "TriggersAmbiguous",
+        _ => return,
+    };
+    crate::telemetry::emit_metric(metric, 1.0, &[("Source", record.source.kind.as_str())]);
+}

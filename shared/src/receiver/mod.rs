@@ -1,0 +1,378 @@
+//! The webhook receiver: CircleCI's signed `workflow-completed` / `job-completed` deliveries
+//! turned into chained triggers, fan-in joins and closed-loop outcomes.
+//!
+//! ```text
+//! POST /webhooks/circleci
+//!   ├─ body > limit ───────────────▶ 413
+//!   ├─ signature (v1, any secret) ─▶ 401, no detail (+ WebhookSignatureFailures metric)
+//!   ├─ parse ──────────────────────▶ 400 naming the field
+//!   ├─ replay window ──────────────▶ 400 + a `rejected` row per matching action
+//!   └─ within the deadline (8 s):
+//!        upstream = history.find_by_pipeline(event.pipeline)     origin, upstream trigger id
+//!        when-rules → one claim per (event, rule, action index) → Engine::fire
+//!        fan-in     → JoinStore::join_arrive → fires once per join generation
+//!        closed loop: the pipeline is ours → record the workflow outcome (+ pipeline_final)
+//!      any retryable failure or in-progress claim ─▶ 503 + Retry-After (CircleCI redelivers;
+//!      the claims make the redelivery safe); otherwise 200 with what was decided.
+//! ```
+//!
+//! The modules: [`http`] (the axum router and status mapping), `dispatch` (when-rules and
+//! the action each planned request becomes), `fanin`, `closed_loop`, [`explain`] (the CLI's
+//! dry run) and [`setup`] (registering the receiver's webhook on CircleCI projects).
+
+mod closed_loop;
+mod dispatch;
+pub mod explain;
+mod fanin;
+pub mod http;
+pub mod setup;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::chain::{ChainRules, ChainRulesError};
+use crate::config::{CircleCiSettings, TriggersFile};
+use crate::engine::{Engine, EngineError};
+use crate::secrets::Secrets;
+use crate::store::{StoreError, TriggerId, TriggerStatus};
+use crate::webhook::{MAX_BODY_BYTES, ReplayWindow, WebhookEvent};
+
+pub use dispatch::{action_for, pause_scope, selection_of};
+pub use fanin::{join_key, upstream_name};
+pub use http::{WEBHOOK_PATH, webhook_router};
+
+/// Tunables of the receiver.
+#[derive(Debug, Clone)]
+pub struct ReceiverSettings {
+    /// Events older than this (or too far in the future) are rejected.
+    pub replay_window: ReplayWindow,
+    /// CircleCI waits 10 s for a 2xx; work not finished by this deadline is answered 503
+    /// (it continues in the background where the runtime allows, and the claims make
+    /// CircleCI's redelivery safe).
+    pub deadline: Duration,
+    /// Largest body read; larger ones are answered 413 before anything else.
+    pub max_body_bytes: usize,
+    /// A signature that matches no cached secret re-reads the secrets at most this often
+    /// (a rotation shows up at once without letting forged requests hammer the store).
+    pub secret_refresh_interval: Duration,
+}
+
+impl Default for ReceiverSettings {
+    fn default() -> Self {
+        Self {
+            replay_window: ReplayWindow::default(),
+            deadline: Duration::from_secs(8),
+            max_body_bytes: MAX_BODY_BYTES,
+            secret_refresh_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything the receiver works with. Build it once per process (Lambda init, `serve`).
+pub struct Receiver {
+    engine: Engine,
+    secrets: Arc<dyn Secrets>,
+    rules: ChainRules,
+    circleci: CircleCiSettings,
+    settings: ReceiverSettings,
+    last_secret_refresh: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("rules", &self.rules.specs().count())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    /// Compiles the file's chain rules (a validated file always compiles).
+    pub fn new(
+        engine: Engine,
+        secrets: Arc<dyn Secrets>,
+        triggers: &TriggersFile,
+    ) -> Result<Self, ChainRulesError> {
+        Ok(Self {
+            engine,
+            secrets,
+            rules: ChainRules::from_file(triggers)?,
+            circleci: triggers.circleci.clone(),
+            settings: ReceiverSettings::default(),
+            last_secret_refresh: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The receiver of a Lambda function (or `serve`) over its wired adapters.
+    pub fn from_context(context: &crate::wiring::LambdaContext) -> Result<Self, ChainRulesError> {
+        Self::new(
+            context.engine.clone(),
+            context.secrets.clone(),
+            &context.triggers,
+        )
+    }
+
+    /// What the `chained` function needs from wiring: CircleCI calls (retries included)
+    /// end before the receiver's answer deadline, so an answer reports what happened.
+    pub fn context_options() -> crate::wiring::ContextOptions {
+        let deadline = ReceiverSettings::default().deadline;
+        crate::wiring::ContextOptions {
+            circleci: crate::circleci::ClientOptions {
+                deadline: deadline.saturating_sub(Duration::from_secs(1)),
+                ..crate::circleci::ClientOptions::default()
+            },
+            ..crate::wiring::ContextOptions::default()
+        }
+    }
+
+    pub fn with_settings(mut self, settings: ReceiverSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn rules(&self) -> &ChainRules {
+        &self.rules
+    }
+
+    pub fn settings(&self) -> &ReceiverSettings {
+        &self.settings
+    }
+
+    /// Acts on one verified, parsed event that is inside the replay window: chained
+    /// actions, fan-in arrivals, the closed loop. Duplicates of an event do nothing new.
+    pub async fn process(&self, event: &WebhookEvent) -> Result<DeliveryReport, ReceiverError> {
+        let upstream = self
+            .engine
+            .store()
+            .find_by_pipeline(&event.pipeline().id)
+            .await?;
+        let mut report = DeliveryReport::new(event);
+        let paused = dispatch::paused_rules(self, event).await?;
+        for matched in self.rules.matching(event) {
+            let outcome =
+                dispatch::run_matched(self, event, upstream.as_ref(), &paused, matched).await;
+            report.actions.push(outcome);
+        }
+        for arrival in self.rules.join_arrivals(event) {
+            let (join, rows) =
+                fanin::arrive(self, event, upstream.as_ref(), &paused, arrival).await?;
+            report.joins.push(join);
+            report.actions.extend(rows);
+        }
+        if let Some(record) = upstream {
+            report.closed_loop = closed_loop::record_outcome(self, event, &record).await?;
+        }
+        Ok(report)
+    }
+
+    /// Records a `rejected` row for every action and join arrival a stale event would have
+    /// caused (redeliveries of it replay the same rows). Returns what was decided.
+    pub async fn reject_stale(
+        &self,
+        event: &WebhookEvent,
+        reason: &str,
+    ) -> Result<DeliveryReport, ReceiverError> {
+        let upstream = self
+            .engine
+            .store()
+            .find_by_pipeline(&event.pipeline().id)
+            .await?;
+        let mut report = DeliveryReport::new(event);
+        for matched in self.rules.matching(event) {
+            report.actions.push(
+                dispatch::record_without_action(
+                    self,
+                    event,
+                    upstream.as_ref(),
+                    &matched.rule,
+                    matched.action_index,
+                    TriggerStatus::Rejected,
+                    reason.to_owned(),
+                )
+                .await,
+            );
+        }
+        for arrival in self.rules.join_arrivals(event) {
+            let rows =
+                fanin::reject_arrival(self, event, upstream.as_ref(), &arrival, reason).await;
+            report.actions.extend(rows);
+        }
+        Ok(report)
+    }
+
+    /// Whether the cached signing secrets may be re-read now (and notes that they are).
+    fn may_refresh_secrets(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self
+            .last_secret_refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *last {
+            Some(at) if now.duration_since(at) < self.settings.secret_refresh_interval => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// A failure that stops the whole delivery (per-action failures are in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("CircleCI could not be read: {0}")]
+    CircleCi(#[from] crate::circleci::CircleCiError),
+}
+
+impl ReceiverError {
+    /// Whether a redelivery may succeed (answer 503 rather than 500).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReceiverError::Store(error) => error.is_retryable(),
+            ReceiverError::Engine(error) => error.is_retryable(),
+            ReceiverError::CircleCi(error) => error.is_retryable(),
+        }
+    }
+}
+
+/// What one delivery did; the body of the 2xx answer (and of a 503's `report` member).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryReport {
+    pub event_id: String,
+    pub event_type: &'static str,
+    /// Every history decision this delivery made or replayed (chained actions, join
+    /// firings, rejected / skipped rows).
+    pub actions: Vec<ActionReport>,
+    /// Fan-in arrivals.
+    pub joins: Vec<JoinReport>,
+    /// The trigger record of the reported pipeline, when one of ours started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_loop: Option<ClosedLoopReport>,
+}
+
+impl DeliveryReport {
+    fn new(event: &WebhookEvent) -> Self {
+        Self {
+            event_id: event.id().to_owned(),
+            event_type: event.kind().as_str(),
+            actions: Vec::new(),
+            joins: Vec::new(),
+            closed_loop: None,
+        }
+    }
+
+    /// When CircleCI should deliver again: an action is in progress elsewhere or failed in
+    /// a way a later attempt may fix. `None`: everything is decided.
+    pub fn redeliver_after(&self) -> Option<Duration> {
+        self.actions.iter().filter_map(|a| a.redeliver_after).max()
+    }
+
+    /// An action hit an error no redelivery is known to fix (answer 500 so it is seen).
+    pub fn has_errors(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| a.disposition == Disposition::Error)
+    }
+
+    /// Whether every recorded decision was already there (a duplicate delivery).
+    pub fn only_replays(&self) -> bool {
+        self.actions
+            .iter()
+            .all(|a| a.disposition == Disposition::Replayed)
+    }
+}
+
+/// How one action's claim was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// This delivery decided it (performed, skipped, rejected or failed: see `status`).
+    Decided,
+    /// Decided by an earlier delivery: nothing new was done.
+    Replayed,
+    /// Another invocation holds the claim right now.
+    InProgress,
+    /// The claim key belongs to a different request (never expected: logged).
+    Conflict,
+    /// The store or the engine failed; see `reason`.
+    Error,
+}
+
+/// One history decision of a delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionReport {
+    pub rule: String,
+    /// Position in the rule's `then` list; `None` for a join's own rows (closed, expired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_index: Option<usize>,
+    pub key: String,
+    pub disposition: Disposition,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<TriggerId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<TriggerStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Set when CircleCI should deliver the event again.
+    #[serde(skip)]
+    pub redeliver_after: Option<Duration>,
+}
+
+/// What one arrival did to its join.
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinReport {
+    pub rule: String,
+    /// `after[i]`: which upstream of the rule this event completed.
+    pub upstream: String,
+    /// `<correlate>:<value>`; `None` when the event had nothing to correlate on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    pub state: JoinProgress,
+    /// Upstreams still awaited.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinProgress {
+    Waiting,
+    /// This upstream had already arrived in this generation.
+    Duplicate,
+    /// Every upstream succeeded: the rule fired (this arrival or an earlier one).
+    Complete,
+    /// A failed upstream closed the join.
+    Closed,
+    /// The event has no value for the rule's correlation (recorded, joins nothing).
+    Uncorrelated,
+}
+
+/// The closed loop's update of the reported pipeline's trigger record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosedLoopReport {
+    pub trigger_id: TriggerId,
+    pub workflow: String,
+    pub status: String,
+    pub pipeline_final: bool,
+}
+
+/// The claim key's text, for reports.
+fn key_text(key: &crate::store::ClaimKey) -> String {
+    key.as_str().to_owned()
+}
+
+#[cfg(test)]
+mod tests;

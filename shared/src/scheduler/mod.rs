@@ -1,0 +1,788 @@
+//! The tick: evaluates every schedule up to an instant, fires each due slot once, records
+//! every decision, then sweeps.
+//!
+//! The same [`Scheduler::tick`] runs in the `scheduled` Lambda (EventBridge Scheduler invokes
+//! it every minute with the scheduled time, see [`lambda`]) and in `serve` (at each exact slot
+//! time, see [`local`]).
+//!
+//! Per schedule and tick:
+//! 1. disabled → nothing fires; the cursor moves to now (re-enabling starts from then);
+//! 2. the evaluation window runs from the stored cursor to `now` (a new or changed schedule
+//!    starts at now: no backfill); a cursor older than [`MAX_SCAN`] is evaluated from there on
+//!    and the part before it is summarised;
+//! 3. the catch-up policy splits the due slots into fire / skip; every skipped slot, and every
+//!    slot of a paused schedule, is recorded as `skipped` with the reason (after a long outage
+//!    the newest [`MAX_SKIPPED_ROWS`] one by one and the older ones in one summary row);
+//! 4. each firing slot × target is claimed (`schedule#name#slot#target`, the slot being its
+//!    UTC instant), the concurrency policy is applied (forbid / replace against the previous
+//!    pipeline of the same target, see [`concurrency`]), and the action runs through the
+//!    [`Engine`]; all triggers of one slot share one origin (for fan-in);
+//! 5. the cursor advances only after every slot was handled, so a tick that failed half-way
+//!    is redone by the next one — claims make that safe.
+//!
+//! Then the sweep: the engine retries schedule and chain records that failed retryably and
+//! are due (HTTP triggers are never retried: their callers own their retries), and the
+//! scheduler re-checks its own stale claims — a schedule record still `received` after its
+//! claim's lease ran out means the invocation that claimed it died; the slot is decided
+//! again under the same key (the claim is taken over, or adopted and reconciled when the
+//! dead holder had started sending).
+
+mod concurrency;
+mod event;
+pub mod lambda;
+pub mod local;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::actions::{Action, RerunSpec, Target, WorkflowSelector};
+use crate::config::schedule::{ConcurrencyMode, ConcurrencyPolicy, ScheduleSpec};
+use crate::config::{ActionKind, TargetSpec, TriggersFile};
+use crate::engine::{Engine, EngineError, Fired, SweepReport, TriggerIntent};
+use crate::schedule::{
+    DEFAULT_ON_TIME_GRACE, ScheduleCursor, ScheduleSlot, SkippedSlot, apply_catch_up, due_slots,
+    evaluation_window, next_slots,
+};
+use crate::store::{
+    ClaimKey, ClaimKind, ClaimState, Fingerprint, PageRequest, PauseFlag, SourceKind, TriggerId,
+    TriggerRecord, TriggerSource, TriggerStatus,
+};
+
+pub use event::{TickEvent, TickEventError, TickRequest};
+
+/// Scope of the pause flag of one schedule (`pause NAME` / `resume NAME`).
+pub fn pause_scope(schedule: &str) -> String {
+    format!("schedule:{schedule}")
+}
+
+/// The pause flag that stops every trigger (`FlagStore` convention); the tick honours it too.
+pub const PAUSE_ALL_SCOPE: &str = "all";
+
+/// How many records the engine's sweep retries per tick.
+const SWEEP_LIMIT: u32 = 50;
+/// Newest records of each schedule looked at for stale claims.
+const RECHECK_LOOKUP: u32 = 25;
+/// A tick evaluates at most this far back; an older cursor (a schedule that was not evaluated
+/// for a month) is summarised from there on instead of enumerating every slot.
+pub const MAX_SCAN: Duration = Duration::days(31);
+/// Skipped slots recorded one by one per schedule and tick; older ones share one summary row
+/// (an every-minute schedule after a day's outage would otherwise write 1440 rows).
+pub const MAX_SKIPPED_ROWS: usize = 100;
+
+/// How far ahead of the clock a requested tick instant may be (clock skew between
+/// EventBridge and this host); anything later is refused.
+pub const MAX_TICK_AHEAD: Duration = Duration::minutes(2);
+
+/// Why a tick (or a manual run) could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// A tick for an instant ahead of the clock would evaluate (and fire) future slots and
+    /// move the cursors past them.
+    #[error("refusing to tick for {at}: it is more than {}s ahead of the clock ({now})", MAX_TICK_AHEAD.num_seconds())]
+    FutureTick {
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    /// A manual run named a schedule the triggers file does not have.
+    #[error("no schedule named `{name}` (known: {known})")]
+    UnknownSchedule { name: String, known: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl SchedulerError {
+    /// Whether the same request may succeed later (the store or CircleCI was unavailable).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SchedulerError::UnknownSchedule { .. } | SchedulerError::FutureTick { .. } => false,
+            SchedulerError::Engine(error) => error.is_retryable(),
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TickReport {
+    pub at: Option<DateTime<Utc>>,
+    pub schedules: Vec<ScheduleTick>,
+    pub sweep: SweepReport,
+    /// Stale schedule claims decided again.
+    pub rechecked: u32,
+}
+
+impl TickReport {
+    /// Totals over every schedule.
+    pub fn totals(&self) -> ScheduleTick {
+        let mut total = ScheduleTick::default();
+        for tick in &self.schedules {
+            total.fired += tick.fired;
+            total.skipped += tick.skipped;
+            total.failed += tick.failed;
+            total.duplicates += tick.duplicates;
+            total.in_progress += tick.in_progress;
+        }
+        total
+    }
+
+    /// Schedules that could not be evaluated this tick (retried by the next one).
+    pub fn errors(&self) -> impl Iterator<Item = &ScheduleTick> {
+        self.schedules.iter().filter(|tick| tick.error.is_some())
+    }
+}
+
+/// What one tick (or manual run) did for one schedule, counted per slot × target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScheduleTick {
+    pub schedule: String,
+    /// Actions performed (pipelines started, jobs approved, ...).
+    pub fired: u32,
+    /// Recorded as skipped (catch-up, pause, concurrency).
+    pub skipped: u32,
+    /// Tried and failed (retried by the sweep when retryable).
+    pub failed: u32,
+    /// Decided before (by an earlier or a concurrent tick): nothing done.
+    pub duplicates: u32,
+    /// Held by another invocation right now (re-checked by a later sweep if it dies).
+    pub in_progress: u32,
+    /// Set when the schedule could not be evaluated this tick (it is retried next tick).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ScheduleTick {
+    fn new(schedule: &str) -> Self {
+        Self {
+            schedule: schedule.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    fn count(&mut self, fired: &Fired) {
+        match fired {
+            Fired::Performed(record) => match record.status {
+                TriggerStatus::Triggered => self.fired += 1,
+                TriggerStatus::Skipped => self.skipped += 1,
+                _ => self.failed += 1,
+            },
+            Fired::Replayed(_) | Fired::Conflict => self.duplicates += 1,
+            Fired::InProgress { .. } => self.in_progress += 1,
+        }
+    }
+}
+
+/// Evaluates schedules against the store and fires through the engine.
+#[derive(Clone)]
+pub struct Scheduler {
+    engine: Engine,
+    triggers: Arc<TriggersFile>,
+}
+
+impl Scheduler {
+    pub fn new(engine: Engine, triggers: Arc<TriggersFile>) -> Self {
+        Self { engine, triggers }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn triggers(&self) -> &TriggersFile {
+        &self.triggers
+    }
+
+    /// Handles one invocation: a regular tick (refused when its instant is ahead of the
+    /// clock by more than [`MAX_TICK_AHEAD`]), or a manual run of one schedule at the engine
+    /// clock's now.
+    pub async fn handle(&self, request: TickRequest) -> Result<TickReport, SchedulerError> {
+        match request {
+            TickRequest::Tick { at } => {
+                let now = self.engine.clock().now();
+                if at > now + MAX_TICK_AHEAD {
+                    return Err(SchedulerError::FutureTick { at, now });
+                }
+                Ok(self.tick(at).await?)
+            }
+            TickRequest::RunSchedule { schedule, run_id } => {
+                let now = self.engine.clock().now();
+                self.run_now(&schedule, now, run_id.as_deref()).await
+            }
+        }
+    }
+
+    /// Evaluates every schedule up to `now`, then sweeps. A schedule whose evaluation fails
+    /// is reported and retried on the next tick; a store outage fails the whole tick.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickReport, EngineError> {
+        let mut report = TickReport {
+            at: Some(now),
+            ..TickReport::default()
+        };
+        let paused_all = self.engine.store().pause_flag(PAUSE_ALL_SCOPE).await?;
+        for schedule in &self.triggers.schedule {
+            let span = tracing::info_span!("schedule", source = %schedule.name);
+            let result = self
+                .evaluate(schedule, now, paused_all.as_ref())
+                .instrument(span)
+                .await;
+            match result {
+                Ok(tick) => report.schedules.push(tick),
+                // The store is down: nothing can be decided or recorded; fail the tick.
+                Err(EngineError::Store(error)) if error.is_retryable() => {
+                    return Err(EngineError::Store(error));
+                }
+                // Anything else stays with this schedule: its cursor did not move, so the
+                // next tick evaluates the same slots again (decided ones replay).
+                Err(error) => {
+                    tracing::error!(schedule = %schedule.name, %error, "schedule not evaluated");
+                    report.schedules.push(ScheduleTick {
+                        error: Some(error.to_string()),
+                        ..ScheduleTick::new(&schedule.name)
+                    });
+                }
+            }
+        }
+        report.sweep = self.engine.sweep(SWEEP_LIMIT).await?;
+        report.rechecked = self.recheck_stale_claims(now).await?;
+        Ok(report)
+    }
+
+    /// Runs one schedule now, outside its cron (an operator's `{"schedule": "<name>"}`).
+    /// Recorded with `detail.manual = true`. Paused or disabled schedules still run and the
+    /// concurrency policy does not apply: an operator asked for this run explicitly.
+    /// `run_id` makes a repeated request (the same id) run once; without one, each call is
+    /// its own run.
+    pub async fn run_now(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+        run_id: Option<&str>,
+    ) -> Result<TickReport, SchedulerError> {
+        let schedule = self
+            .schedule(name)
+            .ok_or_else(|| SchedulerError::UnknownSchedule {
+                name: name.to_owned(),
+                known: self.known_schedules(),
+            })?;
+        let slot_id = match run_id {
+            Some(id) => format!("manual:{id}"),
+            None => format!(
+                "manual:{}",
+                now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+        };
+        let mut tick = ScheduleTick::new(name);
+        let origin = slot_origin(name, &slot_id);
+        for target in schedule.targets() {
+            let intent = self.intent(schedule, target, &slot_id, now, origin, true)?;
+            let fired = self.engine.fire(intent).await?;
+            tick.count(&fired);
+        }
+        Ok(TickReport {
+            at: Some(now),
+            schedules: vec![tick],
+            ..TickReport::default()
+        })
+    }
+
+    /// The earliest slot strictly after `after` over every enabled schedule (for `serve`).
+    pub fn next_slot_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.triggers
+            .schedule
+            .iter()
+            .filter(|schedule| schedule.enabled)
+            .filter_map(|schedule| schedule.timing().ok())
+            .filter_map(|timing| next_slots(&timing, after, 1).first().map(|slot| slot.at))
+            .min()
+    }
+
+    fn schedule(&self, name: &str) -> Option<&ScheduleSpec> {
+        self.triggers.schedule.iter().find(|s| s.name == name)
+    }
+
+    fn known_schedules(&self) -> String {
+        let names: Vec<&str> = self
+            .triggers
+            .schedule
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    async fn evaluate(
+        &self,
+        schedule: &ScheduleSpec,
+        now: DateTime<Utc>,
+        paused_all: Option<&PauseFlag>,
+    ) -> Result<ScheduleTick, EngineError> {
+        let store = self.engine.store();
+        let mut tick = ScheduleTick::new(&schedule.name);
+        let invalid = |reason: String| EngineError::NotRetryable {
+            id: slot_origin(&schedule.name, "definition"),
+            reason,
+        };
+        let timing = schedule.timing().map_err(|e| invalid(e.to_string()))?;
+        let catch_up = schedule
+            .catch_up_policy()
+            .map_err(|e| invalid(e.to_string()))?;
+        let fingerprint = timing.fingerprint();
+
+        if !schedule.enabled {
+            store
+                .advance_schedule(&schedule.name, now, &fingerprint)
+                .await?;
+            return Ok(tick);
+        }
+
+        let cursor = store
+            .schedule_state(&schedule.name)
+            .await?
+            .map(|state| ScheduleCursor {
+                fingerprint: state.definition,
+                evaluated_through: state.evaluated_through,
+            });
+        let window = evaluation_window(cursor.as_ref(), &timing, now);
+        // A cursor from long ago: enumerate only the last MAX_SCAN; the rest is summarised.
+        let scan_from = window.from_exclusive.max(now - MAX_SCAN);
+        let unscanned = (window.from_exclusive < scan_from).then_some(window.from_exclusive);
+        let slots = due_slots(&timing, scan_from, window.to_inclusive);
+        let decision = apply_catch_up(&catch_up, slots, now, DEFAULT_ON_TIME_GRACE);
+        let paused = match paused_all {
+            Some(flag) => Some(flag.clone()),
+            None => store.pause_flag(&pause_scope(&schedule.name)).await?,
+        };
+
+        let overflow = decision.skipped.len().saturating_sub(MAX_SKIPPED_ROWS);
+        let (summarised, one_by_one) = decision.skipped.split_at(overflow);
+        if !summarised.is_empty() || unscanned.is_some() {
+            self.record_missed_summary(schedule, summarised, unscanned, scan_from, now, &mut tick)
+                .await?;
+        }
+        for skipped in one_by_one {
+            let reason = skipped.reason.to_string();
+            for target in schedule.targets() {
+                let intent = self.slot_intent(schedule, target, &skipped.slot, now)?;
+                let fired = self.skip(intent, reason.clone()).await?;
+                tick.count(&fired);
+            }
+        }
+        let policy = schedule
+            .concurrency_policy()
+            .map_err(|e| invalid(e.to_string()))?;
+        for slot in &decision.fire {
+            for target in schedule.targets() {
+                let intent = self.slot_intent(schedule, target, slot, now)?;
+                let fired = self
+                    .decide(schedule, &policy, intent, paused.as_ref(), now)
+                    .await?;
+                tick.count(&fired);
+            }
+        }
+        // Slots after now (none, unless the window reached into the future) wait.
+        let through = decision
+            .not_yet_due
+            .first()
+            .map_or(window.to_inclusive, |slot| {
+                slot.at - Duration::nanoseconds(1)
+            });
+        store
+            .advance_schedule(&schedule.name, through, &fingerprint)
+            .await?;
+        Ok(tick)
+    }
+
+    /// Decides one due slot × target: pause, then the concurrency policy, then the action.
+    async fn decide(
+        &self,
+        schedule: &ScheduleSpec,
+        policy: &ConcurrencyPolicy,
+        intent: TriggerIntent,
+        paused: Option<&PauseFlag>,
+        now: DateTime<Utc>,
+    ) -> Result<Fired, EngineError> {
+        if let Some(flag) = paused {
+            let reason = match &flag.reason {
+                Some(reason) => format!("{} paused: {reason}", flag.scope),
+                None => format!("{} paused", flag.scope),
+            };
+            return self.skip(intent, reason).await;
+        }
+        let guarded =
+            schedule.action == ActionKind::Pipeline && policy.mode != ConcurrencyMode::Allow;
+        if !guarded || self.already_decided(&intent.key).await? {
+            // A decided slot replays without asking CircleCI anything.
+            return self.engine.fire(intent).await;
+        }
+        // The check reads CircleCI before the claim is taken: two ticks racing for the same
+        // slot may both look (and, for replace, both cancel the same workflows, which
+        // CircleCI treats as a no-op); only the claim holder decides.
+        let previous = self
+            .previous_pipeline(schedule, &intent, policy, now)
+            .await
+            .map_err(|reason| EngineError::Unavailable {
+                reason: format!("could not check the previous pipeline: {reason}"),
+            })?;
+        let mut intent = intent;
+        match previous {
+            concurrency::Previous::None => {}
+            concurrency::Previous::Finished { record } => {
+                note(
+                    &mut intent,
+                    "previous_pipeline",
+                    previous_note(&record, "finished"),
+                );
+            }
+            concurrency::Previous::Stale { record, age } => {
+                // Recorded: an operator can see why a held pipeline no longer blocks.
+                let mut value = previous_note(&record, "stale");
+                if let Some(map) = value.as_object_mut() {
+                    map.insert("age_seconds".into(), serde_json::json!(age.num_seconds()));
+                    map.insert(
+                        "stale_after_seconds".into(),
+                        serde_json::json!(policy.stale_after.as_secs()),
+                    );
+                }
+                note(&mut intent, "previous_pipeline", value);
+            }
+            concurrency::Previous::Running(running) => match policy.mode {
+                ConcurrencyMode::Forbid => {
+                    let reason = format!(
+                        "previous pipeline {} is still running ({}; concurrency = \"forbid\")",
+                        running.label(),
+                        running.statuses()
+                    );
+                    note(
+                        &mut intent,
+                        "blocked_by",
+                        serde_json::json!(running.record.id.to_string()),
+                    );
+                    return self.skip(intent, reason).await;
+                }
+                ConcurrencyMode::Replace | ConcurrencyMode::Allow => {
+                    let outcome = self.cancel_running(&intent, &running).await;
+                    note(
+                        &mut intent,
+                        "replaced",
+                        serde_json::json!({
+                            "trigger_id": running.record.id.to_string(),
+                            "pipeline": running.pipeline_id.to_string(),
+                            "canceled_workflows": outcome.canceled,
+                            "cancel_failed": outcome.failed,
+                        }),
+                    );
+                }
+            },
+        }
+        self.engine.fire(intent).await
+    }
+
+    /// Records a decision not to act, under the slot's claim (duplicates replay it).
+    async fn skip(&self, mut intent: TriggerIntent, reason: String) -> Result<Fired, EngineError> {
+        // Kept so a re-check after a crash mid-decision makes the same decision.
+        note(&mut intent, "skip_reason", serde_json::json!(reason));
+        self.engine
+            .decide_without_action(intent, TriggerStatus::Skipped, reason)
+            .await
+    }
+
+    async fn already_decided(&self, key: &ClaimKey) -> Result<bool, EngineError> {
+        Ok(self
+            .engine
+            .store()
+            .claim_snapshot(key)
+            .await?
+            .is_some_and(|claim| claim.state == ClaimState::Completed))
+    }
+
+    /// One row per target standing for many missed slots (after a long outage).
+    async fn record_missed_summary(
+        &self,
+        schedule: &ScheduleSpec,
+        summarised: &[SkippedSlot],
+        unscanned_from: Option<DateTime<Utc>>,
+        scan_from: DateTime<Utc>,
+        now: DateTime<Utc>,
+        tick: &mut ScheduleTick,
+    ) -> Result<(), EngineError> {
+        let first = summarised.first().map(|s| s.slot.at);
+        let last = summarised.last().map_or(scan_from, |s| s.slot.at);
+        let from = unscanned_from.or(first).unwrap_or(scan_from);
+        let slot_id = format!("missed:{}..{}", rfc3339(from), rfc3339(last));
+        let mut parts = Vec::new();
+        if let Some(unscanned_from) = unscanned_from {
+            parts.push(format!(
+                "slots between {} and {} were not evaluated (more than {} days since the last evaluation)",
+                rfc3339(unscanned_from),
+                rfc3339(scan_from),
+                MAX_SCAN.num_days()
+            ));
+        }
+        if let (Some(first), Some(last)) = (summarised.first(), summarised.last()) {
+            let reasons: BTreeSet<String> =
+                summarised.iter().map(|s| s.reason.to_string()).collect();
+            parts.push(format!(
+                "{} missed slot(s) from {} to {} not fired and not recorded one by one: {}",
+                summarised.len(),
+                rfc3339(first.slot.at),
+                rfc3339(last.slot.at),
+                reasons.into_iter().collect::<Vec<_>>().join("; ")
+            ));
+        }
+        let reason = parts.join("; ");
+        tracing::warn!(schedule = %schedule.name, %reason, "long gap since the last evaluation");
+        let origin = slot_origin(&schedule.name, &slot_id);
+        for target in schedule.targets() {
+            let mut intent = self.intent(schedule, target, &slot_id, now, origin, false)?;
+            note(
+                &mut intent,
+                "missed",
+                serde_json::json!({
+                    "count": summarised.len(),
+                    "from": rfc3339(from),
+                    "to": rfc3339(last),
+                    "first_missed": first.map(rfc3339),
+                    "evaluated_from": unscanned_from.map(|_| rfc3339(scan_from)),
+                }),
+            );
+            let fired = self.skip(intent, reason.clone()).await?;
+            tick.count(&fired);
+        }
+        Ok(())
+    }
+
+    fn slot_intent(
+        &self,
+        schedule: &ScheduleSpec,
+        target: &TargetSpec,
+        slot: &ScheduleSlot,
+        now: DateTime<Utc>,
+    ) -> Result<TriggerIntent, EngineError> {
+        let slot_id = slot.id();
+        let origin = slot_origin(&schedule.name, &slot_id);
+        let mut intent = self.intent(schedule, target, &slot_id, now, origin, false)?;
+        note(
+            &mut intent,
+            "slot_local",
+            serde_json::json!(slot.local.to_string()),
+        );
+        if let Some(text) = slot.kind.note() {
+            note(&mut intent, "dst", serde_json::json!(text));
+        }
+        Ok(intent)
+    }
+
+    fn intent(
+        &self,
+        schedule: &ScheduleSpec,
+        target: &TargetSpec,
+        slot_id: &str,
+        now: DateTime<Utc>,
+        origin: TriggerId,
+        manual: bool,
+    ) -> Result<TriggerIntent, EngineError> {
+        let action = schedule_action(schedule, target, &self.triggers)
+            .map_err(|reason| EngineError::NotRetryable { id: origin, reason })?;
+        let target_id = target_identity(target);
+        let key = slot_key(&schedule.name, slot_id, &target_id);
+        Ok(TriggerIntent {
+            fingerprint: slot_fingerprint(&key),
+            key,
+            source: TriggerSource::new(SourceKind::Schedule, &schedule.name),
+            origin: Some(origin),
+            action,
+            upstream: None,
+            correlation: None,
+            detail: serde_json::json!({
+                "slot": slot_id,
+                "target": target_id,
+                "manual": manual,
+                "evaluated_at": rfc3339(now),
+            }),
+        })
+    }
+
+    /// Decides again the schedule slots whose claim holder died before deciding (record
+    /// still `received` after the claim's lease): the same key, so the claim is taken over
+    /// (or adopted and reconciled when the holder had started sending) and the slot happens
+    /// at most once. A slot that was being skipped is skipped; otherwise pause and the
+    /// concurrency policy are applied as now.
+    async fn recheck_stale_claims(&self, now: DateTime<Utc>) -> Result<u32, EngineError> {
+        let lease = Duration::from_std(self.engine.settings().lease).unwrap_or(Duration::MAX);
+        let clock_now = self.engine.clock().now();
+        let mut rechecked = 0;
+        for schedule in &self.triggers.schedule {
+            let source = TriggerSource::new(SourceKind::Schedule, &schedule.name);
+            let page = self
+                .engine
+                .store()
+                .list_by_source(&source, PageRequest::first(RECHECK_LOOKUP))
+                .await?;
+            let stale = page.items.into_iter().filter(|record| {
+                record.status == TriggerStatus::Received && clock_now - record.updated_at > lease
+            });
+            for record in stale {
+                let id = record.id;
+                match self.redecide(schedule, record, now).await {
+                    Ok(Some(fired)) => {
+                        rechecked += 1;
+                        tracing::warn!(trigger_id = %id, outcome = ?fired.record().map(|r| r.status),
+                            "stale schedule claim decided again");
+                    }
+                    Ok(None) => {}
+                    Err(EngineError::Store(error)) if error.is_retryable() => {
+                        return Err(EngineError::Store(error));
+                    }
+                    Err(error) => {
+                        tracing::error!(trigger_id = %id, %error, "stale schedule claim not decided");
+                    }
+                }
+            }
+        }
+        Ok(rechecked)
+    }
+
+    async fn redecide(
+        &self,
+        schedule: &ScheduleSpec,
+        record: TriggerRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Fired>, EngineError> {
+        let detail = &record.detail;
+        let (Some(slot_id), Some(target_id)) = (
+            detail.get("slot").and_then(|v| v.as_str()),
+            detail.get("target").and_then(|v| v.as_str()),
+        ) else {
+            return Ok(None);
+        };
+        let Some(target) = schedule
+            .targets()
+            .into_iter()
+            .find(|t| target_identity(t) == target_id)
+        else {
+            tracing::warn!(trigger_id = %record.id, target = target_id,
+                "stale claim of a target the schedule no longer has; left for an operator");
+            return Ok(None);
+        };
+        let manual = detail.get("manual").and_then(|v| v.as_bool()) == Some(true);
+        let mut intent = self.intent(schedule, target, slot_id, now, record.origin, manual)?;
+        if record.claim_key.as_ref() != Some(&intent.key) {
+            return Ok(None);
+        }
+        intent.detail = record.detail.clone();
+        if let Some(reason) = detail.get("skip_reason").and_then(|v| v.as_str()) {
+            return self.skip(intent, reason.to_owned()).await.map(Some);
+        }
+        if manual {
+            return self.engine.fire(intent).await.map(Some);
+        }
+        let paused = match self.engine.store().pause_flag(PAUSE_ALL_SCOPE).await? {
+            Some(flag) => Some(flag),
+            None => {
+                self.engine
+                    .store()
+                    .pause_flag(&pause_scope(&schedule.name))
+                    .await?
+            }
+        };
+        let policy = schedule
+            .concurrency_policy()
+            .map_err(|e| EngineError::NotRetryable {
+                id: record.id,
+                reason: e.to_string(),
+            })?;
+        self.decide(schedule, &policy, intent, paused.as_ref(), now)
+            .await
+            .map(Some)
+    }
+}
+
+/// All triggers of one slot share this origin, so a fan-in can wait for them together.
+pub fn slot_origin(schedule: &str, slot_id: &str) -> TriggerId {
+    let key = ClaimKey::new(ClaimKind::Schedule, &[schedule, slot_id]);
+    Engine::record_id_for(&key)
+}
+
+/// The exactly-once key of one slot of one schedule for one target.
+pub fn slot_key(schedule: &str, slot_id: &str, target_identity: &str) -> ClaimKey {
+    ClaimKey::new(ClaimKind::Schedule, &[schedule, slot_id, target_identity])
+}
+
+/// The key says everything a slot is; a changed definition (other parameters) of the same
+/// slot is the same trigger, not a conflict, so a re-check after a redeploy still decides it.
+fn slot_fingerprint(key: &ClaimKey) -> Fingerprint {
+    Fingerprint::of(key.as_str().as_bytes())
+}
+
+/// A target's stable identity inside a schedule (its position may change between deploys).
+pub fn target_identity(target: &TargetSpec) -> String {
+    let reference = match (&target.branch, &target.tag) {
+        (Some(branch), _) => format!("branch:{branch}"),
+        (None, Some(tag)) => format!("tag:{tag}"),
+        (None, None) => "default".to_owned(),
+    };
+    match &target.workflow {
+        Some(workflow) => format!("{}@{reference}/{workflow}", target.project),
+        None => format!("{}@{reference}", target.project),
+    }
+}
+
+/// The action a schedule performs on one target.
+fn schedule_action(
+    schedule: &ScheduleSpec,
+    spec: &TargetSpec,
+    triggers: &TriggersFile,
+) -> Result<Action, String> {
+    let target = Target::resolve(spec, &triggers.circleci).map_err(|e| e.to_string())?;
+    // A slot has no origin pipeline or revision to select by: schedules act on the latest.
+    let select = WorkflowSelector::Latest;
+    let workflow = spec.workflow.clone();
+    Ok(match schedule.action {
+        ActionKind::Pipeline => Action::Pipeline { target },
+        ActionKind::Approve => Action::Approve {
+            target,
+            job: schedule.job.clone().ok_or("approve needs `job`")?,
+            select,
+            workflow,
+        },
+        ActionKind::Rerun => Action::Rerun {
+            target,
+            rerun: match &schedule.jobs {
+                Some(jobs) if !jobs.is_empty() => RerunSpec::Jobs(jobs.clone()),
+                _ => RerunSpec::FromFailed,
+            },
+            select,
+            workflow,
+        },
+        ActionKind::Cancel => Action::Cancel {
+            target,
+            select,
+            workflow,
+        },
+    })
+}
+
+fn previous_note(record: &TriggerRecord, state: &str) -> serde_json::Value {
+    serde_json::json!({
+        "state": state,
+        "trigger_id": record.id.to_string(),
+        "pipeline": record.pipeline.as_ref().map(|p| p.id.clone()),
+        "number": record.pipeline.as_ref().and_then(|p| p.number),
+    })
+}
+
+fn note(intent: &mut TriggerIntent, key: &str, value: serde_json::Value) {
+    if let Some(map) = intent.detail.as_object_mut() {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -1,0 +1,129 @@
+//! The cloud adapters built from a Lambda function's environment, once per cold start:
+//! the DynamoDB store (`TRIGGERS_TABLE`), Secrets Manager (the `*_SECRET_ID` variables of
+//! [`SecretIds`]), the CircleCI client and the engine over them. Every Lambda `main.rs`
+//! calls [`lambda_context`] and wires its own entry point to the result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actions::Actions;
+use crate::circleci::{CircleCi, CircleCiClient, CircleCiError, ClientOptions};
+use crate::clock::{Clock, SystemClock};
+use crate::config::TriggersFile;
+use crate::engine::{Engine, EngineSettings};
+use crate::secrets::{CachedSecrets, SecretIds, Secrets, SecretsManagerSource};
+use crate::store::dynamo::TABLE_ENV;
+use crate::store::{DynamoStore, SharedStore, StoreSettings};
+
+/// How long a read secret is trusted before it is read again (a rotation takes effect
+/// within this time; a 401 from CircleCI re-reads the tokens at once).
+pub const SECRETS_TTL: Duration = Duration::from_secs(300);
+
+/// What may differ between the functions.
+#[derive(Debug, Clone)]
+pub struct ContextOptions {
+    /// The HTTP function keeps CircleCI calls inside API Gateway's 30 s integration timeout.
+    pub circleci: ClientOptions,
+    /// `history` is replaced by the triggers file's `[history]`.
+    pub engine: EngineSettings,
+    pub secrets_ttl: Duration,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        Self {
+            circleci: ClientOptions::default(),
+            engine: EngineSettings::default(),
+            secrets_ttl: SECRETS_TTL,
+        }
+    }
+}
+
+impl ContextOptions {
+    /// The `http` function: CircleCI calls (retries included) end within 20 s, so the
+    /// answer fits API Gateway's 30 s integration timeout.
+    pub fn for_http() -> Self {
+        Self {
+            circleci: ClientOptions {
+                deadline: Duration::from_secs(20),
+                ..ClientOptions::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// The adapters and the engine of one function instance.
+#[derive(Clone)]
+pub struct LambdaContext {
+    pub triggers: Arc<TriggersFile>,
+    pub clock: Arc<dyn Clock>,
+    pub store: SharedStore,
+    pub secrets: Arc<dyn Secrets>,
+    pub circleci: Arc<dyn CircleCi>,
+    pub engine: Engine,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    #[error(transparent)]
+    CircleCi(#[from] CircleCiError),
+}
+
+/// Builds the context from the process environment and the AWS default credential chain.
+pub async fn lambda_context(
+    triggers: TriggersFile,
+    options: ContextOptions,
+) -> Result<LambdaContext, WiringError> {
+    let table = std::env::var(TABLE_ENV)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .ok_or(WiringError::MissingEnv(TABLE_ENV))?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store: SharedStore = Arc::new(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table, clock.clone())
+            .with_settings(StoreSettings::from_history(&triggers.history)),
+    );
+    let source = SecretsManagerSource::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        SecretIds::from_env(),
+    );
+    let secrets: Arc<dyn Secrets> = Arc::new(CachedSecrets::new(source, options.secrets_ttl));
+    Ok(assemble(triggers, clock, store, secrets, options)?)
+}
+
+/// The engine over given adapters (also used by tests and `serve` with other adapters).
+pub fn assemble(
+    triggers: TriggersFile,
+    clock: Arc<dyn Clock>,
+    store: SharedStore,
+    secrets: Arc<dyn Secrets>,
+    options: ContextOptions,
+) -> Result<LambdaContext, CircleCiError> {
+    let circleci: Arc<dyn CircleCi> = Arc::new(CircleCiClient::new(
+        &triggers.circleci.api_url,
+        secrets.clone(),
+        options.circleci,
+    )?);
+    let settings = EngineSettings {
+        history: triggers.history.clone(),
+        ..options.engine
+    };
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(Actions::new(circleci.clone())),
+        clock.clone(),
+        settings,
+    );
+    Ok(LambdaContext {
+        triggers: Arc::new(triggers),
+        clock,
+        store,
+        secrets,
+        circleci,
+        engine,
+    })
+}

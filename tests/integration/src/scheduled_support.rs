@@ -1,0 +1,452 @@
+//! Helpers for the scheduler tests (`tests/scheduled*.rs`): a [`Harness`] wiring the real
+//! scheduler, engine, actions and CircleCI client to the simulator over HTTP and to a real
+//! store (SQLite on a temp file, or DynamoDB on moto_server), on one [`ManualClock`] that
+//! moves in lockstep with the simulator's clock.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use circleci_sim::{PipelineView, ProjectSpec, SimOptions, Simulator};
+use shared::actions::Actions;
+use shared::circleci::{
+    CircleCi, CircleCiError, ClientOptions, CreatedPipeline, Job, NewWebhook, Pipeline,
+    PipelineQuery, PipelineRequest, Project, RateDefaults, Rerun, User, Webhook, WebhookUpdate,
+    Workflow,
+};
+use shared::clock::{Clock, ManualClock};
+use shared::config::{ProjectSlug, TriggersFile};
+use shared::engine::{Engine, EngineSettings};
+use shared::scheduler::{Scheduler, TickReport};
+use shared::store::{
+    DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
+    TriggerStatus,
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::circleci_client::{TokenFile, client_for, test_options};
+use crate::moto::{sdk_config, unique_name};
+
+/// The token (named `default`) every schedule uses.
+pub const TOKEN: &str = "tok-scheduler-alice-0123456789";
+
+/// Which store adapter a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Dynamo,
+}
+
+/// Wraps the real CircleCI client (e.g. to lose an answer).
+pub type Wrap = Box<dyn FnOnce(Arc<dyn CircleCi>) -> Arc<dyn CircleCi> + Send>;
+
+/// How to build a [`Harness`].
+pub struct HarnessBuilder {
+    backend: Backend,
+    start: DateTime<Utc>,
+    projects: Vec<ProjectSpec>,
+    client: ClientOptions,
+    engine: EngineSettings,
+    wrap: Option<Wrap>,
+}
+
+impl HarnessBuilder {
+    pub fn start_at(mut self, at: &str) -> Self {
+        self.start = utc(at);
+        self
+    }
+
+    pub fn project(mut self, project: ProjectSpec) -> Self {
+        self.projects.push(project);
+        self
+    }
+
+    pub fn client_options(mut self, options: ClientOptions) -> Self {
+        self.client = options;
+        self
+    }
+
+    pub fn wrap_client(mut self, wrap: Wrap) -> Self {
+        self.wrap = Some(wrap);
+        self
+    }
+
+    /// Starts the simulator and the store and builds the scheduler over `triggers_toml`.
+    pub async fn build(self, triggers_toml: &str) -> Harness {
+        let sim = Simulator::start_with(SimOptions {
+            start_time: Some(self.start),
+            ..SimOptions::default()
+        })
+        .await
+        .unwrap();
+        sim.add_user("alice", TOKEN);
+        for project in self.projects {
+            sim.add_project(project);
+        }
+        let clock = Arc::new(ManualClock::new(self.start));
+        let (store, dir): (SharedStore, _) = match self.backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let store = SqliteStore::open_in_dir(dir.path(), clock.clone()).unwrap();
+                (Arc::new(store), Some(dir))
+            }
+            Backend::Dynamo => {
+                let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+                let table = unique_name("scheduler");
+                shared::store::dynamo::create_table(&client, &table)
+                    .await
+                    .unwrap();
+                (
+                    Arc::new(DynamoStore::new(client, table, clock.clone())),
+                    None,
+                )
+            }
+        };
+        let tokens = TokenFile::new(&[("default", TOKEN)]).unwrap();
+        let triggers =
+            Arc::new(shared::config::parse_str(triggers_toml, "scheduled-test.toml").unwrap());
+        let scheduler = scheduler_over(
+            &sim,
+            &tokens,
+            &self.client,
+            &store,
+            &clock,
+            &self.engine,
+            &triggers,
+            self.wrap,
+        );
+        Harness {
+            scheduler,
+            sim,
+            clock,
+            store,
+            triggers,
+            client_options: self.client,
+            engine_settings: self.engine,
+            _tokens: tokens,
+            _dir: dir,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scheduler_over(
+    sim: &Simulator,
+    tokens: &TokenFile,
+    options: &ClientOptions,
+    store: &SharedStore,
+    clock: &Arc<ManualClock>,
+    settings: &EngineSettings,
+    triggers: &Arc<TriggersFile>,
+    wrap: Option<Wrap>,
+) -> Scheduler {
+    let client: Arc<dyn CircleCi> =
+        Arc::new(client_for(sim, tokens.secrets(), options.clone()).unwrap());
+    let circleci = match wrap {
+        Some(wrap) => wrap(client),
+        None => client,
+    };
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(Actions::new(circleci)),
+        clock.clone(),
+        settings.clone(),
+    );
+    Scheduler::new(engine, triggers.clone())
+}
+
+/// The scheduler over a real store and the simulator, on one manual clock.
+pub struct Harness {
+    pub sim: Simulator,
+    pub clock: Arc<ManualClock>,
+    pub store: SharedStore,
+    pub scheduler: Scheduler,
+    triggers: Arc<TriggersFile>,
+    client_options: ClientOptions,
+    engine_settings: EngineSettings,
+    _tokens: TokenFile,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Harness {
+    /// A scheduler as a new process (or a fresh Lambda instance) builds it: a new CircleCI
+    /// client (no pacing memory), over the same store, clock and triggers file.
+    pub fn new_scheduler(&self, wrap: Option<Wrap>) -> Scheduler {
+        scheduler_over(
+            &self.sim,
+            &self._tokens,
+            &self.client_options,
+            &self.store,
+            &self.clock,
+            &self.engine_settings,
+            &self.triggers,
+            wrap,
+        )
+    }
+
+    /// Defaults: 2026-11-28T10:00:00Z, [`default_client_options`], the engine's defaults.
+    pub fn builder(backend: Backend) -> HarnessBuilder {
+        HarnessBuilder {
+            backend,
+            start: utc("2026-11-28T10:00:00Z"),
+            projects: Vec::new(),
+            client: default_client_options(),
+            engine: EngineSettings::default(),
+            wrap: None,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Moves both clocks to `at` (never backwards); the simulator runs its jobs meanwhile.
+    pub async fn advance_to(&self, at: &str) {
+        self.advance_to_instant(utc(at)).await;
+    }
+
+    pub async fn advance_to_instant(&self, at: DateTime<Utc>) {
+        assert!(at >= self.clock.now(), "the test clock only moves forward");
+        self.clock.set(at);
+        let behind = (at - self.sim.now()).to_std().unwrap_or_default();
+        self.sim.advance(behind).await;
+    }
+
+    pub async fn advance(&self, by: TimeDelta) {
+        self.advance_to_instant(self.clock.now() + by).await;
+    }
+
+    /// One tick at the clock's now.
+    pub async fn tick(&self) -> TickReport {
+        self.scheduler.tick(self.clock.now()).await.unwrap()
+    }
+
+    /// Moves to `at`, then ticks there.
+    pub async fn tick_at(&self, at: &str) -> TickReport {
+        self.advance_to(at).await;
+        self.tick().await
+    }
+
+    /// Every record of a schedule, newest first.
+    pub async fn history(&self, schedule: &str) -> Vec<TriggerRecord> {
+        let source = TriggerSource::new(SourceKind::Schedule, schedule);
+        let mut records = Vec::new();
+        let mut request = PageRequest::first(100);
+        loop {
+            let page = self.store.list_by_source(&source, request).await.unwrap();
+            records.extend(page.items);
+            match page.next {
+                Some(cursor) => request = PageRequest::after(100, cursor),
+                None => return records,
+            }
+        }
+    }
+
+    /// How many records of a schedule have `status`.
+    pub async fn count(&self, schedule: &str, status: TriggerStatus) -> usize {
+        self.history(schedule)
+            .await
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
+    }
+
+    /// The slot ids (`detail.slot`) of a schedule's records with `status`, ascending.
+    pub async fn slots(&self, schedule: &str, status: TriggerStatus) -> Vec<String> {
+        let mut slots: Vec<String> = self
+            .history(schedule)
+            .await
+            .iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.detail["slot"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        slots.sort();
+        slots
+    }
+
+    /// The record of one slot of a schedule (single target).
+    pub async fn record(&self, schedule: &str, slot: &str) -> TriggerRecord {
+        let records = self.history(schedule).await;
+        let matching: Vec<_> = records
+            .into_iter()
+            .filter(|r| r.detail["slot"] == slot)
+            .collect();
+        assert_eq!(matching.len(), 1, "one record for {schedule} {slot}");
+        matching.into_iter().next().unwrap()
+    }
+
+    /// Pipelines the simulator created whose `run-workflow` parameter is `workflow`.
+    pub fn pipelines_for(&self, workflow: &str) -> Vec<PipelineView> {
+        self.sim
+            .pipelines()
+            .into_iter()
+            .filter(|p| p.parameters.get("run-workflow").and_then(|v| v.as_str()) == Some(workflow))
+            .collect()
+    }
+}
+
+/// The test client options (fast backoff) with pacing well above what a test needs.
+pub fn default_client_options() -> ClientOptions {
+    ClientOptions {
+        rate: RateDefaults {
+            burst: 100,
+            per_second: 100.0,
+        },
+        ..test_options()
+    }
+}
+
+pub fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+/// Makes the pipeline creates of one project reach CircleCI (the simulator creates the
+/// pipeline) and then never answer: the invocation that sent it is stuck until it is killed,
+/// as a Lambda timing out mid-request would be.
+#[derive(Default)]
+pub struct HangControl {
+    project: Mutex<Option<String>>,
+    sent: Notify,
+}
+
+impl HangControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Creates on `project` (canonical slug, e.g. `gh/acme/web`) hang after sending.
+    pub fn hang_on(&self, project: &str) {
+        *self.project.lock().unwrap() = Some(project.to_owned());
+    }
+
+    /// Creates go through again.
+    pub fn release(&self) {
+        *self.project.lock().unwrap() = None;
+    }
+
+    /// Resolves once a hung create has reached CircleCI.
+    pub async fn sent(&self) {
+        self.sent.notified().await;
+    }
+
+    /// The wrapper to give [`HarnessBuilder::wrap_client`].
+    pub fn wrap(self: &Arc<Self>) -> Wrap {
+        let control = Arc::clone(self);
+        Box::new(move |inner| Arc::new(HangsAfterSending { inner, control }))
+    }
+}
+
+struct HangsAfterSending {
+    inner: Arc<dyn CircleCi>,
+    control: Arc<HangControl>,
+}
+
+#[async_trait]
+impl CircleCi for HangsAfterSending {
+    async fn trigger_pipeline(
+        &self,
+        token: &str,
+        request: &PipelineRequest,
+    ) -> Result<CreatedPipeline, CircleCiError> {
+        let result = self.inner.trigger_pipeline(token, request).await;
+        let hang = self.control.project.lock().unwrap().as_deref()
+            == Some(request.project.canonical().as_str());
+        if hang {
+            self.control.sent.notify_one();
+            std::future::pending::<()>().await;
+        }
+        result
+    }
+    async fn get_pipeline(&self, token: &str, id: Uuid) -> Result<Pipeline, CircleCiError> {
+        self.inner.get_pipeline(token, id).await
+    }
+
+    async fn list_pipeline_workflows(
+        &self,
+        token: &str,
+        id: Uuid,
+    ) -> Result<Vec<Workflow>, CircleCiError> {
+        self.inner.list_pipeline_workflows(token, id).await
+    }
+
+    async fn get_workflow(&self, token: &str, id: Uuid) -> Result<Workflow, CircleCiError> {
+        self.inner.get_workflow(token, id).await
+    }
+
+    async fn list_workflow_jobs(&self, token: &str, id: Uuid) -> Result<Vec<Job>, CircleCiError> {
+        self.inner.list_workflow_jobs(token, id).await
+    }
+
+    async fn rerun_workflow(
+        &self,
+        token: &str,
+        id: Uuid,
+        rerun: &Rerun,
+    ) -> Result<Uuid, CircleCiError> {
+        self.inner.rerun_workflow(token, id, rerun).await
+    }
+
+    async fn approve_job(
+        &self,
+        token: &str,
+        workflow_id: Uuid,
+        approval_request_id: Uuid,
+    ) -> Result<(), CircleCiError> {
+        self.inner
+            .approve_job(token, workflow_id, approval_request_id)
+            .await
+    }
+
+    async fn cancel_workflow(&self, token: &str, id: Uuid) -> Result<(), CircleCiError> {
+        self.inner.cancel_workflow(token, id).await
+    }
+
+    async fn get_project(
+        &self,
+        token: &str,
+        project: &ProjectSlug,
+    ) -> Result<Project, CircleCiError> {
+        self.inner.get_project(token, project).await
+    }
+
+    async fn list_project_pipelines(
+        &self,
+        token: &str,
+        project: &ProjectSlug,
+        query: &PipelineQuery,
+    ) -> Result<Vec<Pipeline>, CircleCiError> {
+        self.inner
+            .list_project_pipelines(token, project, query)
+            .await
+    }
+
+    async fn me(&self, token: &str) -> Result<User, CircleCiError> {
+        self.inner.me(token).await
+    }
+
+    async fn create_webhook(
+        &self,
+        token: &str,
+        webhook: &NewWebhook,
+    ) -> Result<Webhook, CircleCiError> {
+        self.inner.create_webhook(token, webhook).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        token: &str,
+        project_id: Uuid,
+    ) -> Result<Vec<Webhook>, CircleCiError> {
+        self.inner.list_webhooks(token, project_id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        token: &str,
+        webhook_id: Uuid,
+        update: &WebhookUpdate,
+    ) -> Result<Webhook, CircleCiError> {
+        self.inner.update_webhook(token, webhook_id, update).await
+    }
+}
