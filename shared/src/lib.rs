@@ -14,6 +14,7 @@ pub mod circleci;
 pub mod clock;
 pub mod engine;
 pub mod http;
+pub mod local;
 pub mod receiver;
 pub mod schedule;
 pub mod scheduler;

@@ -1,6 +1,7 @@
 //! `circleci-triggers`: check the triggers file, run the local server, and operate triggers.
 
 mod commands;
+mod sandbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

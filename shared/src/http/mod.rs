@@ -11,11 +11,9 @@ use axum::routing::get;
 
 pub use problem::Problem;
 
-/// `GET /healthz` and `GET /v1/openapi.json`.
+/// `GET /healthz` (the API document is served by the HTTP trigger API's router).
 pub fn health_router() -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/v1/openapi.json", get(openapi_document))
+    Router::new().route("/healthz", get(healthz))
 }
 
 /// Adds problem+json answers for unknown routes (404) and wrong methods (405).
@@ -37,15 +35,4 @@ async fn healthz() -> impl IntoResponse {
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })),
     )
-}
-
-/// The API description. A stub until the HTTP trigger routes exist; they will generate it.
-async fn openapi_document() -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "openapi": "3.0.3",
-        "info": { "title": "circleci-triggers", "version": env!("CARGO_PKG_VERSION") },
-        "paths": {
-            "/healthz": { "get": { "responses": { "200": { "description": "The service is up" } } } }
-        }
-    }))
 }

@@ -1,0 +1,419 @@
+//! `serve --sandbox` end to end, as a process: an HTTP endpoint call creates a pipeline in
+//! the in-process simulator, its completion webhook comes back signed, a chain cascades to
+//! a second project, and `history --json --data DIR` reads both back from the store.
+
+use std::io::{BufRead, BufReader, Lines};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_circleci-triggers");
+
+/// An upper bound for the cascade, only so a broken build fails instead of hanging.
+const CASCADE_LIMIT: Duration = Duration::from_secs(90);
+
+const TRIGGERS: &str = r#"
+[[endpoint]]
+name = "build-api"
+target = { project = "gh/acme/api", branch = "main" }
+
+[[client]]
+name = "ci-bot"
+endpoints = ["build-api"]
+
+[[schedule]]
+name = "nightly"
+cron = "0 3 * * *"
+timezone = "UTC"
+target = { project = "gh/acme/api", branch = "main" }
+
+[[chain]]
+name = "deploy-after-api"
+when = { project = "gh/acme/api", workflow = "build" }
+then = [{ project = "gh/acme/deploy", branch = "main" }]
+"#;
+
+/// Kills the server if a test fails before stopping it.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads stdout up to the `listening on` line; returns the base URL and the printed
+/// client key of `ci-bot`.
+fn read_banner(lines: &mut Lines<BufReader<ChildStdout>>) -> (String, Option<String>, String) {
+    let mut key = None;
+    let mut text = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        text.push_str(&line);
+        text.push('\n');
+        if let Some(found) = line.strip_prefix("sandbox client key ci-bot: ") {
+            key = Some(found.trim().to_owned());
+        }
+        if let Some(url) = line.strip_prefix("listening on ") {
+            return (url.trim().to_owned(), key, text);
+        }
+    }
+    panic!("serve --sandbox ended before listening:\n{text}");
+}
+
+fn start(config: &Path, data: &Path) -> (Server, String, String, String) {
+    let (server, url, key, banner, _later) = start_with_output(config, data);
+    (server, url, key, banner)
+}
+
+/// [`start`], also returning the output lines after `listening on`.
+fn start_with_output(
+    config: &Path,
+    data: &Path,
+) -> (Server, String, String, String, mpsc::Receiver<String>) {
+    start_with_args(config, data, &[])
+}
+
+fn start_with_args(
+    config: &Path,
+    data: &Path,
+    extra: &[&str],
+) -> (Server, String, String, String, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--sandbox",
+            "--sandbox-speed",
+            "20",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let server = Server(child);
+    let (url, key, banner) = read_banner(&mut lines);
+    // Keep draining stdout so the child never blocks on a full pipe.
+    let (sender, later) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let key = key.unwrap_or_else(|| panic!("no client key in the banner:\n{banner}"));
+    (server, url, key, banner, later)
+}
+
+fn history(data: &Path) -> Vec<Value> {
+    let output = Command::new(BIN)
+        .args(["history", "--json", "--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice::<Value>(&output.stdout)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+fn find<'a>(records: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    records
+        .iter()
+        .find(|r| r["source"]["kind"] == kind && r["source"]["name"] == name)
+}
+
+fn terminate(server: &mut Server) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.0.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_call_cascades_through_a_chain_and_lands_in_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    std::fs::write(&config, TRIGGERS).unwrap();
+    let data = dir.path().join("data");
+    let (mut server, url, key, banner) = start(&config, &data);
+    assert!(banner.contains("SANDBOX MODE"), "{banner}");
+    assert!(banner.contains("gh/acme/api, gh/acme/deploy"), "{banner}");
+
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // A wrong key is refused and starts nothing.
+    let refused = http
+        .post(format!("{url}/v1/endpoints/build-api"))
+        .bearer_auth("ci-bot.not-the-key")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let called = http
+        .post(format!("{url}/v1/endpoints/build-api"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    let status = called.status();
+    let body: Value = called.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+
+    // The simulator runs the jobs in (accelerated) real time, then sends the webhook.
+    let started = Instant::now();
+    let records = loop {
+        let records = history(&data);
+        if find(&records, "chain", "deploy-after-api").is_some_and(|r| r["status"] != "received") {
+            break records;
+        }
+        assert!(
+            started.elapsed() < CASCADE_LIMIT,
+            "no chain trigger yet: {records:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let upstream = find(&records, "http", "build-api").unwrap();
+    assert_eq!(upstream["status"], "triggered", "{upstream:#}");
+    assert_eq!(upstream["target"]["project"], "gh/acme/api");
+    let chained = find(&records, "chain", "deploy-after-api").unwrap();
+    assert_eq!(chained["status"], "triggered", "{chained:#}");
+    assert_eq!(chained["target"]["project"], "gh/acme/deploy");
+    // The cascade keeps the root: the chained trigger's origin is the HTTP trigger.
+    assert_eq!(chained["origin"], upstream["id"], "{chained:#}");
+
+    let exit = terminate(&mut server);
+    assert!(exit.success(), "serve exited with {exit}");
+    // Nothing was lost on the way out: the store still holds both.
+    let after = history(&data);
+    assert!(find(&after, "http", "build-api").is_some());
+    assert!(find(&after, "chain", "deploy-after-api").is_some());
+}
+
+#[test]
+fn sandbox_speed_without_sandbox_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    std::fs::write(&config, TRIGGERS).unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "serve",
+            "--sandbox-speed",
+            "5",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--sandbox"));
+}
+
+const TWO_ENDPOINTS: &str = r#"
+[[endpoint]]
+name = "build-api"
+target = { project = "gh/acme/api", branch = "main" }
+
+[[endpoint]]
+name = "nightly-api"
+target = { project = "gh/acme/api", branch = "main", workflow = "build" }
+
+[[client]]
+name = "ci-bot"
+endpoints = ["build-api"]
+"#;
+
+fn hangup(server: &Server) {
+    let status = Command::new("kill")
+        .args(["-HUP", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn call(http: &reqwest::Client, url: &str, key: &str, endpoint: &str) -> u16 {
+    http.post(format!("{url}/v1/endpoints/{endpoint}"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_file_and_a_file_failing_check_keeps_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    std::fs::write(&config, TWO_ENDPOINTS).unwrap();
+    let data = dir.path().join("data");
+    let (mut server, url, key, _banner, output) = start_with_output(&config, &data);
+    let http = reqwest::Client::new();
+    let before = call(&http, &url, &key, "nightly-api").await;
+    assert!(
+        (400..500).contains(&before),
+        "not allowed yet, got {before}"
+    );
+
+    // Allow the client the second endpoint, then reload.
+    std::fs::write(
+        &config,
+        TWO_ENDPOINTS.replace(
+            r#"endpoints = ["build-api"]"#,
+            r#"endpoints = ["build-api", "nightly-api"]"#,
+        ),
+    )
+    .unwrap();
+    hangup(&server);
+    let started = Instant::now();
+    loop {
+        let status = call(&http, &url, &key, "nightly-api").await;
+        if (200..300).contains(&status) {
+            break;
+        }
+        assert!(started.elapsed() < CASCADE_LIMIT, "not reloaded: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A file that fails check is refused; the running configuration keeps serving.
+    std::fs::write(&config, "[[endpoint]]\nname = 3\n").unwrap();
+    hangup(&server);
+    let refused = loop {
+        let line = output
+            .recv_timeout(CASCADE_LIMIT)
+            .expect("no log line about the refused file");
+        if line.contains("fails check") {
+            break line;
+        }
+    };
+    assert!(
+        refused.contains("keeping the running configuration"),
+        "{refused}"
+    );
+    assert!((200..300).contains(&call(&http, &url, &key, "nightly-api").await));
+
+    let exit = terminate(&mut server);
+    assert!(exit.success(), "serve exited with {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_run_in_the_sandbox_fires_and_cascades() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    std::fs::write(&config, TRIGGERS).unwrap();
+    let data = dir.path().join("data");
+    let (mut server, url, _key, banner) = start(&config, &data);
+    assert!(
+        banner.contains("/sandbox/schedules/nightly/run"),
+        "{banner}"
+    );
+    let http = reqwest::Client::new();
+
+    let unknown = http
+        .post(format!("{url}/sandbox/schedules/weekly/run"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let problem: Value = unknown.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("nightly"),
+        "{problem}"
+    );
+
+    let ran = http
+        .post(format!("{url}/sandbox/schedules/nightly/run"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ran.status(), 200);
+    let report: Value = ran.json().await.unwrap();
+    assert_eq!(report["schedules"][0]["fired"], 1, "{report:#}");
+
+    let started = Instant::now();
+    let records = loop {
+        let records = history(&data);
+        if find(&records, "chain", "deploy-after-api").is_some_and(|r| r["status"] != "received") {
+            break records;
+        }
+        assert!(
+            started.elapsed() < CASCADE_LIMIT,
+            "no chain trigger yet: {records:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let scheduled = find(&records, "schedule", "nightly").unwrap();
+    assert_eq!(scheduled["status"], "triggered", "{scheduled:#}");
+    let chained = find(&records, "chain", "deploy-after-api").unwrap();
+    // A schedule slot is the root of everything it started, the cascade included.
+    assert_eq!(chained["origin"], scheduled["origin"], "{chained:#}");
+
+    let exit = terminate(&mut server);
+    assert!(exit.success(), "serve exited with {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_trigger_finishes_it_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    std::fs::write(&config, TRIGGERS).unwrap();
+    let data = dir.path().join("data");
+    // Every simulated CircleCI answer takes 1.5 s: the trigger is observably in flight.
+    let (mut server, url, key, _banner, _output) =
+        start_with_args(&config, &data, &["--sandbox-latency-ms", "1500"]);
+    let call = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v1/endpoints/build-api"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    });
+    // The engine records the trigger as received before it calls CircleCI.
+    let started = Instant::now();
+    loop {
+        let records = history(&data);
+        if find(&records, "http", "build-api").is_some_and(|r| r["status"] == "received") {
+            break;
+        }
+        assert!(
+            started.elapsed() < CASCADE_LIMIT,
+            "never in flight: {records:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exit = terminate(&mut server);
+    assert!(exit.success(), "serve exited with {exit}");
+    let (status, body) = call.await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    let records = history(&data);
+    let record = find(&records, "http", "build-api").unwrap();
+    assert_eq!(record["status"], "triggered", "{record:#}");
+    assert_eq!(record["id"], body["id"]);
+}

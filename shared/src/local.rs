@@ -1,0 +1,235 @@
+//! Local mode (`circleci-triggers serve`): the three trigger kinds of the Lambda functions
+//! in one process, over the embedded SQLite store and secrets from the environment.
+//!
+//! The same routers and the same [`Scheduler::tick`] as in AWS; only the adapters differ.
+//! The CLI adds the process concerns (signals, the listener, the sandbox).
+
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::Router;
+use axum::extract::Request;
+
+use crate::api::{ApiSettings, CatalogError, TriggerApi, api_router};
+use crate::chain::ChainRulesError;
+use crate::circleci::CircleCiError;
+use crate::clock::Clock;
+use crate::config::TriggersFile;
+use crate::http::with_problem_fallbacks;
+use crate::receiver::{Receiver, webhook_router};
+use crate::scheduler::Scheduler;
+use crate::secrets::{CachedSecrets, LocalSecretSource, Secrets};
+use crate::store::{SharedStore, SqliteStore, StoreError, StoreSettings};
+use crate::wiring::{LambdaContext, SECRETS_TTL, assemble};
+use tower::ServiceExt;
+
+/// Why the local server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the embedded store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    CircleCi(#[from] CircleCiError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    ChainRules(#[from] ChainRulesError),
+}
+
+/// Everything `serve` runs: the HTTP routes (API, webhook receiver, health) and the
+/// scheduler, over one engine.
+pub struct LocalServer {
+    pub context: LambdaContext,
+    pub router: Router,
+    pub scheduler: Scheduler,
+}
+
+/// The embedded store under `directory` (created if missing), with the file's retention.
+pub fn open_store(
+    directory: &Path,
+    triggers: &TriggersFile,
+    clock: Arc<dyn Clock>,
+) -> Result<SharedStore, LocalError> {
+    std::fs::create_dir_all(directory).map_err(|source| LocalError::DataDir {
+        path: directory.display().to_string(),
+        source,
+    })?;
+    Ok(Arc::new(
+        SqliteStore::open_in_dir(directory, clock)?
+            .with_settings(StoreSettings::from_history(&triggers.history)),
+    ))
+}
+
+/// Secrets from a [`LocalSecretSource`] (environment variables or files), cached like the
+/// Lambdas cache Secrets Manager.
+pub fn local_secrets(source: LocalSecretSource) -> Arc<dyn Secrets> {
+    Arc::new(CachedSecrets::new(source, SECRETS_TTL))
+}
+
+/// The API, the webhook receiver and `GET /healthz` on one router, with problem+json
+/// fallbacks: the same routers the two HTTP Lambdas serve.
+pub fn local_router(api: TriggerApi, receiver: Arc<Receiver>) -> Router {
+    with_problem_fallbacks(
+        api_router(api)
+            .merge(webhook_router(receiver))
+            .merge(crate::http::health_router()),
+    )
+}
+
+/// Builds the engine over the given adapters, then the routers and the scheduler on it.
+pub fn build(
+    triggers: TriggersFile,
+    clock: Arc<dyn Clock>,
+    store: SharedStore,
+    secrets: Arc<dyn Secrets>,
+) -> Result<LocalServer, LocalError> {
+    // CircleCI calls end before the webhook receiver's answer deadline; the API's callers
+    // get an answer sooner than in AWS as a consequence, which is fine locally.
+    let context = assemble(triggers, clock, store, secrets, Receiver::context_options())?;
+    let api = TriggerApi::from_context(&context, ApiSettings::default())?;
+    let receiver = Arc::new(Receiver::from_context(&context)?);
+    let scheduler = Scheduler::new(context.engine.clone(), context.triggers.clone());
+    Ok(LocalServer {
+        router: local_router(api, receiver),
+        scheduler,
+        context,
+    })
+}
+
+/// Routes that can be replaced while serving (a reloaded triggers file): requests already
+/// routed finish on the routes they started on; new ones take the current routes.
+#[derive(Clone)]
+pub struct SwappableRouter {
+    current: Arc<RwLock<Router>>,
+}
+
+impl SwappableRouter {
+    pub fn new(router: Router) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(router)),
+        }
+    }
+
+    pub fn replace(&self, router: Router) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = router;
+    }
+
+    fn current(&self) -> Router {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The router to serve: every request goes to the routes current when it arrives.
+    pub fn router(&self) -> Router {
+        let routes = self.clone();
+        Router::new().fallback(move |request: Request| {
+            let router = routes.current();
+            async move { router.oneshot(request).await }
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn triggers() -> TriggersFile {
+        crate::config::parse_str(
+            r#"
+[[endpoint]]
+name = "deploy"
+target = { project = "gh/acme/api" }
+
+[[client]]
+name = "bot"
+endpoints = ["deploy"]
+"#,
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    async fn status(router: &Router, method: &str, uri: &str) -> StatusCode {
+        router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn the_local_router_serves_health_api_and_webhooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let triggers = triggers();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = open_store(&dir.path().join("data"), &triggers, clock.clone()).unwrap();
+        let secrets = local_secrets(LocalSecretSource::from_vars(
+            [("CIRCLECI_WEBHOOK_SECRETS".to_owned(), "s3cret".to_owned())],
+            "default",
+        ));
+        let server = build(triggers, clock, store, secrets).unwrap();
+        assert!(dir.path().join("data").is_dir());
+        assert_eq!(
+            status(&server.router, "GET", "/healthz").await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&server.router, "GET", "/v1/openapi.json").await,
+            StatusCode::OK
+        );
+        // No key: the API refuses; an unsigned webhook is refused too.
+        assert_eq!(
+            status(&server.router, "POST", "/v1/endpoints/deploy").await,
+            StatusCode::UNAUTHORIZED
+        );
+        let webhook = status(&server.router, "POST", "/webhooks/circleci").await;
+        assert_eq!(webhook, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(&server.router, "GET", "/nowhere").await,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn a_swapped_router_answers_new_requests_with_the_new_routes() {
+        let swappable = SwappableRouter::new(
+            Router::new().route("/old", axum::routing::get(|| async { "old" })),
+        );
+        let served = swappable.router();
+        assert_eq!(status(&served, "GET", "/old").await, StatusCode::OK);
+        assert_eq!(status(&served, "GET", "/new").await, StatusCode::NOT_FOUND);
+        swappable.replace(Router::new().route("/new", axum::routing::get(|| async { "new" })));
+        assert_eq!(status(&served, "GET", "/new").await, StatusCode::OK);
+        assert_eq!(status(&served, "GET", "/old").await, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn an_unwritable_data_directory_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let error = open_store(&file.join("sub"), &triggers(), Arc::new(SystemClock))
+            .err()
+            .unwrap();
+        assert!(matches!(error, LocalError::DataDir { .. }), "{error}");
+    }
+}
