@@ -959,74 +959,15 @@ impl ChainAction {
                 }
             }
         }
-        match self.action {
-            ActionKind::Approve => {
-                match &self.job {
-                    None => problems.add(
-                        path,
-                        "action = \"approve\" needs `job` (the approval job's name)",
-                    ),
-                    Some(job) => plain_name(job, &path.key("job"), problems),
-                }
-                for (field, set) in [
-                    ("jobs", !self.jobs.is_empty()),
-                    ("from_failed", self.from_failed.is_some()),
-                ] {
-                    if set {
-                        problems.add(
-                            &path.key(field),
-                            format!("`{field}` applies only to action = \"rerun\""),
-                        );
-                    }
-                }
-            }
-            ActionKind::Rerun => {
-                if self.job.is_some() {
-                    problems.add(
-                        &path.key("job"),
-                        "rerun takes `jobs = [...]` (or `from_failed = true`)",
-                    );
-                }
-                match (self.from_failed == Some(true), self.jobs.is_empty()) {
-                    (true, false) => problems.add(
-                        &path.key("jobs"),
-                        "set either `from_failed = true` or `jobs`, not both",
-                    ),
-                    (false, true) => problems.add(
-                        path,
-                        "action = \"rerun\" needs `from_failed = true` or `jobs = [...]`",
-                    ),
-                    _ => {}
-                }
-                for (index, job) in self.jobs.iter().enumerate() {
-                    plain_name(job, &path.key("jobs").index(index), problems);
-                }
-            }
-            ActionKind::Cancel => {
-                for (field, set) in [
-                    ("job", self.job.is_some()),
-                    ("jobs", !self.jobs.is_empty()),
-                    ("from_failed", self.from_failed.is_some()),
-                ] {
-                    if set {
-                        problems.add(
-                            &path.key(field),
-                            format!("`{field}` does not apply to action = \"cancel\""),
-                        );
-                    }
-                }
-            }
-            ActionKind::Pipeline => {}
-        }
-    }
-}
-
-/// A job name as written in config.yml.
-fn plain_name(name: &str, path: &FieldPath, problems: &mut Problems) {
-    if name.is_empty() || name.len() > 1024 || name.chars().any(char::is_control) {
-        problems.add(
+        rules::action_job_fields(
+            self.action,
+            &rules::JobFields {
+                job: self.job.as_deref(),
+                jobs: &self.jobs,
+                from_failed: self.from_failed,
+            },
             path,
-            "must be 1 to 1024 characters without control characters",
+            problems,
         );
     }
 }

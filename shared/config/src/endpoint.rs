@@ -468,15 +468,6 @@ fn description(text: &Option<String>, path: &FieldPath, problems: &mut Problems)
 }
 
 /// A job name as written in config.yml.
-fn job_name(name: &str, path: &FieldPath, problems: &mut Problems) {
-    if name.is_empty() || name.len() > 1024 || name.chars().any(char::is_control) {
-        problems.add(
-            path,
-            "must be 1 to 1024 characters without control characters",
-        );
-    }
-}
-
 impl EndpointSpec {
     fn validate(&self, path: &FieldPath, settings: &CircleCiSettings, problems: &mut Problems) {
         endpoint_name(&self.name, &path.key("name"), problems);
@@ -553,55 +544,17 @@ impl EndpointSpec {
                     }
                 }
             }
-            ActionKind::Approve => {
-                match &self.job {
-                    None => problems.add(
-                        path,
-                        "action = \"approve\" needs `job` (the approval job's name)",
-                    ),
-                    Some(job) => job_name(job, &path.key("job"), problems),
-                }
-                for (field, set) in [
-                    ("jobs", !self.jobs.is_empty()),
-                    ("from_failed", self.from_failed.is_some()),
-                ] {
-                    if set {
-                        not_for(problems, field, "only rerun takes it");
-                    }
-                }
-            }
-            ActionKind::Rerun => {
-                if self.job.is_some() {
-                    problems.add(
-                        &path.key("job"),
-                        "rerun takes `jobs = [...]` (or `from_failed = true`)",
-                    );
-                }
-                match (self.from_failed == Some(true), self.jobs.is_empty()) {
-                    (true, false) => problems.add(
-                        &path.key("jobs"),
-                        "set either `from_failed = true` or `jobs`, not both",
-                    ),
-                    (false, true) => problems.add(
-                        path,
-                        "action = \"rerun\" needs `from_failed = true` or `jobs = [...]`",
-                    ),
-                    _ => {}
-                }
-                for (index, job) in self.jobs.iter().enumerate() {
-                    job_name(job, &path.key("jobs").index(index), problems);
-                }
-            }
-            ActionKind::Cancel => {
-                for (field, set) in [
-                    ("job", self.job.is_some()),
-                    ("jobs", !self.jobs.is_empty()),
-                    ("from_failed", self.from_failed.is_some()),
-                ] {
-                    if set {
-                        not_for(problems, field, "a cancel names no job");
-                    }
-                }
+            ActionKind::Approve | ActionKind::Rerun | ActionKind::Cancel => {
+                rules::action_job_fields(
+                    self.action,
+                    &rules::JobFields {
+                        job: self.job.as_deref(),
+                        jobs: &self.jobs,
+                        from_failed: self.from_failed,
+                    },
+                    path,
+                    problems,
+                );
             }
         }
         if self.select == EndpointSelect::Latest

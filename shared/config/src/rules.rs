@@ -227,6 +227,99 @@ pub fn duration(
     }
 }
 
+/// The job fields of an action on an existing workflow, as a chain rule's or an endpoint's
+/// action spells them.
+pub struct JobFields<'a> {
+    pub job: Option<&'a str>,
+    pub jobs: &'a [String],
+    pub from_failed: Option<bool>,
+}
+
+/// Which job fields each action takes: `approve` one `job`, `rerun` `jobs` or
+/// `from_failed = true`, `cancel` none. Chains and endpoints share these rules so a field
+/// means the same wherever it is written; `pipeline` is left to the caller (what else a new
+/// pipeline refuses differs between them).
+pub fn action_job_fields(
+    action: crate::ActionKind,
+    fields: &JobFields<'_>,
+    path: &FieldPath,
+    problems: &mut Problems,
+) {
+    use crate::ActionKind;
+    let misplaced = |problems: &mut Problems, set: &[(&str, bool)], why: &str| {
+        for (field, _) in set.iter().filter(|(_, set)| *set) {
+            problems.add(
+                &path.key(field),
+                format!(
+                    "`{field}` does not apply to action = \"{}\" ({why})",
+                    action.as_str()
+                ),
+            );
+        }
+    };
+    match action {
+        ActionKind::Pipeline => {}
+        ActionKind::Approve => {
+            match fields.job {
+                None => problems.add(
+                    path,
+                    "action = \"approve\" needs `job` (the approval job's name)",
+                ),
+                Some(job) => job_name(job, &path.key("job"), problems),
+            }
+            misplaced(
+                problems,
+                &[
+                    ("jobs", !fields.jobs.is_empty()),
+                    ("from_failed", fields.from_failed.is_some()),
+                ],
+                "only rerun takes it",
+            );
+        }
+        ActionKind::Rerun => {
+            if fields.job.is_some() {
+                problems.add(
+                    &path.key("job"),
+                    "rerun takes `jobs = [...]` (or `from_failed = true`)",
+                );
+            }
+            match (fields.from_failed == Some(true), fields.jobs.is_empty()) {
+                (true, false) => problems.add(
+                    &path.key("jobs"),
+                    "set either `from_failed = true` or `jobs`, not both",
+                ),
+                (false, true) => problems.add(
+                    path,
+                    "action = \"rerun\" needs `from_failed = true` or `jobs = [...]`",
+                ),
+                _ => {}
+            }
+            for (index, job) in fields.jobs.iter().enumerate() {
+                job_name(job, &path.key("jobs").index(index), problems);
+            }
+        }
+        ActionKind::Cancel => misplaced(
+            problems,
+            &[
+                ("job", fields.job.is_some()),
+                ("jobs", !fields.jobs.is_empty()),
+                ("from_failed", fields.from_failed.is_some()),
+            ],
+            "a cancel names no job",
+        ),
+    }
+}
+
+/// A job name as written in config.yml.
+pub fn job_name(name: &str, path: &FieldPath, problems: &mut Problems) {
+    if name.is_empty() || name.len() > 1024 || name.chars().any(char::is_control) {
+        problems.add(
+            path,
+            "must be 1 to 1024 characters without control characters",
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
