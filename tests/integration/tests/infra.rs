@@ -236,7 +236,7 @@ fn the_tick_input_is_the_fixture_the_handler_parses() {
     const PLACEHOLDER: &str = "<aws.scheduler.scheduled-time>";
     let schedule = properties("TickSchedule");
     assert_eq!(resource("TickSchedule")["Type"], "AWS::Scheduler::Schedule");
-    assert_eq!(schedule["ScheduleExpression"], "rate(1 minute)");
+    assert_eq!(schedule["ScheduleExpression"], "cron(* * * * ? *)");
     assert_eq!(schedule["FlexibleTimeWindow"]["Mode"], "OFF");
     assert_eq!(schedule["State"], "ENABLED");
     let target = &schedule["Target"];
