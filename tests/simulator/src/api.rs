@@ -56,7 +56,21 @@ impl From<ApiError> for Reply {
     }
 }
 
-async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Response {
+/// CircleCI finishes a request it has received even when the caller stops waiting (a client
+/// timeout): the work runs in its own task, so a dropped connection does not cancel it and a
+/// slow create still makes its pipeline, as a real one would.
+async fn handle(state: AxumState<Arc<Inner>>, request: Request) -> Response {
+    match tokio::spawn(handle_received(state, request)).await {
+        Ok(response) => response,
+        Err(_) => build_response(
+            Reply::Json(500, json!({ "message": "simulator task failed" })),
+            None,
+            false,
+        ),
+    }
+}
+
+async fn handle_received(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
