@@ -7,7 +7,7 @@
 //!        │                                              (fenced; if it fails, nothing is sent)
 //!        ├─completed──▶ replay the stored record
 //!        ├─in progress─▶ tell the caller (HTTP: 409 + Retry-After; webhook: 5xx so CircleCI redelivers)
-//!        ├─ambiguous───▶ adopt the claim and reconcile (never resend)
+//!        ├─ambiguous───▶ adopt the claim and reconcile (resend only if a recheck finds nothing)
 //!        └─conflict────▶ same key, different request
 //! ```
 //!
@@ -20,6 +20,14 @@
 //! `failed` record carrying `retry_at` (schedules and chains only; an HTTP caller owns its
 //! retries). [`Engine::retry`] makes the next attempt under its own claim
 //! (`<key>#attempt<N>`), so a sweep and a redelivery racing for it perform it once.
+//!
+//! **Rechecks.** An ambiguous create (5xx, timeout or a dropped connection after the
+//! request left) is reconciled at once. When reconciliation finds no pipeline, or cannot
+//! look, a scheduled or chained record stays `ambiguous` with `retry_at` at the end of the
+//! reconciliation window: the sweep then looks again over the same window, adopts what it
+//! finds, and sends again only when there is still nothing, so a create CircleCI never
+//! received is not lost and one it did receive is not duplicated. Several candidates always
+//! go to an operator.
 
 mod ledger;
 
@@ -289,10 +297,7 @@ impl Engine {
     /// is not due or another invocation already took this attempt.
     pub async fn retry(&self, record: TriggerRecord) -> Result<Option<TriggerRecord>, EngineError> {
         let now = self.clock.now();
-        let due = record.status == TriggerStatus::Failed
-            && record.retry_at.is_some_and(|at| at <= now)
-            && record.source.kind.swept();
-        if !due {
+        if !Self::is_due_for_retry(&record, now) {
             return Ok(None);
         }
         let Some(base_key) = record.claim_key.clone() else {
@@ -327,6 +332,10 @@ impl Engine {
                 .claim(&attempt_key, &fingerprint, self.settings.lease)
                 .await?
             {
+                ClaimOutcome::Won(grant) if record.status == TriggerStatus::Ambiguous => self
+                    .recheck(&attempt_key, grant, record, &plan.action)
+                    .await
+                    .map(Some),
                 ClaimOutcome::Won(grant) => self
                     .attempt(&attempt_key, grant, record, &plan.action)
                     .await
@@ -337,6 +346,87 @@ impl Engine {
         }
         .instrument(span)
         .await
+    }
+
+    /// Whether [`Engine::retry`] would act on the record now: a retryable failure or an
+    /// ambiguous create awaiting its recheck, of a swept source, whose time has come.
+    pub fn is_due_for_retry(record: &TriggerRecord, now: DateTime<Utc>) -> bool {
+        matches!(
+            record.status,
+            TriggerStatus::Failed | TriggerStatus::Ambiguous
+        ) && record.retry_at.is_some_and(|at| at <= now)
+            && record.source.kind.swept()
+    }
+
+    /// The recheck of an ambiguous create (under its own attempt claim): look again over the
+    /// original window; adopt a single pipeline, leave several to an operator, and send
+    /// again only when there is still none.
+    async fn recheck(
+        &self,
+        key: &ClaimKey,
+        grant: ClaimGrant,
+        mut record: TriggerRecord,
+        action: &Action,
+    ) -> Result<TriggerRecord, EngineError> {
+        let Action::Pipeline { target } = action else {
+            // Only creates are rechecked; anything else is an operator's.
+            record.retry_at = None;
+            let record = self.save(record).await?;
+            self.finish_claim(key, &grant, &record).await?;
+            return Ok(record);
+        };
+        let sent_at = record
+            .detail
+            .get(SENT_AT)
+            .and_then(|value| serde_json::from_value(value.clone()).ok())
+            .unwrap_or(record.updated_at);
+        let cause = ActionError::CircleCi(crate::circleci::CircleCiError::Ambiguous {
+            operation: "an earlier create",
+            status: None,
+            reason: "its answer was lost".into(),
+        });
+        record.updated_at = self.clock.now();
+        match self
+            .reconcile_into(&mut record, target, sent_at, &cause)
+            .await
+        {
+            // Still nothing where the first create would be: it never reached CircleCI.
+            Lookup::Nothing => self.attempt(key, grant, record, action).await,
+            lookup => {
+                // A look that failed counts as an attempt, so rechecks end.
+                if lookup == Lookup::Failed {
+                    record.attempts += 1;
+                }
+                self.plan_recheck(&mut record, sent_at, lookup);
+                let record = self.save(record).await?;
+                self.finish_claim(key, &grant, &record).await?;
+                emit_metrics(&record);
+                Ok(record)
+            }
+        }
+    }
+
+    /// After reconciliation left a create ambiguous: when nothing (or nothing yet) was found
+    /// for a swept source, schedule a recheck at the end of the window; otherwise an
+    /// operator decides.
+    fn plan_recheck(&self, record: &mut TriggerRecord, sent_at: DateTime<Utc>, lookup: Lookup) {
+        let recheck = matches!(lookup, Lookup::Nothing | Lookup::Failed)
+            && record.source.kind.swept()
+            && record.attempts < self.settings.max_attempts;
+        if !recheck {
+            record.retry_at = None;
+            return;
+        }
+        let window = chrono::Duration::from_std(self.settings.reconcile_window).unwrap_or_default();
+        let at = (sent_at + window).max(self.clock.now() + chrono::Duration::seconds(1));
+        record.retry_at = Some(at);
+        set_detail(&mut record.detail, SENT_AT, serde_json::json!(sent_at));
+        if let Some(reason) = record.reason.as_mut() {
+            reason.push_str(&format!(
+                "; looking again after {} and sending again only if there is still no pipeline",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
     }
 
     /// Runs one sweep: retries every due schedule/chain record (up to `limit`).
@@ -488,20 +578,27 @@ impl Engine {
                 let sent_at = sent_at.unwrap_or(now);
                 match action {
                     Action::Pipeline { target } => {
-                        self.reconcile_into(&mut record, target, sent_at, &error)
+                        let lookup = self
+                            .reconcile_into(&mut record, target, sent_at, &error)
                             .await;
+                        self.plan_recheck(&mut record, sent_at, lookup);
                     }
                     _ => {
                         record.status = TriggerStatus::Ambiguous;
                         record.reason = Some(error.to_string());
+                        record.retry_at = None;
                     }
                 }
             }
             Err(error) => self.record_failure(&mut record, &error, now),
         }
-        if record.status != TriggerStatus::Failed {
-            // Only a failed record waits for the sweep; anything else leaving `retry_at` set
-            // would sit at the head of the retry index forever.
+        if !matches!(
+            record.status,
+            TriggerStatus::Failed | TriggerStatus::Ambiguous
+        ) {
+            // Only a failed record or a create awaiting its recheck waits for the sweep;
+            // anything else leaving `retry_at` set would sit at the head of the retry index
+            // forever (the sweep skips it).
             record.retry_at = None;
         }
         let record = self.save(record).await?;
@@ -531,15 +628,17 @@ impl Engine {
             });
             match action {
                 Action::Pipeline { target } => {
-                    self.reconcile_into(&mut record, target, sending_since, &error)
+                    let lookup = self
+                        .reconcile_into(&mut record, target, sending_since, &error)
                         .await;
+                    self.plan_recheck(&mut record, sending_since, lookup);
                 }
                 _ => {
                     record.status = TriggerStatus::Ambiguous;
                     record.reason = Some(error.to_string());
+                    record.retry_at = None;
                 }
             }
-            record.retry_at = None;
             record = self.save(record).await?;
         }
         self.finish_claim(key, &grant, &record).await?;
@@ -553,7 +652,7 @@ impl Engine {
         target: &crate::actions::Target,
         sent_at: DateTime<Utc>,
         cause: &ActionError,
-    ) {
+    ) -> Lookup {
         let ledger = StoreLedger::new(self.store.clone(), record.id);
         match self
             .actions
@@ -572,6 +671,13 @@ impl Engine {
                     url: None,
                 });
                 record.revision = pipeline.revision().map(str::to_owned);
+                Lookup::Adopted
+            }
+            Ok(Reconciled::StillAmbiguous { candidates }) if candidates.is_empty() => {
+                record.status = TriggerStatus::Ambiguous;
+                record.reason = Some(format!("{cause}; reconciliation found no pipeline"));
+                set_detail(&mut record.detail, "candidates", serde_json::json!([]));
+                Lookup::Nothing
             }
             Ok(Reconciled::StillAmbiguous { candidates }) => {
                 record.status = TriggerStatus::Ambiguous;
@@ -584,10 +690,12 @@ impl Engine {
                     "candidates",
                     serde_json::json!(candidates.iter().map(Uuid::to_string).collect::<Vec<_>>()),
                 );
+                Lookup::Candidates
             }
             Err(error) => {
                 record.status = TriggerStatus::Ambiguous;
                 record.reason = Some(format!("{cause}; reconciliation failed: {error}"));
+                Lookup::Failed
             }
         }
     }
@@ -667,6 +775,22 @@ pub struct SweepReport {
     pub skipped: u32,
     pub errors: u32,
 }
+
+/// What reconciliation of an ambiguous create found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// Exactly one pipeline: adopted.
+    Adopted,
+    /// Several: an operator decides.
+    Candidates,
+    /// None (yet): recheck at the end of the window, then send again if still none.
+    Nothing,
+    /// CircleCI could not be asked: recheck later.
+    Failed,
+}
+
+/// The record detail keeping when an ambiguous create was sent (the recheck's window).
+const SENT_AT: &str = "sent_at";
 
 /// Marks the claim SENDING right before the side-effecting request, remembering when.
 struct ClaimSendGuard {
@@ -769,6 +893,8 @@ fn emit_metrics(record: &TriggerRecord) {
     let metric = match record.status {
         TriggerStatus::Triggered => "TriggersTriggered",
         TriggerStatus::Failed => "TriggersFailed",
+        // A create awaiting its recheck is not an operator's yet: no alarm.
+        TriggerStatus::Ambiguous if record.retry_at.is_some() => return,
         TriggerStatus::Ambiguous => "TriggersAmbiguous",
         _ => return,
     };

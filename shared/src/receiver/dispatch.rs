@@ -203,9 +203,7 @@ pub(super) async fn fire(
             &record,
         ),
         Ok(Fired::Replayed(record)) => {
-            let due = record.status == TriggerStatus::Failed
-                && record.retry_at.is_some_and(|at| at <= engine.clock().now());
-            if due {
+            if Engine::is_due_for_retry(&record, engine.clock().now()) {
                 match engine.retry(record.clone()).await {
                     Ok(Some(retried)) => {
                         return record_report(
