@@ -2,6 +2,9 @@
 
 pub mod actions_support;
 pub mod circleci_client;
+pub mod faults_support;
 pub mod moto;
+pub mod moto_process;
 pub mod scheduled_support;
 pub mod store_suite;
+pub mod tcp_proxy;

@@ -1,0 +1,257 @@
+//! The webhook receiver (chained triggers) under CircleCI faults. Redeliveries are the
+//! same signed body posted again, as CircleCI resends it.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use circleci_sim::Faults;
+use integration_tests::faults_support::{DEPLOY, RULE, System, TOKEN};
+use integration_tests::scheduled_support::{Backend, default_client_options};
+use shared::circleci::ClientOptions;
+use shared::store::{SourceKind, TriggerStatus};
+
+use super::{assert_one_row_each_and_no_stray_pipeline, candidates};
+
+/// Someone else on the same token spends the bucket's only request, so our first request
+/// meets the 429 (and CircleCI's `Retry-After` of ~1000 s, far past any deadline).
+async fn spend_the_rate_limit(sys: &System) {
+    sys.sim.set_faults(Faults::rate_limited(0.001, 1));
+    let spent = reqwest::Client::new()
+        .get(format!("{}/me", sys.sim.base_url()))
+        .header("Circle-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spent.status(), 200);
+}
+
+/// A 5xx answer to the create itself: the client cannot know whether CircleCI acted, so it
+/// does not resend at once. Reconciliation finds no pipeline, so the row is `ambiguous`
+/// awaiting a recheck at the end of the reconciliation window; redeliveries before then
+/// replay it and send nothing. The sweep after the window looks again, still finds nothing
+/// (CircleCI never received it) and sends: one pipeline, one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_5xx_on_the_create_is_rechecked_and_sent_once_by_the_sweep() {
+    let sys = System::builder(Backend::Sqlite).build().await;
+    sys.sim.set_faults(Faults {
+        fail_methods: vec!["POST".into()],
+        ..Faults::fail_next(1, 503)
+    });
+    let event = sys.upstream_build_succeeded();
+    let answer = sys.deliver(&event).await;
+    assert_eq!(answer.status, 200, "{:#}", answer.body);
+    assert_eq!(answer.body["actions"][0]["status"], "ambiguous");
+    for _ in 0..2 {
+        let again = sys.deliver(&event).await;
+        assert_eq!(again.status, 200, "{:#}", again.body);
+        assert_eq!(again.body["actions"][0]["disposition"], "replayed");
+    }
+    assert_eq!(sys.creates_sent(), 1, "not resent before the recheck");
+    let records =
+        assert_one_row_each_and_no_stray_pipeline(&sys, SourceKind::Chain, RULE, DEPLOY, 1).await;
+    assert_eq!(records[0].status, TriggerStatus::Ambiguous);
+    assert!(candidates(&records[0]).is_empty());
+    let recheck_at = records[0].retry_at.expect("a recheck is planned");
+    assert!(recheck_at > sys.now(), "{recheck_at}");
+    // Nothing is due before the window ends.
+    let early = sys.instance().context.engine.sweep(100).await.unwrap();
+    assert_eq!(early.attempted, 0, "{early:?}");
+    assert!(sys.pipelines_on(DEPLOY).is_empty());
+
+    sys.advance_to(recheck_at).await;
+    let sweep = sys.instance().context.engine.sweep(100).await.unwrap();
+    assert_eq!((sweep.attempted, sweep.succeeded), (1, 1), "{sweep:?}");
+    assert_eq!(sys.creates_sent(), 2, "sent once more, after the recheck");
+    let records =
+        assert_one_row_each_and_no_stray_pipeline(&sys, SourceKind::Chain, RULE, DEPLOY, 1).await;
+    assert_eq!(
+        records[0].status,
+        TriggerStatus::Triggered,
+        "{:#?}",
+        records[0]
+    );
+    assert_eq!(records[0].retry_at, None);
+    assert_eq!(sys.pipelines_on(DEPLOY).len(), 1);
+    // A late redelivery replays the triggered row.
+    let late = sys.deliver(&event).await;
+    assert_eq!(late.body["actions"][0]["disposition"], "replayed");
+    assert_eq!(sys.creates_sent(), 2);
+}
+
+/// The create makes its pipeline and answers 502; the reconciliation's reads meet a 5xx
+/// burst and are retried; the one pipeline is adopted. Duplicate deliveries replay it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_then_502_with_a_5xx_burst_on_the_reads_is_adopted_once() {
+    let sys = System::builder(Backend::Sqlite).build().await;
+    sys.sim.set_faults(Faults {
+        create_then_502: 1,
+        fail_methods: vec!["GET".into()],
+        ..Faults::fail_next(3, 503)
+    });
+    let event = sys.upstream_build_succeeded();
+    let answer = sys.deliver(&event).await;
+    assert_eq!(answer.status, 200, "{:#}", answer.body);
+    assert_eq!(answer.body["actions"][0]["status"], "triggered");
+    assert_eq!(sys.sim.counters().injected_failures, 4);
+    for _ in 0..3 {
+        let again = sys.deliver(&event).await;
+        assert_eq!(again.body["actions"][0]["disposition"], "replayed");
+    }
+    assert_eq!(sys.creates_sent(), 1, "never resent");
+    let records =
+        assert_one_row_each_and_no_stray_pipeline(&sys, SourceKind::Chain, RULE, DEPLOY, 1).await;
+    assert_eq!(records[0].status, TriggerStatus::Triggered);
+    assert!(
+        records[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("adopted pipeline")
+    );
+}
+
+/// CircleCI rate limits past the deadline: nothing was started, the row is `failed` with a
+/// retry time and the delivery is answered 503 + Retry-After. A redelivery before that time
+/// sends nothing; the redelivery after it (to a fresh instance: the first one still honours
+/// the real-time Retry-After) performs attempt 2 — and the sweep then has nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_past_the_deadline_is_retryable_and_the_redelivery_finishes_it() {
+    let mut sys = System::builder(Backend::Sqlite)
+        .client_options(ClientOptions {
+            deadline: Duration::from_secs(1),
+            ..default_client_options()
+        })
+        .build()
+        .await;
+    spend_the_rate_limit(&sys).await;
+    let event = sys.upstream_build_succeeded();
+    let answer = sys.deliver(&event).await;
+    assert_eq!(answer.status, 503, "{:#}", answer.body);
+    assert!(answer.retry_after.is_some_and(|s| s >= 60), "{answer:?}");
+    let failed = sys.records(SourceKind::Chain, RULE).await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].status, TriggerStatus::Failed);
+    let retry_at = failed[0].retry_at.expect("retryable: it has a retry time");
+    assert!(retry_at > sys.now());
+
+    sys.advance(TimeDelta::seconds(10)).await;
+    let early = sys.deliver(&event).await;
+    assert_eq!(early.status, 503, "not due yet: {:#}", early.body);
+    assert_eq!(sys.creates_sent(), 1, "only the refused one");
+
+    sys.sim.set_faults(Faults::default());
+    sys.advance_to(retry_at).await;
+    sys.restart().await;
+    let due = sys.deliver(&event).await;
+    assert_eq!(due.status, 200, "{:#}", due.body);
+    assert_eq!(due.body["actions"][0]["status"], "triggered");
+    let sweep = sys.instance().context.engine.sweep(100).await.unwrap();
+    assert_eq!(sweep.attempted, 0, "{sweep:?}");
+    let again = sys.deliver(&event).await;
+    assert_eq!(again.body["actions"][0]["disposition"], "replayed");
+
+    let records =
+        assert_one_row_each_and_no_stray_pipeline(&sys, SourceKind::Chain, RULE, DEPLOY, 1).await;
+    assert_eq!(
+        (records[0].status, records[0].attempts, records[0].retry_at),
+        (TriggerStatus::Triggered, 2, None)
+    );
+}
+
+/// A delivery's create is slower than the claim's lease; CircleCI redelivers (to another
+/// instance) after the lease ran out. The redelivery adopts the SENDING claim and reconciles
+/// instead of resending; the slow create then answers and its holder records the pipeline.
+/// On DynamoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivery_past_a_slow_holders_lease_adopts_instead_of_resending_on_dynamodb() {
+    let sys = System::builder(Backend::Dynamo).build().await;
+    sys.sim.clear_requests();
+    sys.sim.set_faults(Faults {
+        latency: Duration::from_millis(1_500),
+        ..Faults::default()
+    });
+    let event = sys.upstream_build_succeeded();
+    let first = {
+        let url = sys.instance().webhook_url.clone();
+        let body = serde_json::to_vec(&event).unwrap();
+        let signature = circleci_sim::signature_header(
+            integration_tests::faults_support::WEBHOOK_SECRET,
+            &body,
+        );
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("circleci-signature", signature)
+                .header("circleci-event-type", "workflow-completed")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    sys.requests_received(1).await;
+    sys.sim.set_faults(Faults::default());
+    sys.clock.set(sys.now() + TimeDelta::seconds(121));
+    let mut sys = sys;
+    sys.restart().await;
+    let redelivered = sys.deliver(&event).await;
+    assert_eq!(redelivered.status, 200, "{:#}", redelivered.body);
+    assert_eq!(
+        redelivered.body["actions"][0]["status"], "ambiguous",
+        "adopted and reconciled before the slow create made anything: {:#}",
+        redelivered.body
+    );
+    assert!(sys.pipelines_on(DEPLOY).is_empty());
+
+    assert_eq!(first.await.unwrap(), 200);
+    let again = sys.deliver(&event).await;
+    assert_eq!(again.body["actions"][0]["disposition"], "replayed");
+    assert_eq!(sys.creates_sent(), 1, "never resent");
+    let records =
+        assert_one_row_each_and_no_stray_pipeline(&sys, SourceKind::Chain, RULE, DEPLOY, 1).await;
+    assert_eq!(records[0].status, TriggerStatus::Triggered);
+}
+
+/// Seeded random 5xx on 40 % of every request while ten upstream builds finish, each event
+/// delivered twice. Each create is sent exactly once: the ones answered 5xx are left
+/// `ambiguous` (never resent), reads are retried, the rest trigger — and the pipelines are
+/// exactly the triggered rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_5xx_on_every_request_never_duplicates_and_every_event_has_its_row() {
+    let sys = System::builder(Backend::Sqlite).build().await;
+    sys.sim.clear_requests();
+    sys.sim.set_faults(Faults {
+        failure_ratio: Some(circleci_sim::FailureRatio {
+            ratio: 0.4,
+            seed: 13,
+        }),
+        ..Faults::default()
+    });
+    let events: Vec<_> = (0..10).map(|_| sys.upstream_build_succeeded()).collect();
+    for event in &events {
+        let answer = sys.deliver(event).await;
+        assert_eq!(answer.status, 200, "{:#}", answer.body);
+        sys.advance(TimeDelta::seconds(1)).await;
+    }
+    for event in &events {
+        let again = sys.deliver(event).await;
+        assert_eq!(again.body["actions"][0]["disposition"], "replayed");
+    }
+    assert!(sys.sim.counters().injected_failures > 0);
+    assert_eq!(sys.creates_sent(), 10, "one create per event, none resent");
+    let records =
+        assert_one_row_each_and_no_stray_pipeline(&sys, SourceKind::Chain, RULE, DEPLOY, 10).await;
+    let triggered = records
+        .iter()
+        .filter(|r| r.status == TriggerStatus::Triggered)
+        .count();
+    let ambiguous = records
+        .iter()
+        .filter(|r| r.status == TriggerStatus::Ambiguous)
+        .count();
+    assert_eq!(triggered + ambiguous, 10, "{records:#?}");
+    assert!(triggered > 0 && ambiguous > 0, "the seed exercises both");
+}
