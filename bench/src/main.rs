@@ -3,11 +3,15 @@
 //! writes `target/bench/<scenario>.json` and regenerates `docs/benchmarks.md`.
 
 mod burst;
+mod coldstart;
 mod latency;
+mod moto;
 mod overhead;
 mod report;
+mod runtime_api;
 mod setup;
 mod storm;
+mod timing;
 
 use std::path::PathBuf;
 
@@ -15,12 +19,15 @@ use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// N schedules due at once against a rate-limited CircleCI.
+    /// N schedules due at once, then N concurrent endpoint calls, against a rate-limited
+    /// CircleCI.
     Burst,
     /// Signed webhook deliveries (30 % duplicates) posted concurrently to the receiver.
     Storm,
-    /// One trigger at a time end to end, with a zero-latency simulator.
+    /// One trigger at a time end to end, with a zero-latency simulator (SQLite, DynamoDB).
     Overhead,
+    /// The Lambda release binaries (and a Python handler) under a Runtime API emulator.
+    Coldstart,
     /// Every scenario.
     All,
 }
@@ -39,15 +46,24 @@ struct Cli {
     /// Burst: the simulator's token-bucket size.
     #[arg(long, default_value_t = 10)]
     bucket: u32,
+    /// Burst: endpoint calls in flight at once.
+    #[arg(long, default_value_t = 500)]
+    endpoint_concurrency: usize,
     /// Storm: deliveries posted (30 % of them duplicates by event id).
     #[arg(long, default_value_t = 1000)]
     deliveries: usize,
     /// Storm: deliveries in flight at once.
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
-    /// Overhead: triggers measured (after a short warm-up).
+    /// Overhead: triggers measured with SQLite (after a short warm-up).
     #[arg(long, default_value_t = 1000)]
     triggers: usize,
+    /// Overhead: triggers measured with DynamoDB on moto_server.
+    #[arg(long, default_value_t = 300)]
+    dynamo_triggers: usize,
+    /// Cold start: processes started per function.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
     /// Workspace root (where `target/bench/` and `docs/benchmarks.md` are written).
     #[arg(long, default_value_os_t = workspace_root())]
     root: PathBuf,
@@ -71,6 +87,13 @@ async fn main() -> anyhow::Result<()> {
         );
         let result = burst::run(cli.count, cli.rate, cli.bucket).await?;
         results.set_burst(&cli.root, result)?;
+        eprintln!(
+            "burst: {} endpoint calls ({} in flight), {} req/s, bucket {} ...",
+            cli.count, cli.endpoint_concurrency, cli.rate, cli.bucket
+        );
+        let result =
+            burst::run_endpoints(cli.count, cli.rate, cli.bucket, cli.endpoint_concurrency).await?;
+        results.set_burst_endpoints(&cli.root, result)?;
     }
     if matches!(cli.scenario, Scenario::Storm | Scenario::All) {
         eprintln!(
@@ -81,9 +104,17 @@ async fn main() -> anyhow::Result<()> {
         results.set_storm(&cli.root, result)?;
     }
     if matches!(cli.scenario, Scenario::Overhead | Scenario::All) {
-        eprintln!("overhead: {} triggers, one at a time ...", cli.triggers);
-        let result = overhead::run(cli.triggers).await?;
+        eprintln!(
+            "overhead: {} (SQLite) and {} (DynamoDB) triggers, one at a time ...",
+            cli.triggers, cli.dynamo_triggers
+        );
+        let result = overhead::run(cli.triggers, cli.dynamo_triggers).await?;
         results.set_overhead(&cli.root, result)?;
+    }
+    if matches!(cli.scenario, Scenario::Coldstart | Scenario::All) {
+        eprintln!("cold start: {} runs per function ...", cli.runs);
+        let result = coldstart::run(&cli.root, cli.runs).await?;
+        results.set_coldstart(&cli.root, result)?;
     }
     results.print_table();
     results.write_docs(&cli.root)?;

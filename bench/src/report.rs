@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::burst::BurstResult;
-use crate::overhead::OverheadResult;
+use crate::coldstart::ColdStartResult;
+use crate::overhead::{OverheadResult, StoreOverhead};
 use crate::storm::StormResult;
 
 /// The machine and build a figure was measured on.
@@ -15,6 +16,10 @@ use crate::storm::StormResult;
 pub struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
+    #[serde(default)]
+    pub memory: String,
+    #[serde(default)]
+    pub kernel: String,
     pub rustc: String,
     /// `release` or `dev` (debug assertions on).
     pub profile: String,
@@ -39,9 +44,31 @@ impl Machine {
             .and_then(|out| String::from_utf8(out.stdout).ok())
             .map(|version| version.trim().to_owned())
             .unwrap_or_else(|| "unknown".to_owned());
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix("MemTotal:"))
+                    .and_then(|rest| {
+                        rest.trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                    })
+            })
+            .map_or_else(
+                || "unknown".to_owned(),
+                |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0),
+            );
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|release| format!("Linux {}", release.trim()))
+            .unwrap_or_else(|_| "unknown".to_owned());
         Self {
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             cpu_model,
+            memory,
+            kernel,
             rustc,
             profile: profile(),
             measured_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -84,8 +111,19 @@ pub struct Measured<T> {
 #[derive(Debug, Default)]
 pub struct Results {
     pub burst: Option<Measured<BurstResult>>,
+    pub burst_endpoints: Option<Measured<BurstResult>>,
     pub storm: Option<Measured<StormResult>>,
     pub overhead: Option<Measured<OverheadResult>>,
+    pub coldstart: Option<Measured<ColdStartResult>>,
+}
+
+fn measured<T: Serialize>(root: &Path, scenario: &str, result: T) -> anyhow::Result<Measured<T>> {
+    let measured = Measured {
+        machine: Machine::current(),
+        result,
+    };
+    save(root, scenario, &measured)?;
+    Ok(measured)
 }
 
 fn json_path(root: &Path, scenario: &str) -> PathBuf {
@@ -122,9 +160,21 @@ impl Results {
     pub fn load(root: &Path) -> Self {
         Self {
             burst: load(root, "burst"),
+            burst_endpoints: load(root, "burst-endpoints"),
             storm: load(root, "storm"),
             overhead: load(root, "overhead"),
+            coldstart: load(root, "coldstart"),
         }
+    }
+
+    pub fn set_burst_endpoints(&mut self, root: &Path, result: BurstResult) -> anyhow::Result<()> {
+        self.burst_endpoints = Some(measured(root, "burst-endpoints", result)?);
+        Ok(())
+    }
+
+    pub fn set_coldstart(&mut self, root: &Path, result: ColdStartResult) -> anyhow::Result<()> {
+        self.coldstart = Some(measured(root, "coldstart", result)?);
+        Ok(())
     }
 
     pub fn set_burst(&mut self, root: &Path, result: BurstResult) -> anyhow::Result<()> {
@@ -160,34 +210,35 @@ impl Results {
     fn rows(&self) -> Vec<Row> {
         let mut rows = Vec::new();
         if let Some(Measured { result: b, .. }) = &self.burst {
-            let within = 1.05;
+            burst_rows(&mut rows, "burst", "slots", b);
+        }
+        if let Some(Measured { result: b, .. }) = &self.burst_endpoints {
+            burst_rows(&mut rows, "burst", "endpoint calls", b);
+            let all_ok = b
+                .statuses
+                .iter()
+                .all(|(status, _)| (200..300).contains(status));
             rows.push(Row {
                 scenario: "burst",
-                metric: format!(
-                    "wall time, {} slots at {} req/s (bucket {})",
-                    b.schedules, b.rate_per_second, b.bucket
-                ),
-                measured: format!(
-                    "{:.2} s (ideal {:.2} s, ×{:.3})",
-                    b.wall_seconds, b.ideal_seconds, b.ratio_to_ideal
-                ),
-                target: format!("≤ {within} × ideal"),
-                met: Some(b.ratio_to_ideal <= within),
+                metric: format!("endpoint answers by status ({} in flight)", b.concurrency),
+                measured: statuses(&b.statuses),
+                target: "all 2xx".to_owned(),
+                met: Some(all_ok),
             });
-            rows.push(Row {
-                scenario: "burst",
-                metric: "requests per trigger / 429s received".to_owned(),
-                measured: format!("{:.2} / {}", b.requests_per_trigger, b.rate_limited_429),
-                target: "—".to_owned(),
-                met: None,
-            });
-            rows.push(Row {
-                scenario: "burst",
-                metric: "lost / duplicated slots".to_owned(),
-                measured: format!("{} / {}", b.lost, b.duplicated),
-                target: "0 / 0".to_owned(),
-                met: Some(b.lost == 0 && b.duplicated == 0),
-            });
+            if let Some(p) = &b.phases {
+                rows.push(Row {
+                    scenario: "burst",
+                    metric: "endpoint calls: to the first CircleCI call / CircleCI span / \
+                             after the last"
+                        .to_owned(),
+                    measured: format!(
+                        "{:.2} s / {:.2} s / {:.2} s",
+                        p.lead_in_seconds, p.circleci_span_seconds, p.tail_seconds
+                    ),
+                    target: "—".to_owned(),
+                    met: None,
+                });
+            }
         }
         if let Some(Measured { result: s, .. }) = &self.storm {
             rows.push(Row {
@@ -207,42 +258,32 @@ impl Results {
                 target: "— (CircleCI waits 10 s)".to_owned(),
                 met: None,
             });
-            let statuses: Vec<String> = s
-                .statuses
-                .iter()
-                .map(|(status, n)| format!("{status}×{n}"))
-                .collect();
             rows.push(Row {
                 scenario: "storm",
                 metric: "answers by status / wall time".to_owned(),
-                measured: format!("{} / {:.2} s", statuses.join(" "), s.wall_seconds),
+                measured: format!("{} / {:.2} s", statuses(&s.statuses), s.wall_seconds),
                 target: "—".to_owned(),
                 met: None,
             });
         }
         if let Some(Measured { result: o, .. }) = &self.overhead {
-            rows.push(Row {
-                scenario: "overhead",
-                metric: format!(
-                    "one trigger end to end p50 / p99 ({} runs, {:.1} requests each)",
-                    o.triggers, o.requests_per_trigger
-                ),
-                measured: format!("{:.2} ms / {:.2} ms", o.latency_ms.p50, o.latency_ms.p99),
-                target: "our code p99 < 1 ms (see below)".to_owned(),
-                met: None,
-            });
+            overhead_rows(&mut rows, &o.sqlite);
+            overhead_rows(&mut rows, &o.dynamo);
+        }
+        if let Some(Measured { result: c, .. }) = &self.coldstart {
+            coldstart_rows(&mut rows, c);
         }
         rows
     }
 
     pub fn print_table(&self) {
         println!(
-            "{:<9} {:<48} {:<36} {:<18} ok",
+            "{:<9} {:<58} {:<40} {:<22} ok",
             "scenario", "metric", "measured", "target"
         );
         for row in self.rows() {
             println!(
-                "{:<9} {:<48} {:<36} {:<18} {}",
+                "{:<9} {:<58} {:<40} {:<22} {}",
                 row.scenario,
                 row.metric,
                 row.measured,
@@ -252,38 +293,37 @@ impl Results {
         }
     }
 
-    /// Regenerates `docs/benchmarks.md` from the latest figures.
+    /// Regenerates `docs/benchmarks.md` from the latest figures (and `bench/notes.md`, the
+    /// hand-written explanation of the figures, appended as is).
     pub fn write_docs(&self, root: &Path) -> anyhow::Result<()> {
         let mut doc = String::new();
         writeln!(doc, "# Benchmarks\n")?;
         writeln!(
             doc,
-            "Generated by `cargo run --release -p bench -- all`; do not edit by hand. Every \
-             scenario runs in one process against the in-repo CircleCI simulator \
-             (`circleci-sim`) over loopback HTTP, with the SQLite store in a temporary \
-             directory and the engine built by `shared::wiring::assemble`, as `serve` builds \
-             it. The figures therefore include the simulator's own work and loopback HTTP; \
-             they say nothing about AWS (DynamoDB, Lambda cold starts).\n"
+            "Generated by `cargo run --release -p bench -- all`; do not edit by hand (the \
+             notes at the end come from `bench/notes.md`). Every scenario runs against the \
+             in-repo CircleCI simulator (`circleci-sim`) over loopback HTTP. burst, storm and \
+             overhead run the engine in the bench process, built by `shared::wiring::assemble` \
+             as `serve` and the Lambdas build it; coldstart runs the Lambda release binaries \
+             themselves as child processes. DynamoDB and Secrets Manager are moto_server on \
+             loopback, not AWS: the figures measure our code and the shape of its I/O, not \
+             AWS latency.\n"
         )?;
-        writeln!(doc, "## Reproduce\n")?;
-        writeln!(doc, "```sh")?;
-        writeln!(doc, "cargo run --release -p bench -- all")?;
-        writeln!(
-            doc,
-            "cargo run --release -p bench -- burst --count 500 --rate 50 --bucket 10"
-        )?;
-        writeln!(doc, "```\n")?;
-        writeln!(
-            doc,
-            "Each run writes `target/bench/<scenario>.json` and rewrites this page from the \
-             latest JSON of every scenario. The build profile that produced each figure is \
-             listed under Machines: `dev` figures (`cargo run -p bench -- all`) are much \
-             slower than release ones and only show the shape. The workspace's release \
-             profile uses fat LTO with one codegen unit; a quicker optimised build is \
-             `CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 cargo run \
-             --release -p bench -- all`, recorded as such.\n"
-        )?;
-        writeln!(doc, "## Results\n")?;
+        writeln!(doc, "## Machine\n")?;
+        if let Some(machine) = self.machines().first().map(|(_, m)| *m) {
+            writeln!(
+                doc,
+                "{} CPUs ({}), {} memory, {}, {}. The machine was shared with other builds \
+                 while measuring (see the notes).\n",
+                machine.cpus, machine.cpu_model, machine.memory, machine.kernel, machine.rustc
+            )?;
+        }
+        writeln!(doc, "| scenario | profile | measured at |")?;
+        writeln!(doc, "|---|---|---|")?;
+        for (scenario, m) in self.machines() {
+            writeln!(doc, "| {scenario} | {} | {} |", m.profile, m.measured_at)?;
+        }
+        writeln!(doc, "\n## Results\n")?;
         writeln!(doc, "| scenario | metric | measured | target | met |")?;
         writeln!(doc, "|---|---|---|---|---|")?;
         for row in self.rows() {
@@ -297,64 +337,48 @@ impl Results {
                 verdict(row.met)
             )?;
         }
-        writeln!(doc, "\n## Machines\n")?;
-        writeln!(
-            doc,
-            "| scenario | CPUs | CPU model | rustc | profile | measured at |"
-        )?;
-        writeln!(doc, "|---|---|---|---|---|---|")?;
-        let machines = [
-            ("burst", self.burst.as_ref().map(|m| &m.machine)),
-            ("storm", self.storm.as_ref().map(|m| &m.machine)),
-            ("overhead", self.overhead.as_ref().map(|m| &m.machine)),
-        ];
-        for (scenario, machine) in machines {
-            if let Some(m) = machine {
-                writeln!(
-                    doc,
-                    "| {scenario} | {} | {} | {} | {} | {} |",
-                    m.cpus, m.cpu_model, m.rustc, m.profile, m.measured_at
-                )?;
+        if let Some(Measured { result: c, .. }) = &self.coldstart {
+            writeln!(doc, "\nZip sizes: {}.", c.zips_source)?;
+            writeln!(doc, "\nWhat each cold-start run invokes:\n")?;
+            for function in &c.functions {
+                writeln!(doc, "- **{}**: {}.", function.name, function.what)?;
             }
         }
-        writeln!(doc, "\n## What the scenarios do\n")?;
+        writeln!(doc, "\n## Reproduce\n")?;
+        writeln!(doc, "```sh")?;
         writeln!(
             doc,
-            "- **burst**: N schedules (`--count`) whose slot is due at the same instant, \
-             each on its own branch, evaluated by one `Scheduler::tick`, while the simulator \
-             allows R requests per second per token (`--rate`, token bucket of `--bucket`). \
-             The ideal time is (successful requests − bucket) ÷ R: what a client that never \
-             wastes a request and never idles would take. Lost = slots without a pipeline; \
-             duplicated = pipelines beyond one per slot (counted in the simulator, by branch). \
-             One tick fires its slots one after another, so the wall time also holds the \
-             local work of every trigger (see overhead) wherever it does not overlap the \
-             client's pacing waits."
+            "# once: the Lambda release binaries, with the bench's triggers file compiled in\n\
+             # (its api_url is the loopback port the bench binds the simulator to)\n\
+             CIRCLECI_TRIGGERS_FILE=bench/fixtures/coldstart-triggers.toml \\\n  \
+             cargo build --release -p scheduled-function -p chained-function -p http-function -p bench\n\
+             # every scenario (moto_server and python3 with boto3 on PATH; the bench starts\n\
+             # and stops its own moto_server unless AWS_ENDPOINT_URL names one)\n\
+             target/release/bench all            # or: cargo run --release -p bench -- all\n\
+             target/release/bench burst --count 500 --rate 50 --bucket 10\n\
+             target/release/bench storm --deliveries 1000 --concurrency 50\n\
+             target/release/bench overhead --triggers 1000 --dynamo-triggers 300\n\
+             target/release/bench coldstart --runs 10"
         )?;
+        writeln!(doc, "```\n")?;
         writeln!(
             doc,
-            "- **storm**: `--deliveries` signed `workflow-completed` deliveries, 30 % of them \
-             repeats of an earlier event id, posted `--concurrency` at a time to \
-             `shared::receiver::webhook_router` served on 127.0.0.1. One chain rule starts a \
-             downstream pipeline per event: triggered (pipelines in the simulator) must equal \
-             the unique events. Latency is measured by the sender, from sending the request \
-             to reading the whole answer, so it includes the rule's CircleCI call and the \
-             SQLite writes. Duplicates that arrive while the first delivery of their event is \
-             still being handled are answered 503 with `Retry-After` (CircleCI redelivers); \
-             the status counts show how many. The simulator advertises a limit of 1000 req/s \
-             in its `RateLimit` headers so that the client's pacing is not what is measured."
+            "Each run writes `target/bench/<scenario>.json` and rewrites this page from the \
+             latest JSON of every scenario; the cold-start processes' logs are in \
+             `target/bench/logs/`. Building the bench in the same cargo invocation as the \
+             functions keeps the dependency features identical, so the second build reuses \
+             the first's artifacts. The release profile is the workspace's (fat LTO, one \
+             codegen unit, opt-level s, stripped), i.e. what is deployed, built here for \
+             x86_64 instead of arm64.\n"
         )?;
-        writeln!(
-            doc,
-            "- **overhead**: `--triggers` manual runs of a one-target schedule \
-             (`Scheduler::run_now`, i.e. one `Engine::fire` each), one at a time, after a \
-             warm-up, against the simulator with no injected latency. The figure is end to \
-             end: claim and record in SQLite (several synchronous writes), the CircleCI \
-             client (pacing, JSON, retries policy), a loopback HTTP round trip and the \
-             simulator's own handling of the create. The target (p99 < 1 ms) is for our \
-             code alone; this figure is an upper bound on it, not a measurement of it, so no \
-             verdict is given. Separating the simulator's server-side time would need \
-             instrumentation the simulator does not have yet."
-        )?;
+        writeln!(doc, "## What the scenarios do\n")?;
+        for paragraph in SCENARIOS {
+            writeln!(doc, "- {paragraph}")?;
+        }
+        if let Ok(notes) = std::fs::read_to_string(root.join("bench").join("notes.md")) {
+            writeln!(doc, "\n## Notes on the figures\n")?;
+            writeln!(doc, "{}", notes.trim())?;
+        }
         let path = root.join("docs").join("benchmarks.md");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -363,6 +387,255 @@ impl Results {
         eprintln!("wrote {}", path.display());
         Ok(())
     }
+
+    fn machines(&self) -> Vec<(&'static str, &Machine)> {
+        [
+            ("burst (slots)", self.burst.as_ref().map(|m| &m.machine)),
+            (
+                "burst (endpoints)",
+                self.burst_endpoints.as_ref().map(|m| &m.machine),
+            ),
+            ("storm", self.storm.as_ref().map(|m| &m.machine)),
+            ("overhead", self.overhead.as_ref().map(|m| &m.machine)),
+            ("coldstart", self.coldstart.as_ref().map(|m| &m.machine)),
+        ]
+        .into_iter()
+        .filter_map(|(scenario, machine)| machine.map(|m| (scenario, m)))
+        .collect()
+    }
+}
+
+const SCENARIOS: [&str; 5] = [
+    "**burst (slots)**: N schedules (`--count`) whose slot is due at the same instant, each \
+     on its own branch, evaluated by one `Scheduler::tick`, while the simulator allows R \
+     requests per second per token (`--rate`, token bucket of `--bucket`). The ideal time is \
+     (successful requests − bucket) ÷ R: what a client that never wastes a request and never \
+     idles would take. Lost = slots without a pipeline; duplicated = pipelines beyond one per \
+     slot (counted in the simulator, by branch).",
+    "**burst (endpoint calls)**: N `POST /v1/endpoints/burst` calls (each with its own branch \
+     and Idempotency-Key, `--endpoint-concurrency` in flight) to the HTTP API router \
+     (`shared::api::api_router`, as the `http` function serves it, with its 20 s CircleCI \
+     deadline) served on loopback, against the same rate-limited simulator. Same ideal, lost \
+     and duplicated; every call must be answered 2xx.",
+    "**storm**: `--deliveries` signed `workflow-completed` deliveries, 30 % of them repeats \
+     of an earlier event id, posted `--concurrency` at a time to \
+     `shared::receiver::webhook_router` served on 127.0.0.1. One chain rule starts a \
+     downstream pipeline per event: triggered (pipelines in the simulator) must equal the \
+     unique events. Latency is measured by the sender and includes the rule's CircleCI call \
+     and the SQLite writes. Duplicates that arrive while the first delivery of their event \
+     is still being handled are answered 503 with `Retry-After` (CircleCI redelivers).",
+    "**overhead**: manual runs of a one-target schedule (`Scheduler::run_now`, one \
+     `Engine::fire` each), one at a time after a warm-up, against the simulator with no \
+     injected latency, with SQLite (`--triggers`) and with DynamoDB on moto_server \
+     (`--dynamo-triggers`). The store and the CircleCI port are wrapped in timing decorators \
+     implementing the same traits (`bench/src/timing.rs`); *our code* is end to end minus \
+     the time inside them (the engine calls them one at a time, so the subtraction is \
+     exact). Store requests per trigger count the store-trait calls (each one or more \
+     SQLite statements or one DynamoDB request).",
+    "**coldstart**: each Lambda release binary (`target/release/{scheduled,chained,http}`) \
+     started `--runs` times under a minimal Lambda Runtime API on loopback \
+     (`bench/src/runtime_api.rs`), with the variables Lambda sets and those \
+     `infra/template.yaml` gives the function (table, secret ids, `RUST_LOG`, environment), \
+     `AWS_ENDPOINT_URL` pointing at moto_server (a fresh table per run, the secrets created \
+     once) and the CircleCI simulator at the `api_url` compiled in. Each process gets two \
+     events: exec → first `/next` (init done), exec → first answer (init + the first \
+     invocation, with its secret reads and its TLS-less loopback calls), the second \
+     invocation alone (warm), and the peak RSS (`VmHWM`) after both. The Python baseline \
+     (`bench/python`) gets the same treatment; ratios are Python ÷ Rust (`scheduled`, which \
+     does the same work: token secret, conditional claim, create pipeline, record).",
+];
+
+fn statuses(by_status: &std::collections::BTreeMap<u16, usize>) -> String {
+    by_status
+        .iter()
+        .map(|(status, n)| format!("{status}×{n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn burst_rows(rows: &mut Vec<Row>, scenario: &'static str, unit: &str, b: &BurstResult) {
+    let within = 1.05;
+    rows.push(Row {
+        scenario,
+        metric: format!(
+            "wall time, {} {unit} at {} req/s (bucket {})",
+            b.schedules, b.rate_per_second, b.bucket
+        ),
+        measured: format!(
+            "{:.2} s (ideal {:.2} s, ×{:.3})",
+            b.wall_seconds, b.ideal_seconds, b.ratio_to_ideal
+        ),
+        target: format!("≤ {within} × ideal"),
+        met: Some(b.ratio_to_ideal <= within),
+    });
+    rows.push(Row {
+        scenario,
+        metric: format!("{unit}: CircleCI requests per trigger / 429s received"),
+        measured: format!("{:.2} / {}", b.requests_per_trigger, b.rate_limited_429),
+        target: "—".to_owned(),
+        met: None,
+    });
+    rows.push(Row {
+        scenario,
+        metric: format!("{unit}: lost / duplicated"),
+        measured: format!("{} / {}", b.lost, b.duplicated),
+        target: "0 / 0".to_owned(),
+        met: Some(b.lost == 0 && b.duplicated == 0),
+    });
+}
+
+fn overhead_rows(rows: &mut Vec<Row>, o: &StoreOverhead) {
+    rows.push(Row {
+        scenario: "overhead",
+        metric: format!(
+            "{}: our code per trigger p50 / p99 ({} runs)",
+            o.store, o.triggers
+        ),
+        measured: format!("{:.3} ms / {:.3} ms", o.our_code_ms.p50, o.our_code_ms.p99),
+        target: "p99 < 1 ms".to_owned(),
+        met: Some(o.our_code_ms.p99 < 1.0),
+    });
+    rows.push(Row {
+        scenario: "overhead",
+        metric: format!("{}: end to end p50 / p99", o.store),
+        measured: format!(
+            "{:.2} ms / {:.2} ms",
+            o.end_to_end_ms.p50, o.end_to_end_ms.p99
+        ),
+        target: "—".to_owned(),
+        met: None,
+    });
+    rows.push(Row {
+        scenario: "overhead",
+        metric: format!(
+            "{}: in the store p50 / p99, store requests per trigger",
+            o.store
+        ),
+        measured: format!(
+            "{:.2} ms / {:.2} ms, {:.1}",
+            o.store_ms.p50, o.store_ms.p99, o.store_requests_per_trigger
+        ),
+        target: "—".to_owned(),
+        met: None,
+    });
+    rows.push(Row {
+        scenario: "overhead",
+        metric: format!(
+            "{}: in the CircleCI client p50 / p99, requests per trigger",
+            o.store
+        ),
+        measured: format!(
+            "{:.2} ms / {:.2} ms, {:.1}",
+            o.circleci_ms.p50, o.circleci_ms.p99, o.circleci_requests_per_trigger
+        ),
+        target: "—".to_owned(),
+        met: None,
+    });
+}
+
+fn spread(s: &crate::latency::Spread, unit: &str) -> String {
+    format!(
+        "{:.1} {unit} (p90 {:.1}, max {:.1})",
+        s.median, s.p90, s.max
+    )
+}
+
+fn coldstart_rows(rows: &mut Vec<Row>, c: &ColdStartResult) {
+    for f in &c.functions {
+        let rust = f.name != "python";
+        rows.push(Row {
+            scenario: "coldstart",
+            metric: format!("{}: exec → first /next, median of {}", f.name, c.runs),
+            measured: spread(&f.to_first_next_ms, "ms"),
+            target: if rust { "< 30 ms" } else { "—" }.to_owned(),
+            met: rust.then_some(f.to_first_next_ms.median < 30.0),
+        });
+        rows.push(Row {
+            scenario: "coldstart",
+            metric: format!("{}: exec → first response", f.name),
+            measured: spread(&f.to_first_response_ms, "ms"),
+            target: "—".to_owned(),
+            met: None,
+        });
+        rows.push(Row {
+            scenario: "coldstart",
+            metric: format!("{}: peak RSS", f.name),
+            measured: spread(&f.peak_rss_mb, "MB"),
+            target: if rust { "< 32 MB (max)" } else { "—" }.to_owned(),
+            met: rust.then_some(f.peak_rss_mb.max < 32.0),
+        });
+        rows.push(Row {
+            scenario: "coldstart",
+            metric: format!("{}: warm invocation; answered without error", f.name),
+            measured: format!(
+                "{}; {}/{}",
+                spread(&f.warm_invocation_ms, "ms"),
+                f.ok_responses,
+                2 * c.runs
+            ),
+            target: format!("—; {0}/{0}", 2 * c.runs),
+            met: Some(f.ok_responses == 2 * c.runs),
+        });
+    }
+    let find = |name: &str| c.functions.iter().find(|f| f.name == name);
+    if let (Some(python), Some(rust)) = (find("python"), find("scheduled")) {
+        let ratio = |p: f64, r: f64| if r > 0.0 { p / r } else { f64::NAN };
+        rows.push(Row {
+            scenario: "side by side",
+            metric: "Python ÷ Rust (scheduled): exec → first /next, exec → first response"
+                .to_owned(),
+            measured: format!(
+                "×{:.1}, ×{:.1}",
+                ratio(python.to_first_next_ms.median, rust.to_first_next_ms.median),
+                ratio(
+                    python.to_first_response_ms.median,
+                    rust.to_first_response_ms.median
+                )
+            ),
+            target: "—".to_owned(),
+            met: None,
+        });
+        rows.push(Row {
+            scenario: "side by side",
+            metric: "Python ÷ Rust (scheduled): peak RSS, warm invocation".to_owned(),
+            measured: format!(
+                "×{:.1}, ×{:.1}",
+                ratio(python.peak_rss_mb.median, rust.peak_rss_mb.median),
+                ratio(
+                    python.warm_invocation_ms.median,
+                    rust.warm_invocation_ms.median
+                )
+            ),
+            target: "—".to_owned(),
+            met: None,
+        });
+    }
+    for zip in &c.zips {
+        rows.push(Row {
+            scenario: "zip",
+            metric: format!("{} bootstrap.zip (arm64)", zip.function),
+            measured: format!(
+                "{} B ({:.2} MiB)",
+                group(zip.bytes),
+                zip.bytes as f64 / 1048576.0
+            ),
+            target: "—".to_owned(),
+            met: None,
+        });
+    }
+}
+
+/// 4441237 → "4,441,237".
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn verdict(met: Option<bool>) -> &'static str {

@@ -35,7 +35,7 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 }
 
 /// A `workflow-completed` event of `PROJECT`'s `build` workflow, as CircleCI sends it.
-fn event(id: uuid::Uuid, pipeline_number: u64, at: DateTime<Utc>) -> Value {
+pub fn event(id: uuid::Uuid, pipeline_number: u64, at: DateTime<Utc>) -> Value {
     let repository = "https://github.com/acme/api";
     json!({
         "id": id,

@@ -1,0 +1,262 @@
+//! A minimal Lambda Runtime API on loopback: hands out queued events on
+//! `GET /2018-06-01/runtime/invocation/next` and records when each was asked for, handed
+//! out and answered. Enough for the `lambda_runtime` crate and for a plain Python loop.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:bench";
+
+/// What happened to one invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub delivered_at: Instant,
+    pub answered_at: Option<Instant>,
+    /// `response` or `error`.
+    pub outcome: Option<&'static str>,
+    pub body: Option<Value>,
+}
+
+#[derive(Default)]
+struct Inner {
+    queue: VecDeque<Value>,
+    first_next_at: Option<Instant>,
+    init_error: Option<String>,
+    invocations: Vec<Invocation>,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<Notify>,
+}
+
+/// A running emulator; dropping it stops the server.
+pub struct RuntimeApi {
+    pub address: String,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RuntimeApi {
+    pub async fn start() -> anyhow::Result<RuntimeApi> {
+        let shared = Shared::default();
+        let router = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(RuntimeApi {
+            address,
+            shared,
+            server,
+        })
+    }
+
+    pub fn push(&self, event: Value) {
+        self.lock().queue.push_back(event);
+        self.shared.changed.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn first_next_at(&self) -> Option<Instant> {
+        self.lock().first_next_at
+    }
+
+    pub fn invocations(&self) -> Vec<Invocation> {
+        self.lock().invocations.clone()
+    }
+
+    /// Waits until `count` invocations were answered (or the function reported an init
+    /// error, or `timeout` passed).
+    pub async fn wait_answered(&self, count: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.shared.changed.notified();
+            {
+                let inner = self.lock();
+                if let Some(error) = &inner.init_error {
+                    anyhow::bail!("the function reported an init error: {error}");
+                }
+                let answered = inner
+                    .invocations
+                    .iter()
+                    .filter(|i| i.answered_at.is_some())
+                    .count();
+                if answered >= count {
+                    return Ok(());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            anyhow::ensure!(
+                !left.is_zero(),
+                "{count} invocation(s) not answered within {timeout:?}"
+            );
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
+        }
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Long-polls like the real API: the caller waits until an event is queued.
+async fn next(State(shared): State<Shared>) -> Response {
+    loop {
+        let notified = shared.changed.notified();
+        {
+            let mut inner = shared
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            inner.first_next_at.get_or_insert(now);
+            if let Some(event) = inner.queue.pop_front() {
+                let request_id = uuid::Uuid::new_v4().to_string();
+                inner.invocations.push(Invocation {
+                    request_id: request_id.clone(),
+                    delivered_at: now,
+                    answered_at: None,
+                    outcome: None,
+                    body: None,
+                });
+                let deadline_ms = chrono::Utc::now().timestamp_millis() + 30_000;
+                let mut headers = HeaderMap::new();
+                let mut set = |name: &'static str, value: String| {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        headers.insert(name, value);
+                    }
+                };
+                set("lambda-runtime-aws-request-id", request_id);
+                set("lambda-runtime-deadline-ms", deadline_ms.to_string());
+                set("lambda-runtime-invoked-function-arn", FUNCTION_ARN.into());
+                set(
+                    "lambda-runtime-trace-id",
+                    "Root=1-00000000-000000000000000000000000;Sampled=0".into(),
+                );
+                set("content-type", "application/json".into());
+                return (StatusCode::OK, headers, event.to_string()).into_response();
+            }
+        }
+        notified.await;
+    }
+}
+
+fn answer(shared: &Shared, id: &str, outcome: &'static str, body: &Bytes) -> StatusCode {
+    let mut inner = shared
+        .inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let found = inner
+        .invocations
+        .iter_mut()
+        .find(|i| i.request_id == id && i.answered_at.is_none());
+    let status = match found {
+        Some(invocation) => {
+            invocation.answered_at = Some(Instant::now());
+            invocation.outcome = Some(outcome);
+            invocation.body = serde_json::from_slice(body).ok();
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    };
+    drop(inner);
+    shared.changed.notify_waiters();
+    status
+}
+
+async fn response(State(shared): State<Shared>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    answer(&shared, &id, "response", &body)
+}
+
+async fn error(State(shared): State<Shared>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    answer(&shared, &id, "error", &body)
+}
+
+async fn init_error(State(shared): State<Shared>, body: Bytes) -> StatusCode {
+    shared
+        .inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .init_error = Some(String::from_utf8_lossy(&body).into_owned());
+    shared.changed.notify_waiters();
+    StatusCode::ACCEPTED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loop a function runs: `/next` gives the queued event with the request id, the
+    /// answer is recorded against it, an unknown id is refused.
+    #[tokio::test]
+    async fn hands_out_events_and_records_answers() {
+        let api = RuntimeApi::start().await.unwrap();
+        api.push(serde_json::json!({ "n": 1 }));
+        let http = reqwest::Client::new();
+        let base = format!("http://{}/2018-06-01/runtime", api.address);
+        let next = http
+            .get(format!("{base}/invocation/next"))
+            .send()
+            .await
+            .unwrap();
+        let id = next.headers()["lambda-runtime-aws-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(next.headers().contains_key("lambda-runtime-deadline-ms"));
+        assert_eq!(
+            next.json::<Value>().await.unwrap(),
+            serde_json::json!({ "n": 1 })
+        );
+        let unknown = http
+            .post(format!("{base}/invocation/nope/response"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 400);
+        let answered = http
+            .post(format!("{base}/invocation/{id}/response"))
+            .body(r#"{"ok":true}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answered.status(), 202);
+        api.wait_answered(1, Duration::from_secs(5)).await.unwrap();
+        let invocations = api.invocations();
+        assert_eq!(invocations.len(), 1);
+        assert_eq!(invocations[0].outcome, Some("response"));
+        assert_eq!(invocations[0].body, Some(serde_json::json!({ "ok": true })));
+        assert!(api.first_next_at().is_some());
+    }
+}
