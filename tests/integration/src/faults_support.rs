@@ -7,6 +7,11 @@
 //! An [`Instance`] is what one process (or one Lambda instance) holds: a CircleCI client with
 //! its own pacing memory, the engine, and the served routers. [`System::fresh_instance`] makes
 //! another one over the same store, as a second invocation would be.
+//!
+//! The store and the secrets can be injected ([`SystemBuilder::store`],
+//! [`SystemBuilder::secrets`]) so the store and Secrets Manager fault tests
+//! (`tests/faults_store.rs`, `tests/faults_secrets.rs`) run the same system with the
+//! adapter under test behind a switchable proxy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +28,7 @@ use shared::circleci::ClientOptions;
 use shared::clock::{Clock, ManualClock};
 use shared::engine::EngineSettings;
 use shared::receiver::{Receiver, WEBHOOK_PATH, webhook_router};
+use shared::scheduler::lambda::TickFailed;
 use shared::scheduler::{Scheduler, TickReport};
 use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
@@ -46,10 +52,33 @@ pub const UPSTREAM: &str = "gh/acme/app";
 pub const RULE: &str = "deploy-after-build";
 /// The endpoint's name.
 pub const ENDPOINT: &str = "deploy-release";
+/// The API client allowed to call the endpoint.
+pub const CLIENT: &str = "bot";
+
+/// A `[[schedule]]` table: `name` starts a pipeline on [`API`] (branch `main`) every five
+/// minutes and catches up every slot it missed.
+pub fn every_five_minutes(name: &str) -> String {
+    format!(
+        r#"
+[[schedule]]
+name = "{name}"
+cron = "*/5 * * * *"
+timezone = "UTC"
+catch_up = "all"
+concurrency = "allow"
+target = {{ project = "{API}", branch = "main" }}
+"#
+    )
+}
+
+/// Makes the store from the system's clock (the clock is the builder's).
+type StoreFactory = Box<dyn FnOnce(Arc<dyn Clock>) -> SharedStore + Send>;
 
 /// How to build a [`System`].
 pub struct SystemBuilder {
     backend: Backend,
+    store: Option<StoreFactory>,
+    secrets: Option<(Arc<dyn Secrets>, String)>,
     start: DateTime<Utc>,
     schedules: String,
     client: ClientOptions,
@@ -61,6 +90,28 @@ impl SystemBuilder {
     /// and API tests tick nothing).
     pub fn schedules(mut self, toml: &str) -> Self {
         self.schedules = toml.to_owned();
+        self
+    }
+
+    /// When the test clock (and the simulator's) starts.
+    pub fn start(mut self, at: DateTime<Utc>) -> Self {
+        self.start = at;
+        self
+    }
+
+    /// The store `make` builds over the system's clock, instead of the backend's own.
+    pub fn store(
+        mut self,
+        make: impl FnOnce(Arc<dyn Clock>) -> SharedStore + Send + 'static,
+    ) -> Self {
+        self.store = Some(Box::new(make));
+        self
+    }
+
+    /// Secrets the test provides instead of the local ones. They must serve [`TOKEN`] as
+    /// the `default` token, [`WEBHOOK_SECRET`], and the hash of `client_key` for [`CLIENT`].
+    pub fn secrets(mut self, secrets: Arc<dyn Secrets>, client_key: String) -> Self {
+        self.secrets = Some((secrets, client_key));
         self
     }
 
@@ -95,14 +146,15 @@ impl SystemBuilder {
         );
         let clock = Arc::new(ManualClock::new(self.start));
         let mut keep_alive: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
-        let store: SharedStore = match self.backend {
-            Backend::Sqlite => {
+        let store: SharedStore = match (self.store, self.backend) {
+            (Some(make), _) => make(clock.clone()),
+            (None, Backend::Sqlite) => {
                 let dir = tempfile::tempdir().unwrap();
                 let store = SqliteStore::open_in_dir(dir.path(), clock.clone()).unwrap();
                 keep_alive.push(Box::new(dir));
                 Arc::new(store)
             }
-            Backend::Dynamo => {
+            (None, Backend::Dynamo) => {
                 // moto applies conditional writes without a lock; the proxy serialises them
                 // as DynamoDB would (see store_suite::serial_proxy).
                 let (aws, proxy) = crate::store_suite::serialized_moto().await;
@@ -115,30 +167,14 @@ impl SystemBuilder {
                 Arc::new(DynamoStore::new(client, table, clock.clone()))
             }
         };
-        let minted = mint_key("bot");
-        let source = LocalSecretSource::from_vars(
-            [
-                (env_names::CIRCLECI_TOKEN.to_owned(), TOKEN.to_owned()),
-                (
-                    env_names::WEBHOOK_SECRETS.to_owned(),
-                    WEBHOOK_SECRET.to_owned(),
-                ),
-                (
-                    env_names::CLIENT_KEYS.to_owned(),
-                    json!({ "bot": [minted.hash.to_hex()] }).to_string(),
-                ),
-            ],
-            "default",
-        );
-        let secrets: Arc<dyn Secrets> =
-            Arc::new(CachedSecrets::new(source, Duration::from_secs(3600)));
+        let (secrets, client_key) = self.secrets.unwrap_or_else(local_secrets);
         let triggers_text = triggers_file(&sim.base_url(), &self.schedules);
         let mut system = System {
             instance: None,
             sim,
             clock,
             store,
-            client_key: minted.key.expose_secret().to_owned(),
+            client_key,
             secrets,
             triggers_text,
             client: self.client,
@@ -149,6 +185,27 @@ impl SystemBuilder {
         system.instance = Some(system.fresh_instance().await);
         system
     }
+}
+
+/// The secrets of one process's environment, and the client key they accept.
+fn local_secrets() -> (Arc<dyn Secrets>, String) {
+    let minted = mint_key(CLIENT);
+    let source = LocalSecretSource::from_vars(
+        [
+            (env_names::CIRCLECI_TOKEN.to_owned(), TOKEN.to_owned()),
+            (
+                env_names::WEBHOOK_SECRETS.to_owned(),
+                WEBHOOK_SECRET.to_owned(),
+            ),
+            (
+                env_names::CLIENT_KEYS.to_owned(),
+                json!({ CLIENT: [minted.hash.to_hex()] }).to_string(),
+            ),
+        ],
+        "default",
+    );
+    let secrets = Arc::new(CachedSecrets::new(source, Duration::from_secs(3600)));
+    (secrets, minted.key.expose_secret().to_owned())
 }
 
 /// The triggers file: one chain rule and one endpoint, plus the test's schedules.
@@ -174,7 +231,7 @@ target = {{ project = "{DEPLOY}", branch = "release" }}
 parameters.version = {{ type = "string", required = true }}
 
 [[client]]
-name = "bot"
+name = "{CLIENT}"
 endpoints = ["{ENDPOINT}"]
 
 {schedules}
@@ -232,24 +289,51 @@ pub struct System {
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<u64>,
+    pub content_type: String,
     pub body: Value,
 }
 
 impl Answer {
     async fn read(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header("retry-after").and_then(|v| v.parse().ok());
+        let content_type = header("content-type").unwrap_or_default();
         let text = response.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Self {
             status,
             retry_after,
+            content_type,
             body,
         }
+    }
+
+    /// The problem's `type` URI (empty when the body is not a problem).
+    pub fn problem_type(&self) -> &str {
+        self.body["type"].as_str().unwrap_or_default()
+    }
+
+    /// A retryable "come back later" problem: 503, problem+json.
+    pub fn assert_unavailable(&self, context: &str) {
+        assert_eq!(self.status, 503, "{context}: {self:?}");
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "{context}: {self:?}"
+        );
+        // The API says `service-unavailable`; the webhook receiver `unavailable` (refused
+        // before any decision) or `redeliver` (an action's claim could not be decided).
+        let kind = self.problem_type().rsplit('/').next().unwrap_or_default();
+        assert!(
+            ["service-unavailable", "unavailable", "redeliver"].contains(&kind),
+            "{context}: {self:?}"
+        );
     }
 }
 
@@ -259,6 +343,8 @@ impl System {
     pub fn builder(backend: Backend) -> SystemBuilder {
         SystemBuilder {
             backend,
+            store: None,
+            secrets: None,
             start: crate::scheduled_support::utc("2026-11-28T10:00:00Z"),
             schedules: String::new(),
             client: default_client_options(),
@@ -345,6 +431,20 @@ impl System {
             .tick(self.clock.now())
             .await
             .unwrap()
+    }
+
+    /// One invocation of the `scheduled` Lambda's handler at the clock's now: what the
+    /// Lambda answers, an error included.
+    pub async fn lambda_tick(&self) -> Result<Value, TickFailed> {
+        let at = self
+            .clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        shared::scheduler::lambda::handle(
+            &self.instance().scheduler,
+            json!({ "source": "circleci-triggers.tick", "scheduled_time": at }),
+        )
+        .await
     }
 
     /// Delivers a signed webhook body to the current instance, as CircleCI would.
@@ -450,6 +550,14 @@ impl System {
             .pipelines()
             .into_iter()
             .filter(|p| p.project_slug.ends_with(&format!("/{repo}")))
+            .collect()
+    }
+
+    /// The ids of the pipelines the simulator created on `project`.
+    pub fn pipeline_ids_on(&self, project: &str) -> Vec<String> {
+        self.pipelines_on(project)
+            .iter()
+            .map(|p| p.id.to_string())
             .collect()
     }
 

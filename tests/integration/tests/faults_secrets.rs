@@ -11,107 +11,46 @@
 //!   value), nothing reaches CircleCI, the decision is a history row, and the retry after
 //!   the outage fires it once; the webhook receiver answers 503 so CircleCI redelivers.
 
-#[path = "chained_support/mod.rs"]
-mod chained_support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
-use circleci_sim::{JobSpec, ProjectSpec, SimOptions, Simulator, WorkflowSpec};
-use integration_tests::circleci_client::test_options;
+use chrono::TimeDelta;
+use integration_tests::faults_support::{
+    API, Answer, CLIENT, DEPLOY, ENDPOINT, RULE, System, TOKEN, WEBHOOK_SECRET, every_five_minutes,
+};
 use integration_tests::moto::unique_name;
 use integration_tests::moto_process::{MotoProcess, fast_failing_sdk_config};
+use integration_tests::scheduled_support::{Backend, utc};
 use integration_tests::tcp_proxy::SwitchableProxy;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use shared::api::{ApiSettings, TriggerApi, api_router, mint_key};
-use shared::circleci::{ClientOptions, RateDefaults};
-use shared::clock::{Clock, ManualClock};
-use shared::receiver::{Receiver, WEBHOOK_PATH, webhook_router};
-use shared::scheduler::Scheduler;
+use shared::api::mint_key;
 use shared::secrets::{
     CachedSecrets, SecretIds, SecretKind, Secrets, SecretsError, SecretsManagerSource,
 };
-use shared::store::{
-    PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource, TriggerStatus,
-};
-use shared::wiring::{ContextOptions, assemble};
+use shared::store::{SourceKind, TriggerRecord, TriggerStatus};
 
-const TOKEN: &str = "tok-secrets-outage-alice-0123456789";
-const WEBHOOK_SECRET: &str = "whsec-secrets-outage-8c2d";
-const SCHEDULED: &str = "gh/acme/nightly";
-const UPSTREAM: &str = "gh/acme/api";
-const CHAINED: &str = "gh/acme/chained";
-const DEPLOY: &str = "gh/acme/deploy";
 const SCHEDULE: &str = "every-five";
-const ENDPOINT: &str = "deploy";
-const RULE: &str = "after-api-build";
 
-fn utc(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+/// The whole system (`integration_tests::faults_support`) over secrets read through a
+/// switchable proxy.
+struct Rig {
+    sys: System,
+    secrets: Arc<CachedSecrets<SecretsManagerSource>>,
+    proxy: SwitchableProxy,
 }
 
-fn triggers_toml(api_url: &str) -> String {
-    format!(
-        r#"
-[circleci]
-api_url = "{api_url}"
-token = "default"
+impl std::ops::Deref for Rig {
+    type Target = System;
 
-[[schedule]]
-name = "{SCHEDULE}"
-cron = "*/5 * * * *"
-timezone = "UTC"
-catch_up = "all"
-concurrency = "allow"
-target = {{ project = "{SCHEDULED}", branch = "main" }}
-
-[[endpoint]]
-name = "{ENDPOINT}"
-target = {{ project = "{DEPLOY}", branch = "main" }}
-
-[[client]]
-name = "release-bot"
-endpoints = ["{ENDPOINT}"]
-
-[[chain]]
-name = "{RULE}"
-when = {{ project = "{UPSTREAM}", workflow = "build", branch = "main" }}
-[[chain.then]]
-action = "pipeline"
-project = "{CHAINED}"
-branch = "main"
-"#
-    )
-}
-
-struct ServerTask(tokio::task::JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
+    fn deref(&self) -> &System {
+        &self.sys
     }
 }
 
-/// The scheduler and the webhook receiver over secrets read through a switchable proxy.
-struct Rig {
-    sim: Simulator,
-    clock: Arc<ManualClock>,
-    store: SharedStore,
-    secrets: Arc<CachedSecrets<SecretsManagerSource>>,
-    proxy: SwitchableProxy,
-    scheduler: Scheduler,
-    webhook_url: String,
-    endpoint_url: String,
-    client_key: String,
-    http: reqwest::Client,
-    _server: ServerTask,
-}
-
 impl Rig {
-    async fn start(moto: &MotoProcess, start: DateTime<Utc>) -> Rig {
+    async fn start(moto: &MotoProcess, start: &str) -> Rig {
         // The secrets exist on moto; only the adapter's path to it goes through the proxy.
         let admin = aws_sdk_secretsmanager::Client::new(
             &integration_tests::moto::sdk_config_for(&moto.url()).await,
@@ -119,11 +58,11 @@ impl Rig {
         let tokens_id = unique_name("circleci-tokens");
         let webhook_id = unique_name("webhook-secrets");
         let keys_id = unique_name("client-keys");
-        let minted = mint_key("release-bot");
+        let minted = mint_key(CLIENT);
         for (id, value) in [
             (&tokens_id, json!({ "default": TOKEN })),
             (&webhook_id, json!([WEBHOOK_SECRET])),
-            (&keys_id, json!({ "release-bot": [minted.hash.to_hex()] })),
+            (&keys_id, json!({ CLIENT: [minted.hash.to_hex()] })),
         ] {
             admin
                 .create_secret()
@@ -144,146 +83,26 @@ impl Rig {
         );
         // TTL zero: every read asks Secrets Manager; only an outage falls back to the copy.
         let secrets = Arc::new(CachedSecrets::new(source, Duration::ZERO));
-
-        let sim = Simulator::start_with(SimOptions {
-            start_time: Some(start),
-            ..SimOptions::default()
-        })
-        .await
-        .unwrap();
-        sim.add_user("alice", TOKEN);
-        for slug in [SCHEDULED, UPSTREAM, CHAINED, DEPLOY] {
-            sim.add_project(
-                ProjectSpec::new(slug)
-                    .workflow(WorkflowSpec::new("build").job(JobSpec::new("compile"))),
-            );
-        }
-        let clock = Arc::new(ManualClock::new(start));
-        let store: SharedStore = Arc::new(SqliteStore::in_memory(clock.clone()).unwrap());
-        let triggers =
-            shared::config::parse_str(&triggers_toml(&sim.base_url()), "faults-secrets.toml")
-                .unwrap_or_else(|error| panic!("test triggers file is invalid: {error}"));
         let port: Arc<dyn Secrets> = secrets.clone();
-        let context = assemble(
-            triggers,
-            clock.clone(),
-            store.clone(),
-            port.clone(),
-            ContextOptions {
-                circleci: ClientOptions {
-                    rate: RateDefaults {
-                        burst: 200,
-                        per_second: 200.0,
-                    },
-                    ..test_options()
-                },
-                ..ContextOptions::default()
-            },
-        )
-        .unwrap();
-        let scheduler = Scheduler::new(context.engine.clone(), context.triggers.clone());
-        let receiver =
-            Arc::new(Receiver::new(context.engine.clone(), port, &context.triggers).unwrap());
-        let api = TriggerApi::from_context(&context, ApiSettings::default()).unwrap();
-        let router =
-            shared::http::with_problem_fallbacks(api_router(api).merge(webhook_router(receiver)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let webhook_url = format!("{base_url}{WEBHOOK_PATH}");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        // The store is not under test here.
+        let sys = System::builder(Backend::Sqlite)
+            .start(utc(start))
+            .schedules(&every_five_minutes(SCHEDULE))
+            .secrets(port, minted.key.expose_secret().to_owned())
+            .build()
+            .await;
         Rig {
-            sim,
-            clock,
-            store,
+            sys,
             secrets,
             proxy,
-            scheduler,
-            webhook_url,
-            endpoint_url: format!("{base_url}/v1/endpoints/{ENDPOINT}"),
-            client_key: minted.key.expose_secret().to_owned(),
-            http: reqwest::Client::new(),
-            _server: ServerTask(server),
         }
-    }
-
-    async fn advance_to(&self, at: DateTime<Utc>) {
-        assert!(at >= self.clock.now());
-        self.clock.set(at);
-        let behind = (at - self.sim.now()).to_std().unwrap_or_default();
-        self.sim.advance(behind).await;
     }
 
     /// One invocation of the `scheduled` Lambda's handler at the clock's now.
     async fn tick(&self) -> Value {
-        let at = self
-            .clock
-            .now()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        shared::scheduler::lambda::handle(
-            &self.scheduler,
-            json!({ "source": "circleci-triggers.tick", "scheduled_time": at }),
-        )
-        .await
-        .expect("a secrets outage does not fail the tick: it is a failed trigger")
-    }
-
-    fn pipelines_of(&self, project: &str) -> Vec<String> {
-        self.sim
-            .pipelines()
-            .into_iter()
-            .filter(|p| p.project_slug == project)
-            .map(|p| p.id.to_string())
-            .collect()
-    }
-
-    async fn records(&self, kind: SourceKind, name: &str) -> Vec<TriggerRecord> {
-        self.store
-            .list_by_source(&TriggerSource::new(kind, name), PageRequest::first(100))
+        self.lambda_tick()
             .await
-            .unwrap()
-            .items
-    }
-
-    async fn call(&self, idempotency_key: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(&self.endpoint_url)
-            .bearer_auth(&self.client_key)
-            .header("Idempotency-Key", idempotency_key)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn deliver(&self, body: &[u8]) -> (u16, Value) {
-        let response = self
-            .http
-            .post(&self.webhook_url)
-            .header("content-type", "application/json")
-            .header(
-                "circleci-signature",
-                circleci_sim::signature_header(WEBHOOK_SECRET, body),
-            )
-            .header("circleci-event-type", "workflow-completed")
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+            .expect("a secrets outage does not fail the tick: it is a failed trigger")
     }
 }
 
@@ -301,7 +120,7 @@ fn assert_one_row_per_pipeline(records: &[TriggerRecord], pipelines: &[String]) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_token_keeps_triggers_firing_while_secrets_manager_is_down() {
     let moto = MotoProcess::start().await;
-    let rig = Rig::start(&moto, utc("2026-11-28T10:00:30Z")).await;
+    let rig = Rig::start(&moto, "2026-11-28T10:00:30Z").await;
     rig.tick().await;
     // 10:05 fires with a token read from Secrets Manager (now cached).
     rig.advance_to(utc("2026-11-28T10:05:00Z")).await;
@@ -316,7 +135,7 @@ async fn a_cached_token_keeps_triggers_firing_while_secrets_manager_is_down() {
     // Secrets Manager was asked (the copy had expired) and could not be reached.
     assert!(rig.proxy.refused_connections() >= 1);
 
-    let pipelines = rig.pipelines_of(SCHEDULED);
+    let pipelines = rig.pipeline_ids_on(API);
     assert_eq!(pipelines.len(), 2, "{pipelines:?}");
     let records = rig.records(SourceKind::Schedule, SCHEDULE).await;
     assert_eq!(records.len(), 2, "{records:#?}");
@@ -332,7 +151,7 @@ async fn a_cached_token_keeps_triggers_firing_while_secrets_manager_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_cached_token_the_trigger_fails_naming_the_secret_and_fires_after_the_outage() {
     let moto = MotoProcess::start().await;
-    let rig = Rig::start(&moto, utc("2026-11-28T10:00:30Z")).await;
+    let rig = Rig::start(&moto, "2026-11-28T10:00:30Z").await;
     rig.tick().await;
     rig.proxy.cut();
 
@@ -353,7 +172,7 @@ async fn without_a_cached_token_the_trigger_fails_naming_the_secret_and_fires_af
     rig.advance_to(utc("2026-11-28T10:05:00Z")).await;
     let report = rig.tick().await;
     assert_eq!(report["report"]["schedules"][0]["failed"], 1, "{report}");
-    assert!(rig.pipelines_of(SCHEDULED).is_empty(), "nothing may fire");
+    assert!(rig.pipeline_ids_on(API).is_empty(), "nothing may fire");
 
     // The decision is a history row: failed, retryable, naming the secret but not its value.
     let records = rig.records(SourceKind::Schedule, SCHEDULE).await;
@@ -374,7 +193,7 @@ async fn without_a_cached_token_the_trigger_fails_naming_the_secret_and_fires_af
     rig.advance_to(retry_at + TimeDelta::seconds(1)).await;
     let report = rig.tick().await;
     assert_eq!(report["report"]["sweep"]["succeeded"], 1, "{report}");
-    let pipelines = rig.pipelines_of(SCHEDULED);
+    let pipelines = rig.pipeline_ids_on(API);
     assert_eq!(pipelines.len(), 1, "{pipelines:?}");
     let records = rig.records(SourceKind::Schedule, SCHEDULE).await;
     assert_eq!(records.len(), 1, "one row per decision: {records:#?}");
@@ -386,19 +205,21 @@ async fn without_a_cached_token_the_trigger_fails_naming_the_secret_and_fires_af
     // A later tick does not fire it again.
     rig.advance_to(retry_at + TimeDelta::seconds(90)).await;
     rig.tick().await;
-    assert_eq!(rig.pipelines_of(SCHEDULED).len(), 1);
+    assert_eq!(rig.pipeline_ids_on(API).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_cached_signing_secrets_a_webhook_gets_503_and_its_redelivery_fires_once() {
     let moto = MotoProcess::start().await;
-    let rig = Rig::start(&moto, utc("2026-11-28T14:00:00Z")).await;
-    let event =
-        chained_support::WorkflowEvent::new(UPSTREAM, "build", "success", rig.clock.now()).json();
-    let body = serde_json::to_vec(&event).unwrap();
+    let rig = Rig::start(&moto, "2026-11-28T14:00:00Z").await;
+    let event = rig.upstream_build_succeeded();
 
     rig.proxy.cut();
-    let (status, problem) = rig.deliver(&body).await;
+    let Answer {
+        status,
+        body: problem,
+        ..
+    } = rig.deliver(&event).await;
     assert_eq!(status, 503, "{problem}");
     let text = problem.to_string();
     assert!(
@@ -406,16 +227,24 @@ async fn without_cached_signing_secrets_a_webhook_gets_503_and_its_redelivery_fi
         "{problem}"
     );
     assert!(!text.contains(WEBHOOK_SECRET), "{problem}");
-    assert!(rig.pipelines_of(CHAINED).is_empty());
+    assert!(rig.pipeline_ids_on(DEPLOY).is_empty());
     // The delivery was refused before it was verified: nothing was decided, nothing recorded.
     assert!(rig.records(SourceKind::Chain, RULE).await.is_empty());
 
     rig.proxy.restore();
-    let (status, report) = rig.deliver(&body).await;
+    let Answer {
+        status,
+        body: report,
+        ..
+    } = rig.deliver(&event).await;
     assert_eq!(status, 200, "{report}");
-    let (status, report) = rig.deliver(&body).await;
+    let Answer {
+        status,
+        body: report,
+        ..
+    } = rig.deliver(&event).await;
     assert_eq!(status, 200, "a duplicate redelivery: {report}");
-    let pipelines = rig.pipelines_of(CHAINED);
+    let pipelines = rig.pipeline_ids_on(DEPLOY);
     assert_eq!(pipelines.len(), 1, "{pipelines:?}");
     let records = rig.records(SourceKind::Chain, RULE).await;
     assert_eq!(records.len(), 1, "{records:#?}");
@@ -426,10 +255,14 @@ async fn without_cached_signing_secrets_a_webhook_gets_503_and_its_redelivery_fi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_cached_client_keys_an_endpoint_call_gets_503_and_its_retry_fires_once() {
     let moto = MotoProcess::start().await;
-    let rig = Rig::start(&moto, utc("2026-11-28T12:00:00Z")).await;
+    let rig = Rig::start(&moto, "2026-11-28T12:00:00Z").await;
 
     rig.proxy.cut();
-    let (status, problem) = rig.call("release-1").await;
+    let Answer {
+        status,
+        body: problem,
+        ..
+    } = rig.call("release-1", "1.2.3").await;
     // The caller's key cannot be checked: 503 + retry, nothing decided or fired.
     assert_eq!(status, 503, "{problem}");
     assert!(
@@ -439,7 +272,7 @@ async fn without_cached_client_keys_an_endpoint_call_gets_503_and_its_retry_fire
         "{problem}"
     );
     assert!(!problem.to_string().contains(&rig.client_key), "{problem}");
-    assert!(rig.pipelines_of(DEPLOY).is_empty());
+    assert!(rig.pipeline_ids_on(DEPLOY).is_empty());
     // The refusal is a history row (audit): rejected, nothing claimed, nothing sent.
     let refused = rig.records(SourceKind::Http, ENDPOINT).await;
     assert_eq!(refused.len(), 1, "{refused:#?}");
@@ -452,15 +285,23 @@ async fn without_cached_client_keys_an_endpoint_call_gets_503_and_its_retry_fire
     );
 
     rig.proxy.restore();
-    let (status, answer) = rig.call("release-1").await;
+    let Answer {
+        status,
+        body: answer,
+        ..
+    } = rig.call("release-1", "1.2.3").await;
     assert_eq!(status, 202, "{answer}");
-    let (status, replay) = rig.call("release-1").await;
+    let Answer {
+        status,
+        body: replay,
+        ..
+    } = rig.call("release-1", "1.2.3").await;
     assert!(status == 202 || status == 200, "{replay}");
     assert_eq!(
         replay["id"], answer["id"],
         "the same Idempotency-Key replays the trigger"
     );
-    let pipelines = rig.pipelines_of(DEPLOY);
+    let pipelines = rig.pipeline_ids_on(DEPLOY);
     assert_eq!(pipelines.len(), 1, "{pipelines:?}");
     // Two decisions, two rows: the refusal and the trigger.
     let records = rig.records(SourceKind::Http, ENDPOINT).await;

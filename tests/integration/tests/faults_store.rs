@@ -19,114 +19,40 @@
 //! (the next ticks' sweep). An HTTP call is not swept (its caller owns retries): it is left
 //! `ambiguous` and answered 502 `outcome-unknown` (see [`check_outcome`]).
 
-#[path = "chained_support/mod.rs"]
-mod chained_support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
-use circleci_sim::{JobSpec, ParameterSpec, ProjectSpec, SimOptions, Simulator, WorkflowSpec};
-use integration_tests::circleci_client::test_options;
+use chrono::TimeDelta;
+use integration_tests::faults_support::{API, DEPLOY, ENDPOINT, RULE, System, every_five_minutes};
 use integration_tests::moto_process::{CutAtRequest, MotoProcess, fast_failing_sdk_config};
+use integration_tests::scheduled_support::{Backend, utc};
 use integration_tests::tcp_proxy::SwitchableProxy;
-use secrecy::ExposeSecret;
-use serde_json::{Value, json};
-use shared::api::{ApiSettings, TriggerApi, api_router, mint_key};
-use shared::circleci::{ClientOptions, RateDefaults};
-use shared::clock::{Clock, ManualClock};
-use shared::receiver::{Receiver, WEBHOOK_PATH, webhook_router};
-use shared::scheduler::{Scheduler, slot_key, target_identity};
-use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
-use shared::store::{
-    ClaimState, DynamoStore, PageRequest, SharedStore, SourceKind, TriggerRecord, TriggerSource,
-    TriggerStatus,
-};
-use shared::wiring::{ContextOptions, assemble};
+use shared::scheduler::{slot_key, target_identity};
+use shared::store::{ClaimState, DynamoStore, SourceKind, TriggerRecord, TriggerStatus};
 
-const TOKEN: &str = "tok-faults-alice-0123456789";
-const WEBHOOK_SECRET: &str = "whsec-faults-3f9a1c";
-const SCHEDULED: &str = "gh/acme/nightly";
-const DEPLOY: &str = "gh/acme/deploy";
-const UPSTREAM: &str = "gh/acme/api";
-const CHAINED: &str = "gh/acme/chained";
 const SCHEDULE: &str = "every-five";
-const ENDPOINT: &str = "deploy";
-const RULE: &str = "after-api-build";
 /// Longer than the engine's default claim lease (120 s): an abandoned claim is taken over.
 const PAST_LEASE: TimeDelta = TimeDelta::seconds(150);
 
-fn utc(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+/// The whole system (`integration_tests::faults_support`) over a DynamoDB store whose SDK
+/// client reaches moto through a switchable proxy, cut by `cutter`.
+struct Rig {
+    sys: System,
+    proxy: SwitchableProxy,
+    cutter: CutAtRequest,
 }
 
-fn triggers_toml(api_url: &str) -> String {
-    format!(
-        r#"
-[circleci]
-api_url = "{api_url}"
-token = "default"
+impl std::ops::Deref for Rig {
+    type Target = System;
 
-[[schedule]]
-name = "{SCHEDULE}"
-cron = "*/5 * * * *"
-timezone = "UTC"
-catch_up = "all"
-concurrency = "allow"
-target = {{ project = "{SCHEDULED}", branch = "main" }}
-
-[[endpoint]]
-name = "{ENDPOINT}"
-target = {{ project = "{DEPLOY}", branch = "main" }}
-parameters.version = {{ type = "string", required = true }}
-
-[[client]]
-name = "release-bot"
-endpoints = ["{ENDPOINT}"]
-
-[[chain]]
-name = "{RULE}"
-when = {{ project = "{UPSTREAM}", workflow = "build", branch = "main" }}
-[[chain.then]]
-action = "pipeline"
-project = "{CHAINED}"
-branch = "main"
-"#
-    )
-}
-
-fn project(slug: &str) -> ProjectSpec {
-    ProjectSpec::new(slug)
-        .parameter(ParameterSpec::string("version", ""))
-        .workflow(WorkflowSpec::new("build").job(JobSpec::new("compile")))
-}
-
-/// Aborts the served routers when the rig is dropped.
-struct ServerTask(tokio::task::JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
+    fn deref(&self) -> &System {
+        &self.sys
     }
 }
 
-/// The three entry points over one engine, its DynamoDB store behind a switchable proxy.
-struct Rig {
-    sim: Simulator,
-    clock: Arc<ManualClock>,
-    store: SharedStore,
-    proxy: SwitchableProxy,
-    cutter: CutAtRequest,
-    scheduler: Scheduler,
-    url: String,
-    http: reqwest::Client,
-    client_key: String,
-    _server: ServerTask,
-}
-
 impl Rig {
-    async fn start(moto: &MotoProcess, start: DateTime<Utc>) -> Rig {
+    async fn start(moto: &MotoProcess, start: &str) -> Rig {
         let proxy = SwitchableProxy::in_front_of(&moto.url()).await.unwrap();
         let cutter = CutAtRequest::new(proxy.switch());
         let config = fast_failing_sdk_config(&proxy.url()).await;
@@ -139,114 +65,13 @@ impl Rig {
         shared::store::dynamo::create_table(&dynamo, &table)
             .await
             .unwrap();
-
-        let sim = Simulator::start_with(SimOptions {
-            start_time: Some(start),
-            ..SimOptions::default()
-        })
-        .await
-        .unwrap();
-        sim.add_user("alice", TOKEN);
-        for slug in [SCHEDULED, DEPLOY, UPSTREAM, CHAINED] {
-            sim.add_project(project(slug));
-        }
-
-        let clock = Arc::new(ManualClock::new(start));
-        let store: SharedStore = Arc::new(DynamoStore::new(dynamo, table, clock.clone()));
-        let minted = mint_key("release-bot");
-        let source = LocalSecretSource::from_vars(
-            [
-                (
-                    env_names::CIRCLECI_TOKENS.to_owned(),
-                    json!({ "default": TOKEN }).to_string(),
-                ),
-                (
-                    env_names::WEBHOOK_SECRETS.to_owned(),
-                    json!([WEBHOOK_SECRET]).to_string(),
-                ),
-                (
-                    env_names::CLIENT_KEYS.to_owned(),
-                    json!({ "release-bot": [minted.hash.to_hex()] }).to_string(),
-                ),
-            ],
-            "default",
-        );
-        let secrets: Arc<dyn Secrets> =
-            Arc::new(CachedSecrets::new(source, Duration::from_secs(3600)));
-        let triggers = shared::config::parse_str(&triggers_toml(&sim.base_url()), "faults.toml")
-            .unwrap_or_else(|error| panic!("test triggers file is invalid: {error}"));
-        let context = assemble(
-            triggers,
-            clock.clone(),
-            store.clone(),
-            secrets.clone(),
-            ContextOptions {
-                circleci: ClientOptions {
-                    rate: RateDefaults {
-                        burst: 200,
-                        per_second: 200.0,
-                    },
-                    ..test_options()
-                },
-                ..ContextOptions::default()
-            },
-        )
-        .unwrap();
-        let scheduler = Scheduler::new(context.engine.clone(), context.triggers.clone());
-        let api = TriggerApi::from_context(
-            &context,
-            ApiSettings {
-                refresh_interval: Duration::ZERO,
-                ..ApiSettings::default()
-            },
-        )
-        .unwrap();
-        let receiver =
-            Arc::new(Receiver::new(context.engine.clone(), secrets, &context.triggers).unwrap());
-        let router =
-            shared::http::with_problem_fallbacks(api_router(api).merge(webhook_router(receiver)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Rig {
-            sim,
-            clock,
-            store,
-            proxy,
-            cutter,
-            scheduler,
-            url,
-            http: reqwest::Client::new(),
-            client_key: minted.key.expose_secret().to_owned(),
-            _server: ServerTask(server),
-        }
-    }
-
-    /// Moves the engine's and the simulator's clocks together.
-    async fn advance_to(&self, at: DateTime<Utc>) {
-        assert!(at >= self.clock.now());
-        self.clock.set(at);
-        let behind = (at - self.sim.now()).to_std().unwrap_or_default();
-        self.sim.advance(behind).await;
-    }
-
-    async fn advance(&self, by: TimeDelta) {
-        self.advance_to(self.clock.now() + by).await;
-    }
-
-    /// One invocation of the `scheduled` Lambda's handler at the clock's now.
-    async fn tick(&self) -> Result<Value, shared::scheduler::lambda::TickFailed> {
-        let at = self
-            .clock
-            .now()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        shared::scheduler::lambda::handle(
-            &self.scheduler,
-            json!({ "source": "circleci-triggers.tick", "scheduled_time": at }),
-        )
-        .await
+        let sys = System::builder(Backend::Dynamo)
+            .start(utc(start))
+            .schedules(&every_five_minutes(SCHEDULE))
+            .store(move |clock| Arc::new(DynamoStore::new(dynamo, table, clock)))
+            .build()
+            .await;
+        Rig { sys, proxy, cutter }
     }
 
     /// Cuts the store at its `n`-th request from now on (`None`: never).
@@ -261,53 +86,6 @@ impl Rig {
     fn restore(&self) {
         self.cutter.disarm();
         self.proxy.restore();
-    }
-
-    fn pipelines_of(&self, project: &str) -> Vec<String> {
-        self.sim
-            .pipelines()
-            .into_iter()
-            .filter(|p| p.project_slug == project)
-            .map(|p| p.id.to_string())
-            .collect()
-    }
-
-    async fn records(&self, kind: SourceKind, name: &str) -> Vec<TriggerRecord> {
-        self.store
-            .list_by_source(&TriggerSource::new(kind, name), PageRequest::first(100))
-            .await
-            .unwrap()
-            .items
-    }
-
-    async fn call(&self, idempotency_key: &str) -> Answer {
-        let response = self
-            .http
-            .post(format!("{}/v1/endpoints/{ENDPOINT}", self.url))
-            .bearer_auth(&self.client_key)
-            .header("Idempotency-Key", idempotency_key)
-            .json(&json!({ "parameters": { "version": "1.2.3" } }))
-            .send()
-            .await
-            .unwrap();
-        Answer::read(response).await
-    }
-
-    async fn deliver(&self, body: &[u8]) -> Answer {
-        let response = self
-            .http
-            .post(format!("{}{WEBHOOK_PATH}", self.url))
-            .header("content-type", "application/json")
-            .header(
-                "circleci-signature",
-                circleci_sim::signature_header(WEBHOOK_SECRET, body),
-            )
-            .header("circleci-event-type", "workflow-completed")
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
-        Answer::read(response).await
     }
 }
 
@@ -325,52 +103,6 @@ impl Fault {
         match self {
             Fault::CutBefore(n) | Fault::AnswerLost(n) => n,
         }
-    }
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: Value,
-}
-
-impl Answer {
-    async fn read(response: reqwest::Response) -> Answer {
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer {
-            status,
-            content_type,
-            body,
-        }
-    }
-
-    fn problem_type(&self) -> &str {
-        self.body["type"].as_str().unwrap_or_default()
-    }
-
-    /// A retryable "come back later" problem: 503, problem+json.
-    fn assert_unavailable(&self, context: &str) {
-        assert_eq!(self.status, 503, "{context}: {self:?}");
-        assert_eq!(
-            self.content_type, "application/problem+json",
-            "{context}: {self:?}"
-        );
-        // The API says `service-unavailable`; the webhook receiver `unavailable` (refused
-        // before any decision) or `redeliver` (an action's claim could not be decided).
-        let kind = self.problem_type().rsplit('/').next().unwrap_or_default();
-        assert!(
-            ["service-unavailable", "unavailable", "redeliver"].contains(&kind),
-            "{context}: {self:?}"
-        );
     }
 }
 
@@ -459,16 +191,16 @@ const DUE_SLOTS: [&str; 3] = [
 /// store comes back and the next ticks run. Returns how many store requests the cut tick
 /// made (for the calibration run without a cut).
 async fn tick_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usize, usize) {
-    let rig = Rig::start(moto, utc(TICK_START)).await;
+    let rig = Rig::start(moto, TICK_START).await;
     // The first tick sets the schedule's cursor (a new schedule does not backfill).
-    rig.tick().await.expect("first tick");
+    rig.lambda_tick().await.expect("first tick");
     rig.advance_to(utc(TICK_DUE)).await;
     rig.arm(cut_at);
-    let outcome = rig.tick().await;
+    let outcome = rig.lambda_tick().await;
     let requests = rig.cutter.sent();
     let context = format!("{cut_at:?} of the tick's store requests");
 
-    let during_cut = rig.pipelines_of(SCHEDULED);
+    let during_cut = rig.pipeline_ids_on(API);
     if let Some(fault) = cut_at {
         assert!(
             fault.at() < requests,
@@ -484,7 +216,7 @@ async fn tick_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
         rig.restore();
         // Nothing fired without a claim: every pipeline created during the cut run has a
         // slot claim that was marked sending before it was sent.
-        let schedule = &rig.scheduler.triggers().schedule[0];
+        let schedule = &rig.instance().scheduler.triggers().schedule[0];
         let target = schedule.targets()[0];
         let mut sent_claims = 0;
         for slot in DUE_SLOTS {
@@ -503,12 +235,16 @@ async fn tick_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
         );
         // The next tick comes after the dead invocation's leases ran out.
         rig.advance(PAST_LEASE).await;
-        let report = rig.tick().await.expect("the tick after the store is back");
+        let report = rig
+            .lambda_tick()
+            .await
+            .expect("the tick after the store is back");
         assert_eq!(report["outcome"], "ticked", "{context}: {report}");
         // A slot whose claim was adopted with nothing sent is rechecked at the end of the
         // reconciliation window: the sweep (each tick runs it) sends it then.
         rig.advance(PAST_LEASE).await;
-        rig.scheduler
+        rig.instance()
+            .scheduler
             .engine()
             .sweep(100)
             .await
@@ -519,7 +255,7 @@ async fn tick_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
     }
 
     // Exactly once: three slots, three rows, a pipeline per triggered row.
-    let pipelines = rig.pipelines_of(SCHEDULED);
+    let pipelines = rig.pipeline_ids_on(API);
     let records = rig.records(SourceKind::Schedule, SCHEDULE).await;
     let slots: BTreeSet<&str> = records
         .iter()
@@ -539,23 +275,21 @@ async fn tick_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
     (requests, ambiguous)
 }
 
-/// Runs `scenario` without a fault (counting the store requests it makes), then once per
-/// cut point with `fault(n)`; returns how many runs ended with an ambiguous row.
-async fn sweep_faults<F, Fut>(
+/// Starts a moto_server, runs `scenario` on it without a fault (counting the store
+/// requests it makes), then once per cut point with `fault(n)`; returns how many runs ended
+/// with an ambiguous row.
+async fn sweep_faults(
     name: &str,
     most: usize,
     fault: fn(usize) -> Fault,
-    mut scenario: F,
-) -> usize
-where
-    F: FnMut(Option<Fault>) -> Fut,
-    Fut: std::future::Future<Output = (usize, usize)>,
-{
-    let (total, _) = scenario(None).await;
+    scenario: impl AsyncFn(&MotoProcess, Option<Fault>) -> (usize, usize),
+) -> usize {
+    let moto = MotoProcess::start().await;
+    let (total, _) = scenario(&moto, None).await;
     let points = cut_points(total, most);
     let mut ambiguous = 0;
     for n in &points {
-        ambiguous += scenario(Some(fault(*n))).await.1;
+        ambiguous += scenario(&moto, Some(fault(*n))).await.1;
     }
     // Shown with --no-capture: what the sweep covered and observed.
     eprintln!(
@@ -566,20 +300,18 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_cut_off_from_the_store_fires_every_slot_exactly_once() {
-    let moto = MotoProcess::start().await;
-    let ambiguous = sweep_faults("tick, cut", 12, Fault::CutBefore, |fault| {
-        tick_with_store_cut(&moto, fault)
-    })
-    .await;
+    let ambiguous = sweep_faults("tick, cut", 12, Fault::CutBefore, tick_with_store_cut).await;
     assert_eq!(ambiguous, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_whose_store_answers_are_lost_never_fires_a_slot_twice() {
-    let moto = MotoProcess::start().await;
-    let ambiguous = sweep_faults("tick, answer lost", 12, Fault::AnswerLost, |fault| {
-        tick_with_store_cut(&moto, fault)
-    })
+    let ambiguous = sweep_faults(
+        "tick, answer lost",
+        12,
+        Fault::AnswerLost,
+        tick_with_store_cut,
+    )
     .await;
     // The lost answer to `mark_sending` is rechecked and sent by the sweep: every slot fired.
     assert_eq!(ambiguous, 0);
@@ -590,9 +322,9 @@ async fn a_tick_whose_store_answers_are_lost_never_fires_a_slot_twice() {
 /// One endpoint call with the store failing at `cut_at`, then the caller's
 /// retries with the same Idempotency-Key after the store is back.
 async fn call_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usize, usize) {
-    let rig = Rig::start(moto, utc("2026-11-28T12:00:00Z")).await;
+    let rig = Rig::start(moto, "2026-11-28T12:00:00Z").await;
     rig.arm(cut_at);
-    let first = rig.call("release-1.2.3").await;
+    let first = rig.call("release-1.2.3", "1.2.3").await;
     let requests = rig.cutter.sent();
     let context = format!("{cut_at:?} of the call's store requests");
     let mut answer = first;
@@ -606,14 +338,14 @@ async fn call_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
         // The caller retries with the same key until it gets an answer that is not 409
         // (the dead attempt's claim is leased): the trigger, performed or replayed.
         for _ in 0..3 {
-            answer = rig.call("release-1.2.3").await;
+            answer = rig.call("release-1.2.3", "1.2.3").await;
             if answer.status != 409 {
                 break;
             }
             rig.advance(PAST_LEASE).await;
         }
     }
-    let pipelines = rig.pipelines_of(DEPLOY);
+    let pipelines = rig.pipeline_ids_on(DEPLOY);
     let records = rig.records(SourceKind::Http, ENDPOINT).await;
     let ambiguous = check_outcome(&records, &pipelines, 1, cut_at, &context);
     if ambiguous == 0 {
@@ -642,22 +374,23 @@ async fn call_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_call_cut_off_from_the_store_answers_503_and_its_retry_fires_once() {
-    let moto = MotoProcess::start().await;
-    let ambiguous = sweep_faults("endpoint call, cut", 10, Fault::CutBefore, |fault| {
-        call_with_store_cut(&moto, fault)
-    })
+    let ambiguous = sweep_faults(
+        "endpoint call, cut",
+        10,
+        Fault::CutBefore,
+        call_with_store_cut,
+    )
     .await;
     assert_eq!(ambiguous, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_call_whose_store_answers_are_lost_never_fires_twice() {
-    let moto = MotoProcess::start().await;
     let ambiguous = sweep_faults(
         "endpoint call, answer lost",
         10,
         Fault::AnswerLost,
-        |fault| call_with_store_cut(&moto, fault),
+        call_with_store_cut,
     )
     .await;
     // Not swept: the lost answer to `mark_sending` leaves the call `ambiguous` (502
@@ -668,10 +401,10 @@ async fn an_endpoint_call_whose_store_answers_are_lost_never_fires_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_store_times_out_into_503_without_firing() {
     let moto = MotoProcess::start().await;
-    let rig = Rig::start(&moto, utc("2026-11-28T12:00:00Z")).await;
+    let rig = Rig::start(&moto, "2026-11-28T12:00:00Z").await;
     rig.proxy.blackhole();
     let started = std::time::Instant::now();
-    let answer = rig.call("release-blackholed").await;
+    let answer = rig.call("release-blackholed", "1.2.3").await;
     // The SDK's attempt timeout (2 s) ends the wait, not a hang.
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -679,15 +412,15 @@ async fn a_blackholed_store_times_out_into_503_without_firing() {
         started.elapsed()
     );
     answer.assert_unavailable("blackholed store");
-    assert!(rig.pipelines_of(DEPLOY).is_empty());
+    assert!(rig.pipeline_ids_on(DEPLOY).is_empty());
     rig.restore();
-    let mut answer = rig.call("release-blackholed").await;
+    let mut answer = rig.call("release-blackholed", "1.2.3").await;
     if answer.status == 409 {
         rig.advance(PAST_LEASE).await;
-        answer = rig.call("release-blackholed").await;
+        answer = rig.call("release-blackholed", "1.2.3").await;
     }
     assert_eq!(answer.status, 202, "{answer:?}");
-    let pipelines = rig.pipelines_of(DEPLOY);
+    let pipelines = rig.pipeline_ids_on(DEPLOY);
     let records = rig.records(SourceKind::Http, ENDPOINT).await;
     check_outcome(&records, &pipelines, 1, None, "blackholed store");
 }
@@ -697,12 +430,10 @@ async fn a_blackholed_store_times_out_into_503_without_firing() {
 /// One webhook delivery with the store failing at `cut_at`, then CircleCI's
 /// redeliveries of the same body after the store is back.
 async fn deliver_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usize, usize) {
-    let rig = Rig::start(moto, utc("2026-11-28T14:00:00Z")).await;
-    let event =
-        chained_support::WorkflowEvent::new(UPSTREAM, "build", "success", rig.clock.now()).json();
-    let body = serde_json::to_vec(&event).unwrap();
+    let rig = Rig::start(moto, "2026-11-28T14:00:00Z").await;
+    let event = rig.upstream_build_succeeded();
     rig.arm(cut_at);
-    let mut answer = rig.deliver(&body).await;
+    let mut answer = rig.deliver(&event).await;
     let requests = rig.cutter.sent();
     let context = format!("{cut_at:?} of the delivery's store requests");
     if let Some(fault) = cut_at {
@@ -714,7 +445,7 @@ async fn deliver_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (u
         answer.assert_unavailable(&context);
         rig.restore();
         for _ in 0..3 {
-            answer = rig.deliver(&body).await;
+            answer = rig.deliver(&event).await;
             if answer.status != 503 {
                 break;
             }
@@ -723,10 +454,15 @@ async fn deliver_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (u
         // CircleCI does not redeliver a 200: a trigger awaiting its recheck is the sweep's
         // (the scheduled function's tick), at the end of the reconciliation window.
         rig.advance(PAST_LEASE).await;
-        rig.scheduler.engine().sweep(100).await.expect("the sweep");
+        rig.instance()
+            .scheduler
+            .engine()
+            .sweep(100)
+            .await
+            .expect("the sweep");
     }
     assert_eq!(answer.status, 200, "{context}: {answer:?}");
-    let pipelines = rig.pipelines_of(CHAINED);
+    let pipelines = rig.pipeline_ids_on(DEPLOY);
     let records = rig.records(SourceKind::Chain, RULE).await;
     let ambiguous = check_outcome(&records, &pipelines, 1, cut_at, &context);
     (requests, ambiguous)
@@ -734,22 +470,23 @@ async fn deliver_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_cut_off_from_the_store_answers_503_and_its_redelivery_fires_once() {
-    let moto = MotoProcess::start().await;
-    let ambiguous = sweep_faults("webhook delivery, cut", 10, Fault::CutBefore, |fault| {
-        deliver_with_store_cut(&moto, fault)
-    })
+    let ambiguous = sweep_faults(
+        "webhook delivery, cut",
+        10,
+        Fault::CutBefore,
+        deliver_with_store_cut,
+    )
     .await;
     assert_eq!(ambiguous, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_whose_store_answers_are_lost_never_fires_twice() {
-    let moto = MotoProcess::start().await;
     let ambiguous = sweep_faults(
         "webhook delivery, answer lost",
         10,
         Fault::AnswerLost,
-        |fault| deliver_with_store_cut(&moto, fault),
+        deliver_with_store_cut,
     )
     .await;
     // The lost answer to `mark_sending` is rechecked and sent by the sweep.

@@ -5,25 +5,14 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use circleci_sim::Faults;
-use integration_tests::faults_support::{DEPLOY, RULE, System, TOKEN};
-use integration_tests::scheduled_support::{Backend, default_client_options};
-use shared::circleci::ClientOptions;
+use integration_tests::faults_support::{DEPLOY, RULE, System};
+use integration_tests::scheduled_support::Backend;
 use shared::store::{SourceKind, TriggerStatus};
 
-use super::{assert_one_row_each_and_no_stray_pipeline, candidates};
-
-/// Someone else on the same token spends the bucket's only request, so our first request
-/// meets the 429 (and CircleCI's `Retry-After` of ~1000 s, far past any deadline).
-async fn spend_the_rate_limit(sys: &System) {
-    sys.sim.set_faults(Faults::rate_limited(0.001, 1));
-    let spent = reqwest::Client::new()
-        .get(format!("{}/me", sys.sim.base_url()))
-        .header("Circle-Token", TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(spent.status(), 200);
-}
+use super::{
+    assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on, one_second_deadline,
+    slow_down, spend_the_rate_limit,
+};
 
 /// A 5xx answer to the create itself: the client cannot know whether CircleCI acted, so it
 /// does not resend at once. Reconciliation finds no pipeline, so the row is `ambiguous`
@@ -33,10 +22,7 @@ async fn spend_the_rate_limit(sys: &System) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_5xx_on_the_create_is_rechecked_and_sent_once_by_the_sweep() {
     let sys = System::builder(Backend::Sqlite).build().await;
-    sys.sim.set_faults(Faults {
-        fail_methods: vec!["POST".into()],
-        ..Faults::fail_next(1, 503)
-    });
+    sys.sim.set_faults(http_503_on("POST", 1));
     let event = sys.upstream_build_succeeded();
     let answer = sys.deliver(&event).await;
     assert_eq!(answer.status, 200, "{:#}", answer.body);
@@ -85,8 +71,7 @@ async fn create_then_502_with_a_5xx_burst_on_the_reads_is_adopted_once() {
     let sys = System::builder(Backend::Sqlite).build().await;
     sys.sim.set_faults(Faults {
         create_then_502: 1,
-        fail_methods: vec!["GET".into()],
-        ..Faults::fail_next(3, 503)
+        ..http_503_on("GET", 3)
     });
     let event = sys.upstream_build_succeeded();
     let answer = sys.deliver(&event).await;
@@ -117,10 +102,7 @@ async fn create_then_502_with_a_5xx_burst_on_the_reads_is_adopted_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_429_past_the_deadline_is_retryable_and_the_redelivery_finishes_it() {
     let mut sys = System::builder(Backend::Sqlite)
-        .client_options(ClientOptions {
-            deadline: Duration::from_secs(1),
-            ..default_client_options()
-        })
+        .client_options(one_second_deadline())
         .build()
         .await;
     spend_the_rate_limit(&sys).await;
@@ -165,11 +147,7 @@ async fn a_429_past_the_deadline_is_retryable_and_the_redelivery_finishes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redelivery_past_a_slow_holders_lease_adopts_instead_of_resending_on_dynamodb() {
     let sys = System::builder(Backend::Dynamo).build().await;
-    sys.sim.clear_requests();
-    sys.sim.set_faults(Faults {
-        latency: Duration::from_millis(1_500),
-        ..Faults::default()
-    });
+    slow_down(&sys, Duration::from_millis(1_500));
     let event = sys.upstream_build_succeeded();
     let first = {
         let url = sys.instance().webhook_url.clone();

@@ -1,15 +1,15 @@
 //! The HTTP API under CircleCI faults. An HTTP caller owns its retries: the same
 //! Idempotency-Key replays the stored answer; a new key is a new logical trigger.
 
-use std::time::Duration;
-
 use circleci_sim::Faults;
-use integration_tests::faults_support::{DEPLOY, ENDPOINT, System, TOKEN};
-use integration_tests::scheduled_support::{Backend, default_client_options};
-use shared::circleci::ClientOptions;
+use integration_tests::faults_support::{DEPLOY, ENDPOINT, System};
+use integration_tests::scheduled_support::Backend;
 use shared::store::{SourceKind, TriggerStatus};
 
-use super::{assert_one_row_each_and_no_stray_pipeline, candidates};
+use super::{
+    assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on, one_second_deadline,
+    spend_the_rate_limit,
+};
 
 fn problem_kind(body: &serde_json::Value) -> &str {
     body["type"]
@@ -49,10 +49,7 @@ async fn create_then_502_is_adopted_and_a_repeated_request_replays_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_5xx_on_the_create_is_outcome_unknown_and_never_resent() {
     let sys = System::builder(Backend::Sqlite).build().await;
-    sys.sim.set_faults(Faults {
-        fail_methods: vec!["POST".into()],
-        ..Faults::fail_next(1, 503)
-    });
+    sys.sim.set_faults(http_503_on("POST", 1));
     let answer = sys.call("release-2", "1.2.4").await;
     assert_eq!(
         (answer.status, problem_kind(&answer.body)),
@@ -77,20 +74,10 @@ async fn a_5xx_on_the_create_is_outcome_unknown_and_never_resent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_429_past_the_deadline_is_answered_and_only_a_new_key_triggers_on_dynamodb() {
     let mut sys = System::builder(Backend::Dynamo)
-        .client_options(ClientOptions {
-            deadline: Duration::from_secs(1),
-            ..default_client_options()
-        })
+        .client_options(one_second_deadline())
         .build()
         .await;
-    sys.sim.set_faults(Faults::rate_limited(0.001, 1));
-    let spent = reqwest::Client::new()
-        .get(format!("{}/me", sys.sim.base_url()))
-        .header("Circle-Token", TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(spent.status(), 200);
+    spend_the_rate_limit(&sys).await;
 
     let limited = sys.call("release-3", "1.2.5").await;
     assert_eq!(

@@ -16,8 +16,12 @@ mod http;
 mod scheduled;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use integration_tests::faults_support::System;
+use circleci_sim::Faults;
+use integration_tests::faults_support::{System, TOKEN};
+use integration_tests::scheduled_support::default_client_options;
+use shared::circleci::ClientOptions;
 use shared::store::{SourceKind, TriggerRecord, TriggerStatus};
 
 /// The end-to-end invariant for one source: `logical` triggers, one history row each, and
@@ -80,4 +84,44 @@ fn candidates(record: &TriggerRecord) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The next `next` requests with `method` (`GET`, `POST`) are answered 503.
+fn http_503_on(method: &str, next: u32) -> Faults {
+    Faults {
+        fail_methods: vec![method.into()],
+        ..Faults::fail_next(next, 503)
+    }
+}
+
+/// Every request the simulator receives from now on waits `latency` before it is served;
+/// the request log starts empty.
+fn slow_down(sys: &System, latency: Duration) {
+    sys.sim.clear_requests();
+    sys.sim.set_faults(Faults {
+        latency,
+        ..Faults::default()
+    });
+}
+
+/// The client gives up after one second: a 429 whose `Retry-After` is longer fails the
+/// trigger instead of waiting.
+fn one_second_deadline() -> ClientOptions {
+    ClientOptions {
+        deadline: Duration::from_secs(1),
+        ..default_client_options()
+    }
+}
+
+/// Someone else on the same token spends the bucket's only request, so our first request
+/// meets the 429 (and CircleCI's `Retry-After` of ~1000 s, far past any deadline).
+async fn spend_the_rate_limit(sys: &System) {
+    sys.sim.set_faults(Faults::rate_limited(0.001, 1));
+    let spent = reqwest::Client::new()
+        .get(format!("{}/me", sys.sim.base_url()))
+        .header("Circle-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spent.status(), 200);
 }

@@ -9,7 +9,7 @@ use integration_tests::scheduled_support::{Backend, default_client_options, utc}
 use shared::circleci::ClientOptions;
 use shared::store::{SourceKind, TriggerStatus};
 
-use super::{assert_one_row_each_and_no_stray_pipeline, candidates};
+use super::{assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on, slow_down};
 
 fn hourly(name: &str, concurrency: &str) -> String {
     format!(
@@ -38,10 +38,7 @@ async fn a_5xx_burst_on_the_concurrency_reads_is_retried_and_every_slot_fires_on
 
     sys.advance_to(utc("2026-11-28T11:00:00Z")).await;
     sys.sim.clear_requests();
-    sys.sim.set_faults(Faults {
-        fail_methods: vec!["GET".into()],
-        ..Faults::fail_next(3, 503)
-    });
+    sys.sim.set_faults(http_503_on("GET", 3));
     let report = sys.tick().await;
     assert_eq!(
         report.totals().fired,
@@ -51,10 +48,7 @@ async fn a_5xx_burst_on_the_concurrency_reads_is_retried_and_every_slot_fires_on
     assert_eq!(sys.sim.counters().injected_failures, 3);
 
     sys.advance_to(utc("2026-11-28T12:00:00Z")).await;
-    sys.sim.set_faults(Faults {
-        fail_methods: vec!["GET".into()],
-        ..Faults::fail_next(1_000, 503)
-    });
+    sys.sim.set_faults(http_503_on("GET", 1_000));
     let report = sys.tick().await;
     assert_eq!(report.totals().fired, 0);
     assert_eq!(report.errors().count(), 1, "12:00 undecided: {report:?}");
@@ -87,8 +81,7 @@ async fn create_then_502_is_adopted_not_resent(backend: Backend) {
         .await;
     sys.sim.set_faults(Faults {
         create_then_502: 1,
-        fail_methods: vec!["GET".into()],
-        ..Faults::fail_next(2, 503)
+        ..http_503_on("GET", 2)
     });
     let report = sys.tick().await;
     assert_eq!(report.totals().fired, 1, "{report:?}");
@@ -136,8 +129,7 @@ async fn a_create_that_cannot_be_reconciled_yet_is_rechecked_and_adopted_not_res
         .await;
     sys.sim.set_faults(Faults {
         create_then_502: 1,
-        fail_methods: vec!["GET".into()],
-        ..Faults::fail_next(1000, 503)
+        ..http_503_on("GET", 1000)
     });
     sys.tick().await;
     let records = sys.records(SourceKind::Schedule, "hourly").await;
@@ -195,11 +187,7 @@ async fn a_create_that_times_out_is_reconciled_after_the_slow_reads_recover() {
         })
         .build()
         .await;
-    sys.sim.clear_requests();
-    sys.sim.set_faults(Faults {
-        latency: Duration::from_millis(700),
-        ..Faults::default()
-    });
+    slow_down(&sys, Duration::from_millis(700));
     let scheduler = sys.instance().scheduler.clone();
     let now = sys.now();
     let tick = tokio::spawn(async move { scheduler.tick(now).await.unwrap() });
@@ -246,11 +234,7 @@ async fn a_slow_holder_outlived_by_its_lease_never_causes_a_second_create(backen
         .schedules(&hourly("hourly", "allow"))
         .build()
         .await;
-    sys.sim.clear_requests();
-    sys.sim.set_faults(Faults {
-        latency: Duration::from_millis(1_500),
-        ..Faults::default()
-    });
+    slow_down(&sys, Duration::from_millis(1_500));
     let holder = sys.instance().scheduler.clone();
     let slot = sys.now();
     let held = tokio::spawn(async move { holder.tick(slot).await.unwrap() });
