@@ -76,9 +76,14 @@ enum Node<'d> {
 
 impl<'a> SourceMap<'a> {
     pub fn new(source: &'a str) -> Self {
+        // toml_edit can panic while recovering from a syntax error (`==\n.=`, found by
+        // fuzzing), so it only reads text that toml's own parser accepts as TOML.
+        let is_toml = source.parse::<toml::Table>().is_ok();
         Self {
             source,
-            document: toml_edit::Document::parse(source).ok(),
+            document: is_toml
+                .then(|| toml_edit::Document::parse(source).ok())
+                .flatten(),
         }
     }
 
