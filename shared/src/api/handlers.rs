@@ -148,6 +148,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, ApiEr
     params(
         ("name" = String, Path, description = "The endpoint's name from the triggers file"),
         ("Idempotency-Key" = Option<String>, Header, nullable = false,
+            min_length = 1, max_length = 255, pattern = "^[!-~]+$",
             description = "1 to 255 visible ASCII characters. The same key with the same request returns the stored answer; with another request, 422; while the first is still running, 409 with Retry-After."),
     ),
     request_body(content = Option<TriggerRequestBody>, content_type = "application/json",
@@ -397,7 +398,7 @@ pub(crate) struct ListQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, nullable = false)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
-    #[param(nullable = false)]
+    #[param(nullable = false, min_length = 1, max_length = 8192)]
     cursor: Option<String>,
 }
 

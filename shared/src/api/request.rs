@@ -134,10 +134,10 @@ fn parameter_pointer(name: &str) -> String {
 #[schema(as = TriggerRequest)]
 pub struct TriggerRequestBody {
     /// A branch the endpoint's policy allows (default: its fixed branch, if any).
-    #[schema(max_length = 255, example = "release/1.4")]
+    #[schema(min_length = 1, max_length = 255, example = "release/1.4")]
     pub branch: Option<String>,
     /// A tag the endpoint's policy allows (instead of a branch).
-    #[schema(max_length = 255)]
+    #[schema(min_length = 1, max_length = 255)]
     pub tag: Option<String>,
     /// Values of the endpoint's declared parameters (strings, integers, booleans).
     #[schema(value_type = Option<Object>, example = json!({"version": "1.4.2"}))]
@@ -147,6 +147,7 @@ pub struct TriggerRequestBody {
     /// endpoint allows it); a bare UUID is a trigger id if we know one, else a pipeline id; a
     /// bare hex string is a revision.
     #[schema(
+        min_length = 1,
         max_length = 128,
         example = "trigger:0190b8c2-6c0e-7d4e-8a51-1f0e4c3b2a19"
     )]
