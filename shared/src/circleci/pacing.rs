@@ -6,7 +6,7 @@
 //! recomputed from the freshest state, so headers observed by responses in flight adjust
 //! the pace of requests already queued. Time is tokio's, so tests can pause it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -181,12 +181,32 @@ enum RateSource {
 /// seconds is then at most a third off).
 const RELIABLE_RESET: Duration = Duration::from_secs(3);
 
-/// An exact `remaining` and when it was seen.
+/// What we know, from our side, about when CircleCI counted one of our requests. Counts
+/// are of this token's requests since the bucket was created.
+#[derive(Debug, Clone, Copy)]
+struct Counting {
+    /// When the request was sent: CircleCI counted it no earlier.
+    sent_at: Instant,
+    /// How many of our requests CircleCI had certainly counted once it counted this one
+    /// (those answered before it was sent, and itself).
+    at_least: u64,
+    /// How many it may have counted by then (every request sent before its answer came).
+    at_most: u64,
+    /// Its sequence number.
+    seq: u64,
+    /// Answers seen (with a `remaining`) when it was sent.
+    answers_at_send: u64,
+    /// Our other requests in flight when its answer came.
+    others_in_flight: usize,
+}
+
+/// The start of a refill measurement: one answer's `remaining` and what it had counted.
 #[derive(Debug, Clone, Copy)]
 struct Anchor {
-    at: Instant,
+    sent_at: Instant,
+    answered_at: Instant,
     remaining: f64,
-    counted: u64,
+    at_most: u64,
 }
 
 /// Refill is measured over at least this long, so `remaining` being a whole number costs
@@ -201,11 +221,19 @@ struct Bucket {
     rate_source: RateSource,
     /// Sequence number of the next request sent with this token.
     next_seq: u64,
-    /// Sequence numbers of the requests sent and not yet answered.
-    in_flight: BTreeSet<u64>,
-    /// Answers that used quota (not 429s), for measuring the refill between exact answers.
+    /// Requests sent and not yet answered.
+    in_flight: usize,
+    /// Answers seen with a `remaining`, numbered in the order they came.
+    answers_seen: u64,
+    /// The latest-sent request answered so far: its sequence number and `answers_seen`
+    /// when it was sent.
+    latest_answered: Option<(u64, u64)>,
+    /// (number, remaining) of every answer that came after `latest_answered` was sent,
+    /// its own included: the request CircleCI counted last is one of them.
+    last_counted_candidates: VecDeque<(u64, f64)>,
+    /// Answers that used quota (not 429s), for measuring the refill between answers.
     counted: u64,
-    /// The last exact answer, the start of the next refill measurement.
+    /// The start of the next refill measurement.
     anchor: Option<Anchor>,
     refilled_at: Instant,
     blocked_until: Option<Instant>,
@@ -220,7 +248,10 @@ impl Bucket {
             per_second: defaults.per_second.clamp(MIN_RATE, MAX_RATE),
             rate_source: RateSource::Default,
             next_seq: 0,
-            in_flight: BTreeSet::new(),
+            in_flight: 0,
+            answers_seen: 0,
+            latest_answered: None,
+            last_counted_candidates: VecDeque::new(),
             counted: 0,
             anchor: None,
             refilled_at: now,
@@ -254,9 +285,9 @@ impl Bucket {
         for_token.max(for_block)
     }
 
-    /// `exact`: no other request was in flight while this one was; otherwise `uncounted`
-    /// of ours may not be reflected in `remaining` yet.
-    fn observe(&mut self, seen: &RateLimitHeaders, now: Instant, exact: bool, uncounted: u64) {
+    /// One answer's headers, with what we know of when its request was counted (`None`
+    /// when they carry no `remaining`).
+    fn observe(&mut self, seen: &RateLimitHeaders, now: Instant, counting: Option<Counting>) {
         if let Some(limit) = seen.limit.filter(|limit| *limit >= 1.0) {
             self.capacity = limit;
             self.tokens = self.tokens.min(limit);
@@ -284,31 +315,32 @@ impl Bucket {
             }
             _ => {}
         }
-        let Some(remaining) = seen.remaining else {
+        let (Some(remaining), Some(counting)) = (seen.remaining, counting) else {
             return;
         };
-        if !exact {
-            // Possibly stale: it may only lower our count.
-            let uncounted = u32::try_from(uncounted).unwrap_or(u32::MAX);
-            self.tokens = self.tokens.min(remaining - f64::from(uncounted));
-            return;
-        }
-        // Exact: take it, up or down.
-        self.tokens = remaining.min(self.capacity);
-        // Two exact answers at least a second apart measure the refill between them:
-        // at least (remaining now - (remaining then + 1) + quota used in between) / time.
-        // A bucket that was full for a while, or another client on the same token, only
-        // makes it lower, so it may raise our pace but never lowers it.
+        // A lower bound of what is left, so it is taken up or down: exact for an answer
+        // alone in flight, and while a burst queues, answers that overlapped others still
+        // reveal the quota refilling faster than the pace assumed so far.
+        self.tokens = self
+            .left_for_new_requests(remaining, &counting)
+            .min(self.capacity);
+        // Two answers at least a second apart measure the refill between them: at least
+        // (remaining now - (remaining then + 1) + quota used in between) over at most the
+        // time between them. Quota used counts only what was certainly counted after the
+        // first and up to this one, so requests in flight make the bound looser, never
+        // wrong. A bucket that was full for a while, or another client on the same token,
+        // only makes it lower, so it may raise our pace but never lowers it.
         let anchor = Anchor {
-            at: now,
+            sent_at: counting.sent_at,
+            answered_at: now,
             remaining,
-            counted: self.counted,
+            at_most: counting.at_most,
         };
         match self.anchor {
-            Some(then) if now.duration_since(then.at) < MIN_REFILL_BASELINE => {}
+            Some(then) if now.duration_since(then.answered_at) < MIN_REFILL_BASELINE => {}
             Some(then) => {
-                let used = (self.counted - then.counted) as f64;
-                let elapsed = now.duration_since(then.at).as_secs_f64();
+                let used = counting.at_least as f64 - then.at_most as f64;
+                let elapsed = now.duration_since(then.sent_at).as_secs_f64();
                 let refill = (remaining - (then.remaining + 1.0) + used) / elapsed;
                 if self.rate_source != RateSource::Stated && refill > self.per_second {
                     self.set_rate(refill);
@@ -316,6 +348,46 @@ impl Bucket {
                 self.anchor = Some(anchor);
             }
             None => self.anchor = Some(anchor),
+        }
+    }
+
+    /// What CircleCI has left for requests not sent yet, at least. Answers overtake each
+    /// other, so the one just received may not be the request CircleCI counted last; that
+    /// one is among the answers that came after the latest-sent answered request was sent
+    /// (whatever was answered before then was counted before it). So the least `remaining`
+    /// among them is left, less the requests still in flight, which may be counted later.
+    /// The refill since those answers only adds to it.
+    fn left_for_new_requests(&mut self, remaining: f64, counting: &Counting) -> f64 {
+        let number = self.answers_seen;
+        self.answers_seen += 1;
+        if self
+            .latest_answered
+            .is_none_or(|(latest, _)| counting.seq > latest)
+        {
+            self.latest_answered = Some((counting.seq, counting.answers_at_send));
+        }
+        let since = self.latest_answered.map_or(0, |(_, at_send)| at_send);
+        self.last_counted_candidates.push_back((number, remaining));
+        while self
+            .last_counted_candidates
+            .front()
+            .is_some_and(|(number, _)| *number < since)
+        {
+            self.last_counted_candidates.pop_front();
+        }
+        let least = self
+            .last_counted_candidates
+            .iter()
+            .map(|(_, remaining)| *remaining)
+            .fold(remaining, f64::min);
+        least - counting.others_in_flight as f64
+    }
+
+    /// A request that may have used quota without telling us what was left (no rate-limit
+    /// headers, or no answer at all): it may have been counted after every candidate.
+    fn counted_unseen(&mut self) {
+        for (_, remaining) in &mut self.last_counted_candidates {
+            *remaining -= 1.0;
         }
     }
 
@@ -369,8 +441,11 @@ pub struct Pacer {
 pub struct Turn {
     slot: Arc<Slot>,
     seq: u64,
-    /// No other request of this token was in flight when this one was sent.
-    alone_at_send: bool,
+    sent_at: Instant,
+    /// Answers that had used quota when this request was sent.
+    counted_at_send: u64,
+    /// Answers with a `remaining` seen when this request was sent.
+    answers_at_send: u64,
     answered: bool,
 }
 
@@ -385,14 +460,24 @@ impl Turn {
         if counted {
             bucket.counted += 1;
         }
-        let Some(seen) = seen else { return };
-        // Answers overtake each other, so CircleCI may have counted some of our requests
-        // only after this one: every request sent after it, and those sent before it still
-        // unanswered. An answer is exact only if its request was alone in flight throughout.
-        let sent_after = bucket.next_seq - self.seq - 1;
-        let unanswered_before = bucket.in_flight.range(..self.seq).count() as u64;
-        let alone_throughout = self.alone_at_send && sent_after == 0;
-        bucket.observe(seen, now, alone_throughout, sent_after + unanswered_before);
+        let Some(seen) = seen.filter(|seen| seen.remaining.is_some()) else {
+            if counted {
+                bucket.counted_unseen();
+            }
+            if let Some(seen) = seen {
+                bucket.observe(seen, now, None);
+            }
+            return;
+        };
+        let counting = Counting {
+            sent_at: self.sent_at,
+            at_least: self.counted_at_send + 1,
+            at_most: bucket.next_seq,
+            seq: self.seq,
+            answers_at_send: self.answers_at_send,
+            others_in_flight: bucket.in_flight.saturating_sub(1),
+        };
+        bucket.observe(seen, now, Some(counting));
     }
 
     /// This request was answered 429: hold the token for `retry_after` (or slow down).
@@ -413,11 +498,12 @@ impl std::fmt::Debug for Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let mut bucket = self.slot.bucket();
-        bucket.in_flight.remove(&self.seq);
+        bucket.in_flight = bucket.in_flight.saturating_sub(1);
         if !self.answered {
             // A request that may or may not have used quota: refill can no longer be
             // measured across it.
             bucket.anchor = None;
+            bucket.counted_unseen();
         }
     }
 }
@@ -469,13 +555,16 @@ impl Pacer {
                     bucket.tokens -= 1.0;
                     let seq = bucket.next_seq;
                     bucket.next_seq += 1;
-                    let alone_at_send = bucket.in_flight.is_empty();
-                    bucket.in_flight.insert(seq);
+                    let counted_at_send = bucket.counted;
+                    let answers_at_send = bucket.answers_seen;
+                    bucket.in_flight += 1;
                     drop(bucket);
                     return Ok(Turn {
                         slot: slot.clone(),
                         seq,
-                        alone_at_send,
+                        sent_at: now,
+                        counted_at_send,
+                        answers_at_send,
                         answered: false,
                     });
                 }
@@ -500,7 +589,7 @@ impl Pacer {
             blocked_for: bucket
                 .blocked_until
                 .map_or(Duration::ZERO, |until| until.saturating_duration_since(now)),
-            in_flight: bucket.in_flight.len(),
+            in_flight: bucket.in_flight,
         }
     }
 }
@@ -747,6 +836,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn answers_that_overtake_each_other_leave_the_least_remaining_of_them() {
+        let pacer = Pacer::new(RateDefaults {
+            burst: 10,
+            per_second: 0.001,
+        });
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut a = pacer.acquire("default", far).await.unwrap();
+        let mut b = pacer.acquire("default", far).await.unwrap();
+        let mut c = pacer.acquire("default", far).await.unwrap();
+        let left = |remaining| seen(10.0, remaining, Duration::from_secs(1));
+        // CircleCI counted c, then b, then a (9, 8, 7 left); the answers come b, a, c.
+        b.answered(true, Some(&left(8.0)));
+        drop(b);
+        let tokens = || pacer.state("default").tokens.round();
+        assert_eq!(tokens(), 6.0, "8 left, less a and c in flight");
+        a.answered(true, Some(&left(7.0)));
+        drop(a);
+        assert_eq!(tokens(), 6.0, "the least of b and a (7), less c");
+        c.answered(true, Some(&left(9.0)));
+        drop(c);
+        // c was sent last, but a and b answered after it was sent: any of the three may
+        // have been counted last, so only the least is sure.
+        assert_eq!(
+            tokens(),
+            7.0,
+            "an early count answered late does not raise it"
+        );
+        // A request alone in flight is exact, up or down.
+        let mut d = pacer.acquire("default", far).await.unwrap();
+        d.answered(true, Some(&left(9.0)));
+        drop(d);
+        assert_eq!(tokens(), 9.0);
+        // A request that may have used quota without saying so counts as used: counted
+        // g, e, f (9, 8, 7 left), f never answered.
+        let mut e = pacer.acquire("default", far).await.unwrap();
+        let f = pacer.acquire("default", far).await.unwrap();
+        let mut g = pacer.acquire("default", far).await.unwrap();
+        e.answered(true, Some(&left(8.0)));
+        drop(e);
+        assert_eq!(tokens(), 6.0, "8 left, less f and g in flight");
+        drop(f);
+        g.answered(true, Some(&left(9.0)));
+        drop(g);
+        assert_eq!(tokens(), 7.0, "f may have been counted after e");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn refill_is_measured_between_answers_that_were_alone_in_flight() {
         let pacer = Pacer::new(RateDefaults {
             burst: 10,
@@ -799,6 +935,91 @@ mod tests {
         // A higher short estimate is still a valid lower bound.
         answered(&pacer, seen(limit, 7.0, Duration::from_secs(1))).await;
         assert_eq!(pacer.state("default").per_second, 3.0);
+    }
+
+    /// CircleCI's side of a token, in paused time: a token bucket that counts a request
+    /// halfway through its round trip and answers with whole-second resets.
+    struct ModelServer {
+        capacity: f64,
+        per_second: f64,
+        tokens: f64,
+        refilled_at: Instant,
+        refused: u32,
+    }
+
+    impl ModelServer {
+        fn decide(&mut self) -> Option<RateLimitHeaders> {
+            let now = Instant::now();
+            let elapsed = (now - self.refilled_at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+            self.refilled_at = now;
+            if self.tokens < 1.0 {
+                self.refused += 1;
+                return None;
+            }
+            self.tokens -= 1.0;
+            let reset = ((self.capacity - self.tokens) / self.per_second).ceil();
+            Some(seen(
+                self.capacity,
+                self.tokens.floor(),
+                Duration::from_secs_f64(reset),
+            ))
+        }
+    }
+
+    /// `count` requests all queued at once, each taking `latency` on the wire, against a
+    /// server allowing `per_second` after a burst of 10, with the pacer assuming 10/s.
+    /// Returns when the last one was answered, and how many the server refused.
+    async fn concurrent_burst(count: usize, per_second: f64, latency: Duration) -> (Duration, u32) {
+        let pacer = Arc::new(Pacer::new(RateDefaults::default()));
+        let server = Arc::new(Mutex::new(ModelServer {
+            capacity: 10.0,
+            per_second,
+            tokens: 10.0,
+            refilled_at: Instant::now(),
+            refused: 0,
+        }));
+        let start = Instant::now();
+        let far = start + Duration::from_secs(3600);
+        let tasks: Vec<_> = (0..count)
+            .map(|_| {
+                let (pacer, server) = (pacer.clone(), server.clone());
+                tokio::spawn(async move {
+                    let mut turn = pacer.acquire("default", far).await.unwrap();
+                    tokio::time::sleep(latency / 2).await;
+                    let decided = server.lock().unwrap().decide();
+                    tokio::time::sleep(latency / 2).await;
+                    match decided {
+                        Some(seen) => turn.answered(true, Some(&seen)),
+                        None => turn.throttled(Some(Duration::from_secs(1))),
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let refused = server.lock().unwrap().refused;
+        (Instant::now() - start, refused)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refill_is_learnt_while_many_requests_are_in_flight() {
+        // 50/s with a burst of 10: the 490 requests beyond the burst need 9.8 s at best.
+        // With 40 ms round trips two or three requests are always in flight, so hardly any
+        // answer is alone, and whole-second resets never state a pace above 10/s. (Learning
+        // from lone answers only, this took 12.3 s; with 100 ms round trips, 49 s.)
+        let ideal = 490.0 / 50.0;
+        let (took, refused) = concurrent_burst(500, 50.0, Duration::from_millis(40)).await;
+        assert_eq!(refused, 0, "paced below the limit: no 429");
+        assert!(took.as_secs_f64() <= ideal * 1.03, "40 ms: {took:?}");
+        let (took, refused) = concurrent_burst(500, 50.0, Duration::from_millis(100)).await;
+        assert_eq!(refused, 0);
+        assert!(took.as_secs_f64() <= ideal * 1.10, "100 ms: {took:?}");
+        // A server slower than the assumed 10/s: one 429 halves the pace, no second one.
+        let (took, refused) = concurrent_burst(100, 5.0, Duration::from_millis(40)).await;
+        assert!(refused <= 1, "{refused} refused");
+        assert!(took.as_secs_f64() <= 90.0 / 5.0 * 1.05, "5/s: {took:?}");
     }
 
     #[tokio::test(start_paused = true)]
