@@ -455,19 +455,32 @@ fn statuses(by_status: &std::collections::BTreeMap<u16, usize>) -> String {
 
 fn burst_rows(rows: &mut Vec<Row>, scenario: &'static str, unit: &str, b: &BurstResult) {
     let within = 1.05;
-    rows.push(Row {
-        scenario,
-        metric: format!(
-            "wall time, {} {unit} at {} req/s (bucket {})",
-            b.schedules, b.rate_per_second, b.bucket
-        ),
-        measured: format!(
-            "{:.2} s (ideal {:.2} s, ×{:.3})",
-            b.wall_seconds, b.ideal_seconds, b.ratio_to_ideal
-        ),
-        target: format!("≤ {within} × ideal"),
-        met: Some(b.ratio_to_ideal <= within),
-    });
+    let metric = format!(
+        "wall time, {} {unit} at {} req/s (bucket {})",
+        b.schedules, b.rate_per_second, b.bucket
+    );
+    // A burst the bucket holds whole has no rate-limited part to compare with.
+    let row = if b.ratio_to_ideal.is_finite() {
+        Row {
+            scenario,
+            metric,
+            measured: format!(
+                "{:.2} s (ideal {:.2} s, ×{:.3})",
+                b.wall_seconds, b.ideal_seconds, b.ratio_to_ideal
+            ),
+            target: format!("≤ {within} × ideal"),
+            met: Some(b.ratio_to_ideal <= within),
+        }
+    } else {
+        Row {
+            scenario,
+            metric,
+            measured: format!("{:.2} s (within the bucket: no ideal)", b.wall_seconds),
+            target: "—".to_owned(),
+            met: None,
+        }
+    };
+    rows.push(row);
     rows.push(Row {
         scenario,
         metric: format!("{unit}: CircleCI requests per trigger / 429s received"),
