@@ -1,6 +1,7 @@
-//! Timing decorators for the two ports whose time is not ours: the store and the CircleCI
-//! client. Each implements the same trait as what it wraps and adds the time spent inside
-//! every call to a [`Meter`], so "our code" = end to end − store time − CircleCI time.
+//! Timing decorators for the two ports whose time is not ours: the store (a wrapper
+//! implementing the store traits) and the CircleCI client (an interceptor of
+//! `shared::circleci::intercept`). Each adds the time spent inside every call to a
+//! [`Meter`], so "our code" = end to end − store time − CircleCI time.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,18 +10,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use shared::circleci::{
-    CircleCi, CircleCiError, CreatedPipeline, Job, NewWebhook, Pipeline, PipelineQuery,
-    PipelineRequest, Project, Rerun, User, Webhook, WebhookUpdate, Workflow,
-};
-use shared::config::ProjectSlug;
+use shared::circleci::intercept::{Call, Forward, Intercepted, Interceptor};
+use shared::circleci::{CircleCi, CircleCiError};
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, Fingerprint,
     FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore, OwnerToken, Page,
     PageRequest, PauseFlag, ScheduleState, ScheduleStateStore, SharedStore, StoreResult, TriggerId,
     TriggerRecord, TriggerSource,
 };
-use uuid::Uuid;
 
 /// Calls made and time spent inside them (summed; the measured paths call one at a time).
 /// Also when the first call began and the last one ended (the span a burst's CircleCI
@@ -232,142 +229,23 @@ impl FlagStore for TimedStore {
     }
 }
 
-/// A CircleCI client that times every call to the client it wraps (the HTTP round trip and
-/// the simulator's handling are inside).
-pub struct TimedCircleCi {
-    inner: Arc<dyn CircleCi>,
-    meter: Arc<Meter>,
-}
+/// Times every call to the CircleCI client it wraps (the HTTP round trip and the
+/// simulator's handling are inside).
+pub struct TimedCircleCi(Arc<Meter>);
 
 impl TimedCircleCi {
     pub fn wrap(inner: Arc<dyn CircleCi>, meter: Arc<Meter>) -> Arc<dyn CircleCi> {
-        Arc::new(Self { inner, meter })
+        Arc::new(Intercepted::new(inner, Self(meter)))
     }
 }
 
 #[async_trait]
-impl CircleCi for TimedCircleCi {
-    async fn trigger_pipeline(
-        &self,
-        token: &str,
-        request: &PipelineRequest,
-    ) -> Result<CreatedPipeline, CircleCiError> {
-        self.meter
-            .time(self.inner.trigger_pipeline(token, request))
-            .await
-    }
-    async fn get_pipeline(
-        &self,
-        token: &str,
-        pipeline_id: Uuid,
-    ) -> Result<Pipeline, CircleCiError> {
-        self.meter
-            .time(self.inner.get_pipeline(token, pipeline_id))
-            .await
-    }
-    async fn list_pipeline_workflows(
-        &self,
-        token: &str,
-        pipeline_id: Uuid,
-    ) -> Result<Vec<Workflow>, CircleCiError> {
-        self.meter
-            .time(self.inner.list_pipeline_workflows(token, pipeline_id))
-            .await
-    }
-    async fn get_workflow(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-    ) -> Result<Workflow, CircleCiError> {
-        self.meter
-            .time(self.inner.get_workflow(token, workflow_id))
-            .await
-    }
-    async fn list_workflow_jobs(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-    ) -> Result<Vec<Job>, CircleCiError> {
-        self.meter
-            .time(self.inner.list_workflow_jobs(token, workflow_id))
-            .await
-    }
-    async fn rerun_workflow(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-        rerun: &Rerun,
-    ) -> Result<Uuid, CircleCiError> {
-        self.meter
-            .time(self.inner.rerun_workflow(token, workflow_id, rerun))
-            .await
-    }
-    async fn approve_job(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-        approval_request_id: Uuid,
-    ) -> Result<(), CircleCiError> {
-        self.meter
-            .time(
-                self.inner
-                    .approve_job(token, workflow_id, approval_request_id),
-            )
-            .await
-    }
-    async fn cancel_workflow(&self, token: &str, workflow_id: Uuid) -> Result<(), CircleCiError> {
-        self.meter
-            .time(self.inner.cancel_workflow(token, workflow_id))
-            .await
-    }
-    async fn get_project(
-        &self,
-        token: &str,
-        project: &ProjectSlug,
-    ) -> Result<Project, CircleCiError> {
-        self.meter
-            .time(self.inner.get_project(token, project))
-            .await
-    }
-    async fn list_project_pipelines(
-        &self,
-        token: &str,
-        project: &ProjectSlug,
-        query: &PipelineQuery,
-    ) -> Result<Vec<Pipeline>, CircleCiError> {
-        self.meter
-            .time(self.inner.list_project_pipelines(token, project, query))
-            .await
-    }
-    async fn me(&self, token: &str) -> Result<User, CircleCiError> {
-        self.meter.time(self.inner.me(token)).await
-    }
-    async fn create_webhook(
-        &self,
-        token: &str,
-        webhook: &NewWebhook,
-    ) -> Result<Webhook, CircleCiError> {
-        self.meter
-            .time(self.inner.create_webhook(token, webhook))
-            .await
-    }
-    async fn list_webhooks(
-        &self,
-        token: &str,
-        project_id: Uuid,
-    ) -> Result<Vec<Webhook>, CircleCiError> {
-        self.meter
-            .time(self.inner.list_webhooks(token, project_id))
-            .await
-    }
-    async fn update_webhook(
-        &self,
-        token: &str,
-        webhook_id: Uuid,
-        update: &WebhookUpdate,
-    ) -> Result<Webhook, CircleCiError> {
-        self.meter
-            .time(self.inner.update_webhook(token, webhook_id, update))
-            .await
+impl Interceptor for TimedCircleCi {
+    async fn around<'a, T: Send + 'a>(
+        &'a self,
+        _call: Call<'a>,
+        forward: Forward<'a, T>,
+    ) -> Result<T, CircleCiError> {
+        self.0.time(forward).await
     }
 }

@@ -24,6 +24,7 @@
 
 mod error;
 mod http;
+pub mod intercept;
 mod model;
 pub mod pacing;
 mod request;

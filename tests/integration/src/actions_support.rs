@@ -8,11 +8,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use circleci_sim::{RecordedRequest, Simulator};
 use shared::actions::{PipelineLedger, SendGuard};
-use shared::circleci::{
-    CircleCi, CircleCiError, CreatedPipeline, Job, NewWebhook, Pipeline, PipelineQuery,
-    PipelineRequest, Project, Rerun, User, Webhook, WebhookUpdate, Workflow,
-};
-use shared::config::ProjectSlug;
+use shared::circleci::intercept::{Call, Forward, Intercepted, Interceptor};
+use shared::circleci::{CircleCi, CircleCiError};
 use uuid::Uuid;
 
 /// The requests with side effects (every POST) among `requests`.
@@ -99,158 +96,43 @@ impl PipelineLedger for RecordedElsewhere {
     }
 }
 
-/// The real client, except that when armed, the next side-effecting call is sent (the
-/// simulator acts on it) and its answer is then reported as lost (`Ambiguous`), as a
+/// The real client, except that when armed, the next pipeline or workflow action is sent
+/// (the simulator acts on it) and its answer is then reported as lost (`Ambiguous`), as a
 /// connection reset after CircleCI processed the request would be.
-pub struct LosesAnswers {
-    inner: Arc<dyn CircleCi>,
+pub type LosesAnswers = Intercepted<LoseNextAnswer>;
+
+/// The [`Interceptor`] of [`LosesAnswers`].
+#[derive(Default)]
+pub struct LoseNextAnswer {
     armed: AtomicBool,
 }
 
-impl LosesAnswers {
-    pub fn new(inner: Arc<dyn CircleCi>) -> Self {
-        Self {
-            inner,
-            armed: AtomicBool::new(false),
-        }
+impl LoseNextAnswer {
+    pub fn client(inner: Arc<dyn CircleCi>) -> LosesAnswers {
+        Intercepted::new(inner, Self::default())
     }
 
-    pub fn lose_next_answer(&self) {
+    pub fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
-    }
-
-    fn lost<T>(
-        &self,
-        operation: &'static str,
-        result: Result<T, CircleCiError>,
-    ) -> Result<T, CircleCiError> {
-        match result {
-            Ok(_) if self.armed.swap(false, Ordering::SeqCst) => Err(CircleCiError::Ambiguous {
-                operation,
-                status: None,
-                reason: "the connection was reset after the request was sent (test)".into(),
-            }),
-            other => other,
-        }
     }
 }
 
 #[async_trait]
-impl CircleCi for LosesAnswers {
-    async fn trigger_pipeline(
-        &self,
-        token: &str,
-        request: &PipelineRequest,
-    ) -> Result<CreatedPipeline, CircleCiError> {
-        let result = self.inner.trigger_pipeline(token, request).await;
-        self.lost("trigger pipeline", result)
-    }
-
-    async fn get_pipeline(
-        &self,
-        token: &str,
-        pipeline_id: Uuid,
-    ) -> Result<Pipeline, CircleCiError> {
-        self.inner.get_pipeline(token, pipeline_id).await
-    }
-
-    async fn list_pipeline_workflows(
-        &self,
-        token: &str,
-        pipeline_id: Uuid,
-    ) -> Result<Vec<Workflow>, CircleCiError> {
-        self.inner.list_pipeline_workflows(token, pipeline_id).await
-    }
-
-    async fn get_workflow(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-    ) -> Result<Workflow, CircleCiError> {
-        self.inner.get_workflow(token, workflow_id).await
-    }
-
-    async fn list_workflow_jobs(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-    ) -> Result<Vec<Job>, CircleCiError> {
-        self.inner.list_workflow_jobs(token, workflow_id).await
-    }
-
-    async fn rerun_workflow(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-        rerun: &Rerun,
-    ) -> Result<Uuid, CircleCiError> {
-        let result = self.inner.rerun_workflow(token, workflow_id, rerun).await;
-        self.lost("rerun workflow", result)
-    }
-
-    async fn approve_job(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-        approval_request_id: Uuid,
-    ) -> Result<(), CircleCiError> {
-        let result = self
-            .inner
-            .approve_job(token, workflow_id, approval_request_id)
-            .await;
-        self.lost("approve job", result)
-    }
-
-    async fn cancel_workflow(&self, token: &str, workflow_id: Uuid) -> Result<(), CircleCiError> {
-        let result = self.inner.cancel_workflow(token, workflow_id).await;
-        self.lost("cancel workflow", result)
-    }
-
-    async fn get_project(
-        &self,
-        token: &str,
-        project: &ProjectSlug,
-    ) -> Result<Project, CircleCiError> {
-        self.inner.get_project(token, project).await
-    }
-
-    async fn list_project_pipelines(
-        &self,
-        token: &str,
-        project: &ProjectSlug,
-        query: &PipelineQuery,
-    ) -> Result<Vec<Pipeline>, CircleCiError> {
-        self.inner
-            .list_project_pipelines(token, project, query)
-            .await
-    }
-
-    async fn me(&self, token: &str) -> Result<User, CircleCiError> {
-        self.inner.me(token).await
-    }
-
-    async fn create_webhook(
-        &self,
-        token: &str,
-        webhook: &NewWebhook,
-    ) -> Result<Webhook, CircleCiError> {
-        self.inner.create_webhook(token, webhook).await
-    }
-
-    async fn list_webhooks(
-        &self,
-        token: &str,
-        project_id: Uuid,
-    ) -> Result<Vec<Webhook>, CircleCiError> {
-        self.inner.list_webhooks(token, project_id).await
-    }
-
-    async fn update_webhook(
-        &self,
-        token: &str,
-        webhook_id: Uuid,
-        update: &WebhookUpdate,
-    ) -> Result<Webhook, CircleCiError> {
-        self.inner.update_webhook(token, webhook_id, update).await
+impl Interceptor for LoseNextAnswer {
+    async fn around<'a, T: Send + 'a>(
+        &'a self,
+        call: Call<'a>,
+        forward: Forward<'a, T>,
+    ) -> Result<T, CircleCiError> {
+        match forward.await {
+            Ok(_) if call.is_trigger_action() && self.armed.swap(false, Ordering::SeqCst) => {
+                Err(CircleCiError::Ambiguous {
+                    operation: call.operation(),
+                    status: None,
+                    reason: "the connection was reset after the request was sent (test)".into(),
+                })
+            }
+            other => other,
+        }
     }
 }

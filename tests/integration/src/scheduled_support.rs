@@ -9,13 +9,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use circleci_sim::{PipelineView, ProjectSpec, SimOptions, Simulator};
 use shared::actions::Actions;
-use shared::circleci::{
-    CircleCi, CircleCiError, ClientOptions, CreatedPipeline, Job, NewWebhook, Pipeline,
-    PipelineQuery, PipelineRequest, Project, RateDefaults, Rerun, User, Webhook, WebhookUpdate,
-    Workflow,
-};
+use shared::circleci::intercept::{Call, Forward, Intercepted, Interceptor};
+use shared::circleci::{CircleCi, CircleCiError, ClientOptions, RateDefaults};
 use shared::clock::{Clock, ManualClock};
-use shared::config::{ProjectSlug, TriggersFile};
+use shared::config::TriggersFile;
 use shared::engine::{Engine, EngineSettings};
 use shared::scheduler::{Scheduler, TickReport};
 use shared::store::{
@@ -23,7 +20,6 @@ use shared::store::{
     TriggerStatus,
 };
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use crate::circleci_client::{TokenFile, client_for, test_options};
 use crate::moto::{sdk_config, unique_name};
@@ -333,120 +329,28 @@ impl HangControl {
     /// The wrapper to give [`HarnessBuilder::wrap_client`].
     pub fn wrap(self: &Arc<Self>) -> Wrap {
         let control = Arc::clone(self);
-        Box::new(move |inner| Arc::new(HangsAfterSending { inner, control }))
+        Box::new(move |inner| Arc::new(Intercepted::new(inner, HangsAfterSending(control))))
     }
 }
 
-struct HangsAfterSending {
-    inner: Arc<dyn CircleCi>,
-    control: Arc<HangControl>,
-}
+struct HangsAfterSending(Arc<HangControl>);
 
 #[async_trait]
-impl CircleCi for HangsAfterSending {
-    async fn trigger_pipeline(
-        &self,
-        token: &str,
-        request: &PipelineRequest,
-    ) -> Result<CreatedPipeline, CircleCiError> {
-        let result = self.inner.trigger_pipeline(token, request).await;
-        let hang = self.control.project.lock().unwrap().as_deref()
-            == Some(request.project.canonical().as_str());
-        if hang {
-            self.control.sent.notify_one();
-            std::future::pending::<()>().await;
+impl Interceptor for HangsAfterSending {
+    async fn around<'a, T: Send + 'a>(
+        &'a self,
+        call: Call<'a>,
+        forward: Forward<'a, T>,
+    ) -> Result<T, CircleCiError> {
+        let result = forward.await;
+        if let Call::TriggerPipeline(request) = call {
+            let hang = self.0.project.lock().unwrap().as_deref()
+                == Some(request.project.canonical().as_str());
+            if hang {
+                self.0.sent.notify_one();
+                std::future::pending::<()>().await;
+            }
         }
         result
-    }
-    async fn get_pipeline(&self, token: &str, id: Uuid) -> Result<Pipeline, CircleCiError> {
-        self.inner.get_pipeline(token, id).await
-    }
-
-    async fn list_pipeline_workflows(
-        &self,
-        token: &str,
-        id: Uuid,
-    ) -> Result<Vec<Workflow>, CircleCiError> {
-        self.inner.list_pipeline_workflows(token, id).await
-    }
-
-    async fn get_workflow(&self, token: &str, id: Uuid) -> Result<Workflow, CircleCiError> {
-        self.inner.get_workflow(token, id).await
-    }
-
-    async fn list_workflow_jobs(&self, token: &str, id: Uuid) -> Result<Vec<Job>, CircleCiError> {
-        self.inner.list_workflow_jobs(token, id).await
-    }
-
-    async fn rerun_workflow(
-        &self,
-        token: &str,
-        id: Uuid,
-        rerun: &Rerun,
-    ) -> Result<Uuid, CircleCiError> {
-        self.inner.rerun_workflow(token, id, rerun).await
-    }
-
-    async fn approve_job(
-        &self,
-        token: &str,
-        workflow_id: Uuid,
-        approval_request_id: Uuid,
-    ) -> Result<(), CircleCiError> {
-        self.inner
-            .approve_job(token, workflow_id, approval_request_id)
-            .await
-    }
-
-    async fn cancel_workflow(&self, token: &str, id: Uuid) -> Result<(), CircleCiError> {
-        self.inner.cancel_workflow(token, id).await
-    }
-
-    async fn get_project(
-        &self,
-        token: &str,
-        project: &ProjectSlug,
-    ) -> Result<Project, CircleCiError> {
-        self.inner.get_project(token, project).await
-    }
-
-    async fn list_project_pipelines(
-        &self,
-        token: &str,
-        project: &ProjectSlug,
-        query: &PipelineQuery,
-    ) -> Result<Vec<Pipeline>, CircleCiError> {
-        self.inner
-            .list_project_pipelines(token, project, query)
-            .await
-    }
-
-    async fn me(&self, token: &str) -> Result<User, CircleCiError> {
-        self.inner.me(token).await
-    }
-
-    async fn create_webhook(
-        &self,
-        token: &str,
-        webhook: &NewWebhook,
-    ) -> Result<Webhook, CircleCiError> {
-        self.inner.create_webhook(token, webhook).await
-    }
-
-    async fn list_webhooks(
-        &self,
-        token: &str,
-        project_id: Uuid,
-    ) -> Result<Vec<Webhook>, CircleCiError> {
-        self.inner.list_webhooks(token, project_id).await
-    }
-
-    async fn update_webhook(
-        &self,
-        token: &str,
-        webhook_id: Uuid,
-        update: &WebhookUpdate,
-    ) -> Result<Webhook, CircleCiError> {
-        self.inner.update_webhook(token, webhook_id, update).await
     }
 }

@@ -13,7 +13,9 @@ use circleci_sim::{
     Faults, JobSpec, JobStatus as SimJobStatus, ParameterSpec, ProjectSpec, Simulator, When,
     WorkflowSpec, WorkflowStatus as SimWorkflowStatus,
 };
-use integration_tests::actions_support::{LosesAnswers, RecordedElsewhere, RecordingGuard, posts};
+use integration_tests::actions_support::{
+    LoseNextAnswer, LosesAnswers, RecordedElsewhere, RecordingGuard, posts,
+};
 use integration_tests::circleci_client::{
     TokenFile, assert_recorded_bodies_conform, client_for, test_options,
 };
@@ -96,7 +98,7 @@ async fn fixture() -> Fixture {
         ..test_options()
     };
     let client = client_for(&sim, tokens.secrets(), options).unwrap();
-    let circleci = Arc::new(LosesAnswers::new(Arc::new(client)));
+    let circleci = Arc::new(LoseNextAnswer::client(Arc::new(client)));
     let actions = Actions::new(circleci.clone());
     Fixture {
         sim,
@@ -775,7 +777,7 @@ async fn ambiguous_approve_rerun_and_cancel_are_read_back_and_never_resent() {
 
     // The approval happened and its answer was lost: the read-back shows it.
     fx.sim.set_faults(Faults::default());
-    fx.circleci.lose_next_answer();
+    fx.circleci.interceptor().arm();
     let outcome = fx.actions.perform(&action, &NoGuard).await.unwrap();
     assert!(
         matches!(outcome, ActionOutcome::Approved { read_back: true, pipeline_id, .. } if pipeline_id == held),
@@ -788,7 +790,7 @@ async fn ambiguous_approve_rerun_and_cancel_are_read_back_and_never_resent() {
 
     // A lost rerun answer: the one new attempt of the workflow is the rerun.
     fx.sim.clear_requests();
-    fx.circleci.lose_next_answer();
+    fx.circleci.interceptor().arm();
     let rerun = Action::Rerun {
         target: target(FLAKY, Some("main")),
         rerun: RerunSpec::FromFailed,
@@ -813,7 +815,7 @@ async fn ambiguous_approve_rerun_and_cancel_are_read_back_and_never_resent() {
 
     // A lost cancel answer: the workflow reads back canceled.
     let running = create(&fx, &deploy).await;
-    fx.circleci.lose_next_answer();
+    fx.circleci.interceptor().arm();
     let cancel = Action::Cancel {
         target: deploy,
         select: WorkflowSelector::Pipeline(running),
