@@ -65,10 +65,11 @@ impl TriggersFile {
 
 /// Parses and validates the triggers file given as text; `file_name` is used in errors.
 pub fn parse_str(source: &str, file_name: &str) -> Result<TriggersFile, ConfigError> {
-    let map = SourceMap::new(source);
+    // The source map (a second, span-keeping parse) is only built to locate an error.
     let parsed: TriggersFile = match toml::from_str(source) {
         Ok(parsed) => parsed,
         Err(error) => {
+            let map = SourceMap::new(source);
             let offset = error.span().map_or(0, |span| span.start);
             let (line, column) = map.line_col(offset);
             let field = map.path_at(offset).to_string();
@@ -86,6 +87,7 @@ pub fn parse_str(source: &str, file_name: &str) -> Result<TriggersFile, ConfigEr
     if problems.is_empty() {
         Ok(parsed)
     } else {
+        let map = SourceMap::new(source);
         Err(ConfigError::Invalid(problems.into_issues(file_name, &map)))
     }
 }
