@@ -285,9 +285,8 @@ impl Bucket {
         for_token.max(for_block)
     }
 
-    /// One answer's headers, with what we know of when its request was counted (`None`
-    /// when they carry no `remaining`).
-    fn observe(&mut self, seen: &RateLimitHeaders, now: Instant, counting: Option<Counting>) {
+    /// What one answer's headers say about the token's capacity and pace.
+    fn observe_limits(&mut self, seen: &RateLimitHeaders) {
         if let Some(limit) = seen.limit.filter(|limit| *limit >= 1.0) {
             self.capacity = limit;
             self.tokens = self.tokens.min(limit);
@@ -315,9 +314,10 @@ impl Bucket {
             }
             _ => {}
         }
-        let (Some(remaining), Some(counting)) = (seen.remaining, counting) else {
-            return;
-        };
+    }
+
+    /// One answer's `remaining`, with what we know of when its request was counted.
+    fn observe_remaining(&mut self, remaining: f64, now: Instant, counting: Counting) {
         // A lower bound of what is left, so it is taken up or down: exact for an answer
         // alone in flight, and while a burst queues, answers that overlapped others still
         // reveal the quota refilling faster than the pace assumed so far.
@@ -460,24 +460,24 @@ impl Turn {
         if counted {
             bucket.counted += 1;
         }
-        let Some(seen) = seen.filter(|seen| seen.remaining.is_some()) else {
-            if counted {
-                bucket.counted_unseen();
+        if let Some(seen) = seen {
+            bucket.observe_limits(seen);
+        }
+        match seen.and_then(|seen| seen.remaining) {
+            Some(remaining) => {
+                let counting = Counting {
+                    sent_at: self.sent_at,
+                    at_least: self.counted_at_send + 1,
+                    at_most: bucket.next_seq,
+                    seq: self.seq,
+                    answers_at_send: self.answers_at_send,
+                    others_in_flight: bucket.in_flight.saturating_sub(1),
+                };
+                bucket.observe_remaining(remaining, now, counting);
             }
-            if let Some(seen) = seen {
-                bucket.observe(seen, now, None);
-            }
-            return;
-        };
-        let counting = Counting {
-            sent_at: self.sent_at,
-            at_least: self.counted_at_send + 1,
-            at_most: bucket.next_seq,
-            seq: self.seq,
-            answers_at_send: self.answers_at_send,
-            others_in_flight: bucket.in_flight.saturating_sub(1),
-        };
-        bucket.observe(seen, now, Some(counting));
+            None if counted => bucket.counted_unseen(),
+            None => {}
+        }
     }
 
     /// This request was answered 429: hold the token for `retry_after` (or slow down).
