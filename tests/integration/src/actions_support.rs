@@ -124,15 +124,16 @@ impl Interceptor for LoseNextAnswer {
         call: Call<'a>,
         forward: Forward<'a, T>,
     ) -> Result<T, CircleCiError> {
-        match forward.await {
-            Ok(_) if call.is_trigger_action() && self.armed.swap(false, Ordering::SeqCst) => {
+        let result = forward.await;
+        match call.trigger_action() {
+            Some(operation) if result.is_ok() && self.armed.swap(false, Ordering::SeqCst) => {
                 Err(CircleCiError::Ambiguous {
-                    operation: call.operation(),
+                    operation,
                     status: None,
                     reason: "the connection was reset after the request was sent (test)".into(),
                 })
             }
-            other => other,
+            _ => result,
         }
     }
 }
