@@ -31,7 +31,8 @@ pub struct BurstResult {
     pub wall_seconds: f64,
     /// Requests beyond the bucket divided by the rate: no client can do better.
     pub ideal_seconds: f64,
-    pub ratio_to_ideal: f64,
+    /// `None` when the bucket holds the whole burst (nothing to compare with).
+    pub ratio_to_ideal: Option<f64>,
     pub requests: u64,
     pub requests_per_trigger: f64,
     pub rate_limited_429: u64,
@@ -94,7 +95,7 @@ pub async fn run(count: usize, rate: f64, bucket: u32) -> anyhow::Result<BurstRe
         bucket,
         wall_seconds: wall,
         ideal_seconds: ideal,
-        ratio_to_ideal: if ideal > 0.0 { wall / ideal } else { f64::NAN },
+        ratio_to_ideal: (ideal > 0.0).then(|| wall / ideal),
         requests,
         requests_per_trigger: successful as f64 / count.max(1) as f64,
         rate_limited_429: counters.rate_limited,
@@ -212,7 +213,7 @@ pub async fn run_endpoints(
         bucket,
         wall_seconds: wall,
         ideal_seconds: ideal,
-        ratio_to_ideal: if ideal > 0.0 { wall / ideal } else { f64::NAN },
+        ratio_to_ideal: (ideal > 0.0).then(|| wall / ideal),
         requests,
         requests_per_trigger: successful as f64 / count.max(1) as f64,
         rate_limited_429: counters.rate_limited,

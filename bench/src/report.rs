@@ -460,25 +460,24 @@ fn burst_rows(rows: &mut Vec<Row>, scenario: &'static str, unit: &str, b: &Burst
         b.schedules, b.rate_per_second, b.bucket
     );
     // A burst the bucket holds whole has no rate-limited part to compare with.
-    let row = if b.ratio_to_ideal.is_finite() {
-        Row {
+    let row = match b.ratio_to_ideal {
+        Some(ratio) => Row {
             scenario,
             metric,
             measured: format!(
-                "{:.2} s (ideal {:.2} s, ×{:.3})",
-                b.wall_seconds, b.ideal_seconds, b.ratio_to_ideal
+                "{:.2} s (ideal {:.2} s, ×{ratio:.3})",
+                b.wall_seconds, b.ideal_seconds
             ),
             target: format!("≤ {within} × ideal"),
-            met: Some(b.ratio_to_ideal <= within),
-        }
-    } else {
-        Row {
+            met: Some(ratio <= within),
+        },
+        None => Row {
             scenario,
             metric,
             measured: format!("{:.2} s (within the bucket: no ideal)", b.wall_seconds),
             target: "—".to_owned(),
             met: None,
-        }
+        },
     };
     rows.push(row);
     rows.push(Row {
