@@ -15,8 +15,8 @@ use shared::circleci::{CircleCi, CircleCiError};
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, Fingerprint,
     FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore, OwnerToken, Page,
-    PageRequest, PauseFlag, ScheduleState, ScheduleStateStore, SharedStore, StoreResult, TriggerId,
-    TriggerRecord, TriggerSource,
+    PageRequest, PauseFlag, PauseScope, ScheduleState, ScheduleStateStore, SharedStore,
+    StoreResult, TriggerId, TriggerRecord, TriggerSource,
 };
 
 /// Calls made and time spent inside them (summed; the measured paths call one at a time).
@@ -210,7 +210,7 @@ impl JoinStore for TimedStore {
 impl FlagStore for TimedStore {
     async fn pause(
         &self,
-        scope: &str,
+        scope: &PauseScope,
         reason: Option<&str>,
         paused_by: Option<&str>,
     ) -> StoreResult<PauseFlag> {
@@ -218,10 +218,10 @@ impl FlagStore for TimedStore {
             .time(self.inner.pause(scope, reason, paused_by))
             .await
     }
-    async fn resume(&self, scope: &str) -> StoreResult<bool> {
+    async fn resume(&self, scope: &PauseScope) -> StoreResult<bool> {
         self.meter.time(self.inner.resume(scope)).await
     }
-    async fn pause_flag(&self, scope: &str) -> StoreResult<Option<PauseFlag>> {
+    async fn pause_flag(&self, scope: &PauseScope) -> StoreResult<Option<PauseFlag>> {
         self.meter.time(self.inner.pause_flag(scope)).await
     }
     async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>> {

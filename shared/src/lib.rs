@@ -21,6 +21,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod triggers;
 pub mod webhook;
 pub mod wiring;
 

@@ -146,7 +146,7 @@ async fn trigger_applies_the_endpoint_contract_and_records_a_cli_trigger() {
         [TriggerStatus::Rejected, TriggerStatus::Triggered],
         "newest first"
     );
-    assert!(records[1].detail["operator"].is_string());
+    assert!(records[1].detail.operator.is_some());
 }
 
 #[test]

@@ -70,8 +70,14 @@ async fn the_scheduler_input_ticks_at_its_scheduled_time_once() {
     assert_eq!(h.sim.pipelines().len(), 1);
     let history = h.history("nightly").await;
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].detail["slot"], "2026-11-28T02:00:00Z");
-    assert_eq!(history[0].detail["slot_local"], "2026-11-28 03:00:00");
+    assert_eq!(
+        history[0].detail.slot.as_deref(),
+        Some("2026-11-28T02:00:00Z")
+    );
+    assert_eq!(
+        history[0].detail.slot_local.as_deref(),
+        Some("2026-11-28 03:00:00")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +93,7 @@ async fn a_manual_run_is_answered_without_the_tick_metric() {
     assert_eq!(answer["metrics"], json!([]));
     assert_eq!(answer["report"]["schedules"][0]["fired"], 1);
     assert_eq!(h.sim.pipelines().len(), 1);
-    assert_eq!(h.history("nightly").await[0].detail["manual"], true);
+    assert!(h.history("nightly").await[0].detail.manual);
 }
 
 /// Inputs that can never succeed are answered `Ok` (an error would only make Lambda retry

@@ -24,6 +24,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use crate::action::ActionFields;
 use crate::error::Problems;
 use crate::path::FieldPath;
 use crate::rules;
@@ -307,8 +308,7 @@ pub struct ChainAction {
     /// Approve: the approval job's name.
     pub job: Option<String>,
     /// Rerun: these jobs (by name).
-    #[serde(default)]
-    pub jobs: Vec<String>,
+    pub jobs: Option<Vec<String>>,
     /// Rerun: from the failed jobs.
     pub from_failed: Option<bool>,
     /// Approve/rerun/cancel: how the existing workflow is found.
@@ -808,7 +808,18 @@ fn literal_of(text: &Option<String>) -> Option<String> {
 }
 
 impl ChainAction {
+    /// The action fields as written, for [`ActionFields::read`].
+    pub fn action_fields(&self) -> ActionFields<'_> {
+        ActionFields {
+            action: self.action,
+            job: self.job.as_deref(),
+            jobs: self.jobs.as_deref(),
+            from_failed: self.from_failed,
+        }
+    }
+
     fn validate(&self, path: &FieldPath, upstream: &UpstreamFacts, problems: &mut Problems) {
+        self.action_fields().read(path, problems);
         let kind = self.action.as_str();
         let not_for = |problems: &mut Problems, field: &str, only: &str| {
             problems.add(
@@ -819,19 +830,12 @@ impl ChainAction {
         match self.action {
             ActionKind::Pipeline => {
                 self.validate_pipeline(path, upstream, problems);
-                for (field, set) in [
-                    ("job", self.job.is_some()),
-                    ("jobs", !self.jobs.is_empty()),
-                    ("from_failed", self.from_failed.is_some()),
-                    ("select", self.select.is_some()),
-                ] {
-                    if set {
-                        not_for(
-                            problems,
-                            field,
-                            "it selects an existing workflow for approve, rerun or cancel",
-                        );
-                    }
+                if self.select.is_some() {
+                    not_for(
+                        problems,
+                        "select",
+                        "it selects an existing workflow for approve, rerun or cancel",
+                    );
                 }
             }
             ActionKind::Approve | ActionKind::Rerun | ActionKind::Cancel => {
@@ -959,16 +963,6 @@ impl ChainAction {
                 }
             }
         }
-        rules::action_job_fields(
-            self.action,
-            &rules::JobFields {
-                job: self.job.as_deref(),
-                jobs: &self.jobs,
-                from_failed: self.from_failed,
-            },
-            path,
-            problems,
-        );
     }
 }
 

@@ -34,6 +34,7 @@ use std::time::Duration;
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
+use crate::action::ActionFields;
 use crate::chain::NamePattern;
 use crate::circleci::CircleCiSettings;
 use crate::error::Problems;
@@ -71,8 +72,7 @@ pub struct EndpointSpec {
     /// Approve: the approval job's name.
     pub job: Option<String>,
     /// Rerun: these jobs (by name).
-    #[serde(default)]
-    pub jobs: Vec<String>,
+    pub jobs: Option<Vec<String>>,
     /// Rerun: from the failed jobs.
     pub from_failed: Option<bool>,
     /// Approve/rerun/cancel: how the workflow is found when the caller names none.
@@ -469,6 +469,16 @@ fn description(text: &Option<String>, path: &FieldPath, problems: &mut Problems)
 
 /// A job name as written in config.yml.
 impl EndpointSpec {
+    /// The action fields as written, for [`ActionFields::read`].
+    pub fn action_fields(&self) -> ActionFields<'_> {
+        ActionFields {
+            action: self.action,
+            job: self.job.as_deref(),
+            jobs: self.jobs.as_deref(),
+            from_failed: self.from_failed,
+        }
+    }
+
     fn validate(&self, path: &FieldPath, settings: &CircleCiSettings, problems: &mut Problems) {
         endpoint_name(&self.name, &path.key("name"), problems);
         description(&self.description, &path.key("description"), problems);
@@ -531,31 +541,9 @@ impl EndpointSpec {
                 ),
             );
         };
-        match self.action {
-            ActionKind::Pipeline => {
-                for (field, set) in [
-                    ("job", self.job.is_some()),
-                    ("jobs", !self.jobs.is_empty()),
-                    ("from_failed", self.from_failed.is_some()),
-                    ("select", self.select != EndpointSelect::default()),
-                ] {
-                    if set {
-                        not_for(problems, field, "it acts on an existing workflow");
-                    }
-                }
-            }
-            ActionKind::Approve | ActionKind::Rerun | ActionKind::Cancel => {
-                rules::action_job_fields(
-                    self.action,
-                    &rules::JobFields {
-                        job: self.job.as_deref(),
-                        jobs: &self.jobs,
-                        from_failed: self.from_failed,
-                    },
-                    path,
-                    problems,
-                );
-            }
+        self.action_fields().read(path, problems);
+        if self.action == ActionKind::Pipeline && self.select != EndpointSelect::default() {
+            not_for(problems, "select", "it acts on an existing workflow");
         }
         if self.select == EndpointSelect::Latest
             && self.target.branch.is_none()

@@ -73,6 +73,21 @@ impl Problems {
         self.found.is_empty()
     }
 
+    /// Each problem as `field: message` (or the message alone at the root).
+    pub fn messages(&self) -> Vec<String> {
+        self.found
+            .iter()
+            .map(|(path, message)| {
+                let field = path.to_string();
+                if field.is_empty() {
+                    message.clone()
+                } else {
+                    format!("{field}: {message}")
+                }
+            })
+            .collect()
+    }
+
     pub(crate) fn into_issues(self, file: &str, map: &SourceMap<'_>) -> Vec<ConfigIssue> {
         self.found
             .into_iter()

@@ -7,6 +7,7 @@
 // Library code never unwraps: input errors are typed errors (tests may unwrap).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod action;
 pub mod build;
 pub mod chain;
 pub mod circleci;
@@ -25,6 +26,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use action::{ActionFields, ActionSpec, RerunJobs};
 pub use circleci::CircleCiSettings;
 pub use error::{ConfigError, ConfigIssue, Problems};
 pub use history::HistorySettings;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use crate::action::ActionFields;
 use crate::cron::{CronError, CronExpr};
 use crate::error::Problems;
 use crate::path::FieldPath;
@@ -346,39 +347,26 @@ impl ScheduleSpec {
         }
     }
 
+    /// The action fields as written, for [`ActionFields::read`].
+    pub fn action_fields(&self) -> ActionFields<'_> {
+        ActionFields {
+            action: self.action,
+            job: self.job.as_deref(),
+            jobs: self.jobs.as_deref(),
+            from_failed: self.from_failed,
+        }
+    }
+
     fn validate_action(&self, path: &FieldPath, problems: &mut Problems) {
+        self.action_fields().read(path, problems);
         let action = self.action.as_str();
-        let mut not_for_action = |field: &str, present: bool, use_with: &str| {
-            if present {
+        if self.action == ActionKind::Pipeline {
+            if self.select.is_some() {
                 problems.add(
-                    &path.key(field),
-                    format!("not used with action = \"{action}\" (only with {use_with})"),
+                    &path.key("select"),
+                    format!("`select` does not apply to action = \"{action}\" (it selects an existing workflow for approve, rerun or cancel)"),
                 );
             }
-        };
-        let (job_ok, jobs_ok, from_failed_ok) = match self.action {
-            ActionKind::Pipeline => (false, false, false),
-            ActionKind::Approve => (true, false, false),
-            ActionKind::Rerun => (false, true, true),
-            ActionKind::Cancel => (false, false, false),
-        };
-        not_for_action("job", !job_ok && self.job.is_some(), "action = \"approve\"");
-        not_for_action(
-            "jobs",
-            !jobs_ok && self.jobs.is_some(),
-            "action = \"rerun\"",
-        );
-        not_for_action(
-            "from_failed",
-            !from_failed_ok && self.from_failed.is_some(),
-            "action = \"rerun\"",
-        );
-        not_for_action(
-            "select",
-            self.action == ActionKind::Pipeline && self.select.is_some(),
-            "approve, rerun or cancel",
-        );
-        if self.action == ActionKind::Pipeline {
             return;
         }
         match self.select {
@@ -391,39 +379,6 @@ impl ScheduleSpec {
                 path,
                 format!("action = \"{action}\" needs `select = \"latest\"` (the newest pipeline of the target's branch)"),
             ),
-        }
-        if self.action == ActionKind::Approve {
-            match &self.job {
-                None => problems.add(
-                    path,
-                    "action = \"approve\" needs `job` (the approval job's name)",
-                ),
-                Some(job) if job.trim().is_empty() => {
-                    problems.add(&path.key("job"), "must not be empty");
-                }
-                Some(_) => {}
-            }
-        }
-        if self.action == ActionKind::Rerun
-            && let Some(jobs) = &self.jobs
-        {
-            if jobs.is_empty() {
-                problems.add(
-                    &path.key("jobs"),
-                    "needs at least one job name (or leave it out to rerun the whole workflow)",
-                );
-            }
-            for (index, job) in jobs.iter().enumerate() {
-                if job.trim().is_empty() {
-                    problems.add(&path.key("jobs").index(index), "must not be empty");
-                }
-            }
-            if self.from_failed == Some(true) {
-                problems.add(
-                    &path.key("from_failed"),
-                    "set either `from_failed = true` or `jobs`, not both",
-                );
-            }
         }
     }
 

@@ -27,7 +27,7 @@ pub struct GitRefSpec {
 }
 
 /// What to act on: a project and a ref, plus how to start a pipeline there.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     pub project: String,

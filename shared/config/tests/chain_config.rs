@@ -393,11 +393,17 @@ fn action_errors_by_kind() {
         "then[0].parameters",
         "only a new pipeline",
     );
-    single_issue(
+    // Neither `jobs` nor `from_failed`: the whole workflow; an empty list is a mistake.
+    parse_str(
         &rule("action = \"rerun\"\nproject = \"gh/x/y\"\nselect = \"origin\""),
-        4,
-        "then[0]",
-        "needs `from_failed = true` or `jobs",
+        "triggers.toml",
+    )
+    .expect("a rerun naming no jobs reruns the whole workflow");
+    single_issue(
+        &rule("action = \"rerun\"\nproject = \"gh/x/y\"\nselect = \"origin\"\njobs = []"),
+        8,
+        "then[0].jobs",
+        "leave `jobs` out to rerun the whole workflow",
     );
     single_issue(
         &rule(

@@ -314,7 +314,7 @@ target = { project = "gh/acme/api", branch = "main" }
             &found,
             5,
             "schedule[0].job",
-            "not used with action = \"pipeline\""
+            "does not apply to action = \"pipeline\""
         ),
         "{found:#?}"
     );
@@ -323,7 +323,7 @@ target = { project = "gh/acme/api", branch = "main" }
             &found,
             6,
             "schedule[0].select",
-            "not used with action = \"pipeline\""
+            "does not apply to action = \"pipeline\""
         ),
         "{found:#?}"
     );
@@ -364,7 +364,7 @@ target = { project = "gh/acme/api", branch = "main" }
         "{found:#?}"
     );
     assert!(
-        has(&found, 24, "schedule[2].from_failed", "not both"),
+        has(&found, 23, "schedule[2].jobs", "not both"),
         "{found:#?}"
     );
     assert!(
@@ -372,7 +372,7 @@ target = { project = "gh/acme/api", branch = "main" }
             &found,
             32,
             "schedule[3].job",
-            "not used with action = \"cancel\""
+            "does not apply to action = \"cancel\""
         ),
         "{found:#?}"
     );

@@ -38,23 +38,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::circleci::{CircleCi, CircleCiError, JobStatus, PipelineState, WorkflowStatus};
-use crate::config::ActionKind;
-use crate::store::TriggerTarget;
+pub use crate::config::RerunJobs;
+use crate::config::{ActionKind, ActionSpec};
+use crate::store::{StoreError, TriggerTarget};
 
 pub use perform::Prepared;
 pub use reconcile::Reconciled;
 pub use select::{SelectedWorkflow, WorkflowSelector};
 pub use target::Target;
-
-/// What to rerun in the selected workflow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RerunSpec {
-    /// The failed jobs and what depends on them.
-    FromFailed,
-    /// These jobs (by name; resolved to job ids in the selected workflow) and their dependents.
-    Jobs(Vec<String>),
-}
 
 /// One thing to do on CircleCI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +65,7 @@ pub enum Action {
     /// Rerun the selected workflow.
     Rerun {
         target: Target,
-        rerun: RerunSpec,
+        rerun: RerunJobs,
         select: WorkflowSelector,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workflow: Option<String>,
@@ -89,6 +80,37 @@ pub enum Action {
 }
 
 impl Action {
+    /// The one translation of a triggers file's action (schedule, chain rule or endpoint)
+    /// into what is done on CircleCI. `select` and `workflow` say how an approve, rerun or
+    /// cancel finds the existing workflow; a pipeline ignores them.
+    pub fn from_spec(
+        spec: &ActionSpec,
+        target: Target,
+        select: WorkflowSelector,
+        workflow: Option<String>,
+    ) -> Action {
+        match spec {
+            ActionSpec::Pipeline => Action::Pipeline { target },
+            ActionSpec::Approve { job } => Action::Approve {
+                target,
+                job: job.clone(),
+                select,
+                workflow,
+            },
+            ActionSpec::Rerun(jobs) => Action::Rerun {
+                target,
+                rerun: jobs.clone(),
+                select,
+                workflow,
+            },
+            ActionSpec::Cancel => Action::Cancel {
+                target,
+                select,
+                workflow,
+            },
+        }
+    }
+
     pub fn kind(&self) -> ActionKind {
         match self {
             Action::Pipeline { .. } => ActionKind::Pipeline,
@@ -253,9 +275,9 @@ pub enum ActionError {
         reason: &'static str,
     },
 
-    /// The [`SendGuard`] refused: nothing was sent.
-    #[error("not sent: {reason}")]
-    Guard { reason: String },
+    /// The [`SendGuard`] refused (the claim could not be marked sending): nothing was sent.
+    #[error("not sent: {0}")]
+    Guard(#[source] StoreError),
 
     /// The store could not say whether a pipeline is recorded for another trigger
     /// (reconciliation stops; try again later).
@@ -298,7 +320,7 @@ impl ActionError {
 /// sent. If it errors, nothing is sent and [`Actions::perform`] returns [`ActionError::Guard`].
 #[async_trait]
 pub trait SendGuard: Send + Sync {
-    async fn before_send(&self) -> Result<(), String>;
+    async fn before_send(&self) -> Result<(), StoreError>;
 }
 
 /// A guard that always lets the request go (tools, tests, `explain`-style dry runs don't
@@ -308,7 +330,7 @@ pub struct NoGuard;
 
 #[async_trait]
 impl SendGuard for NoGuard {
-    async fn before_send(&self) -> Result<(), String> {
+    async fn before_send(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -432,7 +454,7 @@ mod tests {
         let pipeline = Uuid::from_u128(1);
         let action = Action::Rerun {
             target: target(None),
-            rerun: RerunSpec::Jobs(vec!["deploy".into()]),
+            rerun: RerunJobs::Jobs(vec!["deploy".into()]),
             select: WorkflowSelector::Pipelines(vec![pipeline]),
             workflow: Some("release".into()),
         };

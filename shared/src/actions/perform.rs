@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::select::SelectedWorkflow;
 use super::{
-    Action, ActionError, ActionOutcome, Actions, RerunSpec, SendGuard, Target, WorkflowSelector,
+    Action, ActionError, ActionOutcome, Actions, RerunJobs, SendGuard, Target, WorkflowSelector,
     pipeline_number,
 };
 use crate::circleci::{CircleCiError, Job, JobStatus, PipelineRequest, Rerun, WorkflowStatus};
@@ -45,10 +45,7 @@ impl Actions {
         guard: &dyn SendGuard,
     ) -> Result<ActionOutcome, ActionError> {
         let prepared = self.prepare(action).await?;
-        guard
-            .before_send()
-            .await
-            .map_err(|reason| ActionError::Guard { reason })?;
+        guard.before_send().await.map_err(ActionError::Guard)?;
         self.send(prepared).await
     }
 
@@ -112,11 +109,11 @@ impl Actions {
     async fn prepare_rerun(
         &self,
         target: &Target,
-        rerun: &RerunSpec,
+        rerun: &RerunJobs,
         select: &WorkflowSelector,
         workflow: Option<&str>,
     ) -> Result<Prepared, ActionError> {
-        if matches!(rerun, RerunSpec::Jobs(names) if names.is_empty()) {
+        if matches!(rerun, RerunJobs::Jobs(names) if names.is_empty()) {
             return Err(ActionError::InvalidAction {
                 reason: "a rerun of named jobs needs at least one job name".into(),
             });
@@ -130,14 +127,15 @@ impl Actions {
             ));
         }
         let rerun = match rerun {
-            RerunSpec::FromFailed if status == WorkflowStatus::Success => {
+            RerunJobs::FromFailed if status == WorkflowStatus::Success => {
                 return Err(wrong_state(
                     &selected,
                     "from_failed needs a workflow that did not succeed",
                 ));
             }
-            RerunSpec::FromFailed => Rerun::FromFailed,
-            RerunSpec::Jobs(names) => {
+            RerunJobs::FromFailed => Rerun::FromFailed,
+            RerunJobs::Workflow => Rerun::Workflow,
+            RerunJobs::Jobs(names) => {
                 let jobs = self
                     .circleci
                     .list_workflow_jobs(&target.token, selected.workflow.id)

@@ -347,13 +347,7 @@ mod tests {
         TargetSpec {
             project: project.into(),
             branch: Some("main".into()),
-            tag: None,
-            workflow: None,
-            parameters: BTreeMap::new(),
-            definition_id: None,
-            config: None,
-            checkout: None,
-            token: None,
+            ..TargetSpec::default()
         }
     }
 

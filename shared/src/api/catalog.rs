@@ -6,7 +6,7 @@ use crate::config::chain::NamePattern;
 use crate::config::endpoint::{
     ClientSpec, CompiledParameter, EndpointSpec, ParameterSchema, RateLimit,
 };
-use crate::config::{CircleCiSettings, TriggersFile};
+use crate::config::{ActionSpec, CircleCiSettings, TriggersFile};
 
 /// A triggers file the validator should have refused (only reachable when a caller builds
 /// a [`TriggersFile`] by hand instead of loading it).
@@ -21,6 +21,8 @@ pub struct CatalogError {
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub spec: EndpointSpec,
+    /// What a call does (read once from the spec's action fields).
+    pub action: ActionSpec,
     pub parameters: BTreeMap<String, CompiledParameter>,
     pub branches: Vec<NamePattern>,
     pub tags: Vec<NamePattern>,
@@ -51,8 +53,13 @@ impl Endpoint {
                 .map(|text| NamePattern::parse(text).map_err(|e| error(e.to_string())))
                 .collect()
         };
+        let action = spec
+            .action_fields()
+            .spec()
+            .map_err(|invalid| error(invalid.to_string()))?;
         Ok(Self {
             spec: spec.clone(),
+            action,
             parameters,
             branches: patterns(&spec.target.branches)?,
             tags: patterns(&spec.target.tags)?,

@@ -16,11 +16,12 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{ApiError, TriggerApi, store_error};
-use crate::circleci::{PipelineState, WorkflowStatus};
+use crate::circleci::PipelineState;
 use crate::store::{
     Cursor, MAX_PAGE_SIZE, PageRequest, SourceKind, TriggerRecord, TriggerSource, TriggerStatus,
-    WorkflowOutcome, modify_record,
+    modify_record,
 };
+use crate::triggers::outcome::{WorkflowReport, outcome_of, record_workflows};
 
 /// Longest cursor accepted (a merged cursor over many endpoints stays far below).
 const MAX_CURSOR_LEN: usize = 8 * 1024;
@@ -257,17 +258,11 @@ pub async fn refresh(api: &TriggerApi, record: TriggerRecord) -> TriggerRecord {
             return record;
         }
     };
-    let errored = pipeline.state == PipelineState::Errored;
-    let outcomes: Vec<WorkflowOutcome> = workflows
-        .iter()
-        .map(|workflow| WorkflowOutcome {
-            id: workflow.id.to_string(),
-            name: workflow.name.clone(),
-            status: status_text(workflow.status),
-            stopped_at: workflow.stopped_at,
-        })
-        .collect();
-    let all_final = !workflows.is_empty() && workflows.iter().all(|w| w.status.is_final());
+    let report = WorkflowReport {
+        listed: Some(workflows.iter().map(outcome_of).collect()),
+        reported: None,
+        errored: pipeline.state == PipelineState::Errored,
+    };
     let revision = pipeline.revision().map(str::to_owned);
     let errors: BTreeMap<String, String> = pipeline
         .errors
@@ -276,19 +271,13 @@ pub async fn refresh(api: &TriggerApi, record: TriggerRecord) -> TriggerRecord {
         .collect();
     let id = record.id;
     let result = modify_record(api.engine().store().as_ref(), id, |stored| {
-        for outcome in &outcomes {
-            stored.upsert_workflow(outcome.clone());
-        }
-        stored.pipeline_final = errored || all_final;
+        record_workflows(stored, &report);
         if stored.revision.is_none() {
             stored.revision = revision.clone();
         }
-        if errored {
-            if !stored.detail.is_object() {
-                stored.detail = serde_json::json!({});
-            }
-            stored.detail["pipeline_state"] = serde_json::json!("errored");
-            stored.detail["pipeline_errors"] = serde_json::json!(errors);
+        if report.errored {
+            stored.detail.pipeline_state = Some("errored".to_owned());
+            stored.detail.pipeline_errors = Some(errors.clone());
         }
         stored.updated_at = now;
     })
@@ -300,13 +289,6 @@ pub async fn refresh(api: &TriggerApi, record: TriggerRecord) -> TriggerRecord {
             record
         }
     }
-}
-
-fn status_text(status: WorkflowStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 #[cfg(test)]

@@ -31,7 +31,6 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use uuid::Uuid;
 
 pub use auth::{AuthFailure, MintedKey, authenticate, mint_key};
@@ -42,14 +41,14 @@ pub use rate::{Admission, StoreRateLimiter};
 pub use request::{CallInput, FieldError, SelectSpec, ValidCall};
 pub use view::{TriggerPage, TriggerView};
 
-use crate::actions::{Action, RerunSpec, Target, WorkflowSelector};
+use crate::actions::{Action, Target, WorkflowSelector};
 use crate::circleci::{CircleCi, GitRef};
 use crate::config::{ActionKind, TargetSpec, TriggersFile};
 use crate::engine::{Engine, EngineError, Fired, TriggerIntent};
 use crate::secrets::Secrets;
 use crate::store::{
-    ClaimKey, ClaimKind, PageRequest, SourceKind, TriggerId, TriggerRecord, TriggerSource,
-    TriggerStatus, TriggerTarget,
+    ClaimKey, ClaimKind, RecordDetail, SourceKind, TriggerId, TriggerRecord, TriggerSource,
+    TriggerStatus, TriggerTarget, origin_pipelines,
 };
 
 /// Default body limit: a request is a few hundred bytes; 64 KiB leaves room for 100
@@ -57,9 +56,6 @@ use crate::store::{
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// Longest Idempotency-Key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-/// Records of a trigger's origin read to find the pipelines it started.
-const ORIGIN_PAGE: u32 = 100;
-
 /// Tunables of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -216,23 +212,20 @@ impl TriggerApi {
         let (key, client) = match &call.caller {
             Caller::Client(client) => (
                 ClaimKey::new(ClaimKind::Client, &[client, &key_part]),
-                json!(client),
+                Some(client.clone()),
             ),
-            Caller::Cli { .. } => (
-                ClaimKey::new(ClaimKind::Other, &["cli", &key_part]),
-                serde_json::Value::Null,
-            ),
+            Caller::Cli { .. } => (ClaimKey::new(ClaimKind::Other, &["cli", &key_part]), None),
         };
-        let mut detail = json!({
-            "client": client,
-            "idempotency_key": idempotency_key,
-        });
-        if let Caller::Cli { user } = &call.caller {
-            detail["operator"] = json!(user);
-        }
-        if let Some(select) = &valid.select {
-            detail["select"] = json!(select.canonical());
-        }
+        let detail = RecordDetail {
+            client,
+            idempotency_key,
+            operator: match &call.caller {
+                Caller::Cli { user } => Some(user.clone()),
+                Caller::Client(_) => None,
+            },
+            select: valid.select.as_ref().map(SelectSpec::canonical),
+            ..RecordDetail::default()
+        };
         let intent = TriggerIntent {
             key,
             fingerprint,
@@ -241,7 +234,7 @@ impl TriggerApi {
             action,
             upstream: None,
             correlation: None,
-            detail,
+            detail: Box::new(detail),
         };
         let fired = self.inner.engine.fire(intent).await.map_err(engine_error)?;
         let (record, replayed) = match fired {
@@ -291,31 +284,12 @@ impl TriggerApi {
             Some(select) => Some(self.selector(select, &target, caller).await?),
             None => None,
         };
-        let select = || selector.clone().unwrap_or(WorkflowSelector::Latest);
-        Ok(match spec.action {
-            ActionKind::Pipeline => Action::Pipeline { target },
-            ActionKind::Approve => Action::Approve {
-                job: spec.job.clone().unwrap_or_default(),
-                select: select(),
-                workflow: None,
-                target,
-            },
-            ActionKind::Rerun => Action::Rerun {
-                rerun: if spec.from_failed == Some(true) {
-                    RerunSpec::FromFailed
-                } else {
-                    RerunSpec::Jobs(spec.jobs.clone())
-                },
-                select: select(),
-                workflow: None,
-                target,
-            },
-            ActionKind::Cancel => Action::Cancel {
-                select: select(),
-                workflow: None,
-                target,
-            },
-        })
+        Ok(Action::from_spec(
+            &endpoint.action,
+            target,
+            selector.unwrap_or(WorkflowSelector::Latest),
+            None,
+        ))
     }
 
     /// Resolves a caller's selection; a trigger id must be one the caller may see.
@@ -354,31 +328,15 @@ impl TriggerApi {
                 Ok(WorkflowSelector::Pipeline(id.as_uuid()))
             };
         };
-        let project = target.project.canonical();
-        let mut pipelines: Vec<Uuid> = Vec::new();
-        let mut add = |record: &TriggerRecord| {
-            let ids = [
-                record.pipeline.as_ref().map(|p| p.id.as_str()),
-                record
-                    .detail
-                    .get("acted_on_pipeline")
-                    .and_then(|v| v.as_str()),
-            ];
-            for id in ids.into_iter().flatten() {
-                if let Ok(uuid) = Uuid::parse_str(id)
-                    && !pipelines.contains(&uuid)
-                {
-                    pipelines.push(uuid);
-                }
-            }
-        };
-        add(&record);
-        let descendants = store
-            .list_by_origin(record.id, Some(&project), PageRequest::first(ORIGIN_PAGE))
+        // The selected trigger's own pipelines, then those of the triggers it caused.
+        let mut pipelines: Vec<Uuid> = record.pipelines().collect();
+        for id in origin_pipelines(store.as_ref(), record.id, &target.project.canonical())
             .await
-            .map_err(unavailable)?;
-        for descendant in &descendants.items {
-            add(descendant);
+            .map_err(unavailable)?
+        {
+            if !pipelines.contains(&id) {
+                pipelines.push(id);
+            }
         }
         if pipelines.is_empty() {
             return Err(ApiError::Invalid {
@@ -443,13 +401,14 @@ impl TriggerApi {
         );
         record.status = TriggerStatus::Rejected;
         record.reason = Some(rejection.error.audit_reason());
-        record.detail = json!({
-            "client": rejection.client,
-            "claimed_client": rejection.claimed_client,
-            "idempotency_key": rejection.idempotency_key,
-            "http_status": rejection.error.status().as_u16(),
-            "problem": rejection.error.kind(),
-        });
+        *record.detail = RecordDetail {
+            client: rejection.client.map(str::to_owned),
+            claimed_client: rejection.claimed_client.map(str::to_owned),
+            idempotency_key: rejection.idempotency_key.map(str::to_owned),
+            http_status: Some(rejection.error.status().as_u16()),
+            problem: Some(rejection.error.kind().to_owned()),
+            ..RecordDetail::default()
+        };
         match self.inner.engine.store().create_record(record).await {
             Ok(record) => Some(record.id),
             Err(error) => {

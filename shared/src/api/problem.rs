@@ -377,11 +377,7 @@ impl ApiError {
                     .with_extension("retryable", true.into());
             }
             ApiError::Outcome { record, view } => {
-                let retryable = record
-                    .detail
-                    .get("retryable")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false);
+                let retryable = record.detail.retryable.unwrap_or(false);
                 problem = problem
                     .with_extension("trigger_id", record.id.to_string().into())
                     .with_extension(
@@ -487,11 +483,7 @@ fn outcome_detail(record: &TriggerRecord) -> String {
             record.id
         ),
         _ => {
-            let retryable = record
-                .detail
-                .get("retryable")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false);
+            let retryable = record.detail.retryable.unwrap_or(false);
             if retryable {
                 format!(
                     "{reason}. Nothing was done on CircleCI; this answer is stored under the \
@@ -670,7 +662,9 @@ mod tests {
                 FailureClass::StoreUnavailable,
             ),
             (
-                ActionError::Guard { reason: "x".into() },
+                ActionError::Guard(crate::store::StoreError::Unavailable {
+                    message: "x".into(),
+                }),
                 FailureClass::StoreUnavailable,
             ),
         ];

@@ -129,20 +129,13 @@ pub struct TriggerView {
 impl TriggerView {
     /// `app_url`: the CircleCI web app base (see [`app_url`]).
     pub fn of(record: &TriggerRecord, app_url: &str) -> Self {
-        let detail_str = |key: &str| {
-            record
-                .detail
-                .get(key)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        };
         let project = record.target.project.parse::<ProjectSlug>().ok();
         Self {
             id: record.id.as_uuid(),
             status: record.status.into(),
             endpoint: record.source.name.clone(),
             source: record.source.kind.as_str().to_owned(),
-            client: detail_str("client"),
+            client: record.detail.client.clone(),
             action: record.action.as_str().to_owned(),
             project: record.target.project.clone(),
             branch: record.target.branch.clone(),
@@ -159,7 +152,7 @@ impl TriggerView {
                     .clone()
                     .or_else(|| Some(pipeline_url(app_url, project.as_ref()?, pipeline.number?))),
             }),
-            acted_on_pipeline: detail_str("acted_on_pipeline"),
+            acted_on_pipeline: record.detail.acted_on_pipeline.map(|id| id.to_string()),
             workflows: record
                 .workflows
                 .iter()
@@ -171,7 +164,7 @@ impl TriggerView {
                 })
                 .collect(),
             pipeline_final: record.pipeline_final,
-            idempotency_key: detail_str("idempotency_key"),
+            idempotency_key: record.detail.idempotency_key.clone(),
             created_at: record.created_at,
             updated_at: record.updated_at,
         }

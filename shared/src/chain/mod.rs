@@ -24,7 +24,7 @@ pub use join::{
     Arrival, CorrelationSource, JoinArrival, JoinClosed, JoinDecision, JoinSpec, UpstreamOutcome,
 };
 pub use plan::{
-    ActionPlan, ActionRequest, ExistingWorkflow, PlanError, RerunJobs, SelectionRequest, SkipReason,
+    ActionPlan, ActionRequest, ExistingWorkflow, PlanError, SelectionRequest, SkipReason,
 };
 
 /// One action of one rule, planned for one event.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use triggers_config::chain::{ChainAction, NamePattern};
 use triggers_config::rules::{self, MAX_PARAMETER_VALUE_LEN};
 use triggers_config::template::{RenderError, Template};
-use triggers_config::{ActionKind, ParameterValue, ProjectSlug, Selection, TargetSpec};
+use triggers_config::{ActionKind, ActionSpec, ParameterValue, ProjectSlug, Selection, TargetSpec};
 
 use crate::webhook::WebhookEvent;
 
@@ -33,17 +33,22 @@ impl ActionPlan {
 pub enum ActionRequest {
     /// Start a pipeline: every template rendered; `project` in canonical form.
     Pipeline(TargetSpec),
-    Approve {
-        existing: ExistingWorkflow,
-        job: String,
-    },
-    Rerun {
-        existing: ExistingWorkflow,
-        jobs: RerunJobs,
-    },
-    Cancel {
+    /// Approve, rerun or cancel an existing workflow (`action` is never
+    /// [`ActionSpec::Pipeline`]).
+    Existing {
+        action: ActionSpec,
         existing: ExistingWorkflow,
     },
+}
+
+impl ActionRequest {
+    /// What the request does.
+    pub fn spec(&self) -> &ActionSpec {
+        match self {
+            ActionRequest::Pipeline(_) => &ActionSpec::Pipeline,
+            ActionRequest::Existing { action, .. } => action,
+        }
+    }
 }
 
 /// An existing workflow to act on, and how to find it (exactly one match, or a failure).
@@ -67,13 +72,6 @@ pub enum SelectionRequest {
     Revision { revision: String },
     /// The newest pipeline on the target's branch.
     Latest,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RerunJobs {
-    FromFailed,
-    /// By name; the executor maps them to job ids in the selected workflow.
-    Named(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +104,7 @@ enum ParameterTemplate {
 #[derive(Debug)]
 pub(crate) struct CompiledAction {
     spec: ChainAction,
+    action: ActionSpec,
     project: ProjectSlug,
     branch: Option<Template>,
     tag: Option<Template>,
@@ -150,7 +149,9 @@ impl CompiledAction {
                 Ok((name.clone(), compiled))
             })
             .collect::<Result<_, String>>()?;
+        let action = spec.action_fields().spec().map_err(|e| e.to_string())?;
         Ok(Self {
+            action,
             project,
             branch: template("branch", &spec.branch)?,
             tag: template("tag", &spec.tag)?,
@@ -166,11 +167,9 @@ impl CompiledAction {
     }
 
     pub(crate) fn plan(&self, event: &WebhookEvent) -> ActionPlan {
-        let planned = match self.spec.action {
-            ActionKind::Pipeline => self.pipeline(event),
-            ActionKind::Approve | ActionKind::Rerun | ActionKind::Cancel => {
-                self.workflow_action(event)
-            }
+        let planned = match self.action {
+            ActionSpec::Pipeline => self.pipeline(event),
+            _ => self.workflow_action(event),
         };
         match planned {
             Ok(request) => ActionPlan::Ready(Box::new(request)),
@@ -265,13 +264,8 @@ impl CompiledAction {
             target: TargetSpec {
                 project: self.project.canonical(),
                 branch,
-                tag: None,
-                workflow: None,
-                parameters: BTreeMap::new(),
-                definition_id: None,
-                config: None,
-                checkout: None,
                 token: self.spec.token.clone(),
+                ..TargetSpec::default()
             },
             workflow: self
                 .workflow
@@ -280,20 +274,9 @@ impl CompiledAction {
                 .transpose()?,
             select,
         };
-        Ok(match self.spec.action {
-            ActionKind::Approve => ActionRequest::Approve {
-                existing,
-                job: self.spec.job.clone().unwrap_or_default(),
-            },
-            ActionKind::Rerun if self.spec.from_failed == Some(true) => ActionRequest::Rerun {
-                existing,
-                jobs: RerunJobs::FromFailed,
-            },
-            ActionKind::Rerun => ActionRequest::Rerun {
-                existing,
-                jobs: RerunJobs::Named(self.spec.jobs.clone()),
-            },
-            ActionKind::Cancel | ActionKind::Pipeline => ActionRequest::Cancel { existing },
+        Ok(ActionRequest::Existing {
+            action: self.action.clone(),
+            existing,
         })
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use triggers_config::chain::Correlation;
 use triggers_config::template::{RenderError, Variable};
-use triggers_config::{ActionKind, ParameterValue, TargetSpec, parse_str};
+use triggers_config::{ActionKind, ActionSpec, ParameterValue, RerunJobs, TargetSpec, parse_str};
 
 use super::*;
 use crate::webhook::{WebhookEvent, parse_event};
@@ -344,18 +344,18 @@ workflow = "publish"
     );
     assert_eq!(
         ready(&actions[0]),
-        &ActionRequest::Rerun {
+        &ActionRequest::Existing {
+            action: ActionSpec::Rerun(RerunJobs::Jobs(vec!["lint".into(), "format".into()])),
             existing: ExistingWorkflow {
                 target: target_on("gh/acme/tools", Some("main"), Some("tools-bot")),
                 workflow: None,
                 select: SelectionRequest::Latest,
             },
-            jobs: RerunJobs::Named(vec!["lint".into(), "format".into()]),
         }
     );
     match ready(&actions[1]) {
-        ActionRequest::Rerun { existing, jobs } => {
-            assert_eq!(jobs, &RerunJobs::FromFailed);
+        ActionRequest::Existing { action, existing } => {
+            assert_eq!(action, &ActionSpec::Rerun(RerunJobs::FromFailed));
             assert_eq!(existing.workflow.as_deref(), Some("build"));
             assert_eq!(existing.target, target_on("gh/acme/tools", None, None));
             assert_eq!(
@@ -368,7 +368,7 @@ workflow = "publish"
         other => panic!("{other:?}"),
     }
     assert!(
-        matches!(ready(&actions[2]), ActionRequest::Cancel { existing } if existing.workflow.as_deref() == Some("publish"))
+        matches!(ready(&actions[2]), ActionRequest::Existing { action: ActionSpec::Cancel, existing } if existing.workflow.as_deref() == Some("publish"))
     );
 }
 
@@ -396,7 +396,10 @@ select = "origin"
     let actions = rules.matching(&event);
     assert_eq!(
         ready(&actions[0]),
-        &ActionRequest::Approve {
+        &ActionRequest::Existing {
+            action: ActionSpec::Approve {
+                job: "hold-release".into()
+            },
             existing: ExistingWorkflow {
                 target: target_on("gh/acme/api", None, None),
                 workflow: Some("deploy".into()),
@@ -404,12 +407,11 @@ select = "origin"
                     revision: "3f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39".into()
                 },
             },
-            job: "hold-release".into(),
         }
     );
     assert!(matches!(
         ready(&actions[1]),
-        ActionRequest::Approve { existing: ExistingWorkflow { select: SelectionRequest::Origin { .. }, .. }, job } if job == "hold-release"
+        ActionRequest::Existing { action: ActionSpec::Approve { job }, existing: ExistingWorkflow { select: SelectionRequest::Origin { .. }, .. } } if job == "hold-release"
     ));
 
     // The same rule on an event without a revision cannot select by revision.

@@ -230,6 +230,8 @@ pub enum JobStatus {
 /// `POST /workflow/{id}/rerun`: what to run again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rerun {
+    /// The whole workflow (a body naming neither jobs nor `from_failed`).
+    Workflow,
     /// Only the failed jobs (and what depends on them).
     FromFailed,
     /// These jobs (by job id) and what depends on them.

@@ -288,6 +288,7 @@ pub fn project_path(project: &ProjectSlug) -> Result<String, CircleCiError> {
 /// The body of `POST /workflow/{id}/rerun`.
 pub fn rerun_body(rerun: &Rerun) -> Result<Value, CircleCiError> {
     match rerun {
+        Rerun::Workflow => Ok(json!({})),
         Rerun::FromFailed => Ok(json!({ "from_failed": true })),
         Rerun::Jobs(jobs) if jobs.is_empty() => Err(CircleCiError::invalid(
             "a rerun of named jobs needs at least one job id",
@@ -576,6 +577,7 @@ mod tests {
             rerun_body(&Rerun::FromFailed).unwrap(),
             json!({"from_failed": true})
         );
+        assert_eq!(rerun_body(&Rerun::Workflow).unwrap(), json!({}));
         let job = Uuid::from_u128(1);
         assert_eq!(
             rerun_body(&Rerun::Jobs(vec![job])).unwrap(),

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -43,9 +43,9 @@ use crate::actions::{Action, ActionError, ActionOutcome, Actions, Reconciled, Se
 use crate::clock::Clock;
 use crate::config::HistorySettings;
 use crate::store::{
-    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, Fingerprint, PipelineRef, SharedStore,
-    StoreError, TriggerId, TriggerRecord, TriggerSource, TriggerStatus, Upstream,
-    redact_parameters,
+    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, Fingerprint, PipelineRef, RecordDetail,
+    RetryPlan, SharedStore, StoreError, TriggerId, TriggerRecord, TriggerSource, TriggerStatus,
+    Upstream, redact_parameters,
 };
 
 pub use ledger::StoreLedger;
@@ -97,7 +97,7 @@ pub struct TriggerIntent {
     pub upstream: Option<Upstream>,
     pub correlation: Option<String>,
     /// Source-specific facts kept on the record (slot, event id, client, ...).
-    pub detail: serde_json::Value,
+    pub detail: Box<RecordDetail>,
 }
 
 /// What happened to an intent.
@@ -147,12 +147,6 @@ impl EngineError {
             EngineError::MissingRecord { .. } | EngineError::NotRetryable { .. } => false,
         }
     }
-}
-
-/// What a record keeps so a later attempt can redo the action without the original input.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RetryPlan {
-    action: Action,
 }
 
 /// The trigger lifecycle over a store, CircleCI actions and a clock.
@@ -306,12 +300,13 @@ impl Engine {
                 reason: "the record has no claim key".into(),
             });
         };
-        let plan: RetryPlan =
-            serde_json::from_value(record.detail["retry"].clone()).map_err(|error| {
-                EngineError::NotRetryable {
-                    id: record.id,
-                    reason: format!("no usable action on the record: {error}"),
-                }
+        let plan = record
+            .detail
+            .retry
+            .clone()
+            .ok_or_else(|| EngineError::NotRetryable {
+                id: record.id,
+                reason: "no usable action on the record".into(),
             })?;
         let attempt_key = ClaimKey::from_stored(format!(
             "{}#attempt{}",
@@ -375,11 +370,7 @@ impl Engine {
             self.finish_claim(key, &grant, &record).await?;
             return Ok(record);
         };
-        let sent_at = record
-            .detail
-            .get(SENT_AT)
-            .and_then(|value| serde_json::from_value(value.clone()).ok())
-            .unwrap_or(record.updated_at);
+        let sent_at = record.detail.sent_at.unwrap_or(record.updated_at);
         let cause = ActionError::CircleCi(crate::circleci::CircleCiError::Ambiguous {
             operation: "an earlier create",
             status: None,
@@ -420,7 +411,7 @@ impl Engine {
         let window = chrono::Duration::from_std(self.settings.reconcile_window).unwrap_or_default();
         let at = (sent_at + window).max(self.clock.now() + chrono::Duration::seconds(1));
         record.retry_at = Some(at);
-        set_detail(&mut record.detail, SENT_AT, serde_json::json!(sent_at));
+        record.detail.sent_at = Some(sent_at);
         if let Some(reason) = record.reason.as_mut() {
             reason.push_str(&format!(
                 "; looking again after {} and sending again only if there is still no pipeline",
@@ -521,12 +512,9 @@ impl Engine {
         record.detail = intent.detail.clone();
         if record.source.kind.swept() {
             // Kept so the sweep can redo the action without the original event.
-            let plan = RetryPlan {
+            record.detail.retry = Some(RetryPlan {
                 action: intent.action.clone(),
-            };
-            if let Ok(value) = serde_json::to_value(plan) {
-                set_detail(&mut record.detail, "retry", value);
-            }
+            });
         }
         match self.store.create_record(record).await {
             Ok(record) => Ok(record),
@@ -565,7 +553,7 @@ impl Engine {
         record.updated_at = now;
         match result {
             Ok(outcome) => apply_outcome(&mut record, &outcome),
-            Err(ActionError::Guard { reason }) => {
+            Err(ActionError::Guard(reason)) => {
                 // mark_sending failed: nothing was sent. Give the claim back when we still
                 // hold it so a retry (sweep, redelivery) can take it.
                 tracing::warn!(%reason, "could not mark the claim sending; nothing sent");
@@ -676,7 +664,7 @@ impl Engine {
             Ok(Reconciled::StillAmbiguous { candidates }) if candidates.is_empty() => {
                 record.status = TriggerStatus::Ambiguous;
                 record.reason = Some(format!("{cause}; reconciliation found no pipeline"));
-                set_detail(&mut record.detail, "candidates", serde_json::json!([]));
+                record.detail.candidates = Some(Vec::new());
                 Lookup::Nothing
             }
             Ok(Reconciled::StillAmbiguous { candidates }) => {
@@ -685,11 +673,7 @@ impl Engine {
                     "{cause}; reconciliation found {} candidate pipeline(s): an operator must decide",
                     candidates.len()
                 ));
-                set_detail(
-                    &mut record.detail,
-                    "candidates",
-                    serde_json::json!(candidates.iter().map(Uuid::to_string).collect::<Vec<_>>()),
-                );
+                record.detail.candidates = Some(candidates.clone());
                 Lookup::Candidates
             }
             Err(error) => {
@@ -717,11 +701,7 @@ impl Engine {
         } else {
             None
         };
-        set_detail(
-            &mut record.detail,
-            "retryable",
-            serde_json::json!(error.is_retryable()),
-        );
+        record.detail.retryable = Some(error.is_retryable());
     }
 
     async fn save(&self, record: TriggerRecord) -> Result<TriggerRecord, EngineError> {
@@ -789,9 +769,6 @@ enum Lookup {
     Failed,
 }
 
-/// The record detail keeping when an ambiguous create was sent (the recheck's window).
-const SENT_AT: &str = "sent_at";
-
 /// Marks the claim SENDING right before the side-effecting request, remembering when.
 struct ClaimSendGuard {
     store: SharedStore,
@@ -812,11 +789,8 @@ impl ClaimSendGuard {
 
 #[async_trait::async_trait]
 impl SendGuard for ClaimSendGuard {
-    async fn before_send(&self) -> Result<(), String> {
-        self.store
-            .mark_sending(&self.key, self.grant.owner)
-            .await
-            .map_err(|error| error.to_string())?;
+    async fn before_send(&self) -> Result<(), StoreError> {
+        self.store.mark_sending(&self.key, self.grant.owner).await?;
         *self
             .sent_at
             .lock()
@@ -842,16 +816,10 @@ fn apply_outcome(record: &mut TriggerRecord, outcome: &ActionOutcome) {
         | ActionOutcome::Canceled { pipeline_id, .. } => {
             // The pipeline acted on belongs to another trigger: keep it in the detail, not
             // as this record's pipeline (each pipeline id maps to one record).
-            set_detail(
-                &mut record.detail,
-                "acted_on_pipeline",
-                serde_json::json!(pipeline_id.to_string()),
-            );
+            record.detail.acted_on_pipeline = Some(*pipeline_id);
         }
     }
-    if let Ok(value) = serde_json::to_value(outcome) {
-        set_detail(&mut record.detail, "outcome", value);
-    }
+    record.detail.outcome = Some(outcome.clone());
 }
 
 /// Exponential backoff from the configured delay, honouring CircleCI's Retry-After.
@@ -874,15 +842,6 @@ fn parameter_json(value: &crate::config::ParameterValue) -> serde_json::Value {
         crate::config::ParameterValue::Boolean(b) => serde_json::json!(b),
         crate::config::ParameterValue::Integer(i) => serde_json::json!(i),
         crate::config::ParameterValue::String(s) => serde_json::json!(s),
-    }
-}
-
-fn set_detail(detail: &mut serde_json::Value, key: &str, value: serde_json::Value) {
-    if !detail.is_object() {
-        *detail = serde_json::Value::Object(serde_json::Map::new());
-    }
-    if let Some(map) = detail.as_object_mut() {
-        map.insert(key.to_owned(), value);
     }
 }
 

@@ -10,23 +10,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{ActionReport, Disposition, Receiver, key_text};
-use crate::actions::{Action, ActionError, RerunSpec, Target, WorkflowSelector};
-use crate::chain::{ActionPlan, ActionRequest, MatchedAction, RerunJobs, SelectionRequest};
+use crate::actions::{Action, ActionError, Target, WorkflowSelector};
+use crate::chain::{ActionPlan, ActionRequest, MatchedAction, SelectionRequest};
 use crate::config::chain::ChainAction;
-use crate::config::{ActionKind, CircleCiSettings, TargetSpec};
+use crate::config::{CircleCiSettings, TargetSpec};
 use crate::engine::{Engine, Fired, TriggerIntent};
 use crate::store::{
-    ClaimKey, ClaimKind, Fingerprint, PageRequest, PauseFlag, SourceKind, StoreError, TriggerId,
-    TriggerRecord, TriggerSource, TriggerStatus, Upstream,
+    ClaimKey, ClaimKind, EventNote, Fingerprint, PauseFlag, PauseScope, RecordDetail, SourceKind,
+    StoreError, TriggerId, TriggerRecord, TriggerSource, TriggerStatus, Upstream,
 };
 use crate::webhook::WebhookEvent;
-
-/// Most pipelines of one origin looked at when selecting by origin (one page).
-const ORIGIN_LOOKUP: u32 = 100;
 
 /// Pause flags that apply to chain rules: `all` and `chain:<rule>`.
 #[derive(Debug, Default)]
@@ -42,7 +38,10 @@ impl Paused {
             all,
             rules: rules
                 .into_iter()
-                .filter_map(|flag| Some((flag.scope.strip_prefix("chain:")?.to_owned(), flag)))
+                .filter_map(|flag| match &flag.scope {
+                    PauseScope::Chain(rule) => Some((rule.clone(), flag)),
+                    _ => None,
+                })
                 .collect(),
         }
     }
@@ -50,7 +49,7 @@ impl Paused {
     /// Why `rule` is paused, if it is.
     pub(super) fn reason(&self, rule: &str) -> Option<String> {
         let flag = self.rules.get(rule).or(self.all.as_ref())?;
-        let scope = if flag.scope == "all" {
+        let scope = if flag.scope == PauseScope::All {
             "all triggers are paused".to_owned()
         } else {
             format!("chain rule `{rule}` is paused")
@@ -60,11 +59,6 @@ impl Paused {
             None => scope,
         })
     }
-}
-
-/// The scope of a chain rule's pause flag.
-pub fn pause_scope(rule: &str) -> String {
-    format!("chain:{rule}")
 }
 
 /// Reads the pause flags once per delivery, and only when some rule reacts to the event.
@@ -82,10 +76,12 @@ pub(super) async fn paused_rules(
     }
     let mut paused = Paused::default();
     for flag in receiver.engine.store().pause_flags().await? {
-        if flag.scope == "all" {
-            paused.all = Some(flag);
-        } else if let Some(rule) = flag.scope.strip_prefix("chain:") {
-            paused.rules.insert(rule.to_owned(), flag.clone());
+        match &flag.scope {
+            PauseScope::All => paused.all = Some(flag),
+            PauseScope::Chain(rule) => {
+                paused.rules.insert(rule.clone(), flag.clone());
+            }
+            PauseScope::Schedule(_) => {}
         }
     }
     Ok(paused)
@@ -105,7 +101,7 @@ pub(super) async fn run_matched(
         key: webhook_key(event, &matched.rule, matched.action_index),
         origin: upstream.map(|record| record.origin),
         correlation: None,
-        detail: event_detail(event, Some(matched.action_index)),
+        detail: Box::new(event_detail(event, Some(matched.action_index))),
     };
     run_planned(receiver, event, upstream, paused, planned, matched.plan).await
 }
@@ -118,7 +114,7 @@ pub(super) struct Planned<'a> {
     /// The root trigger the record descends from; `None` makes it its own origin.
     pub origin: Option<TriggerId>,
     pub correlation: Option<String>,
-    pub detail: serde_json::Value,
+    pub detail: Box<RecordDetail>,
 }
 
 /// Decides a planned action: records skipped / invalid / paused ones, performs ready ones.
@@ -316,7 +312,7 @@ pub(super) async fn record_row(
         action,
         upstream: Some(upstream_of(event, upstream)),
         correlation: row.correlation,
-        detail: event_detail(event, row.action_index),
+        detail: Box::new(event_detail(event, row.action_index)),
     };
     decide(
         receiver,
@@ -457,22 +453,20 @@ pub(super) fn fingerprint(key: &ClaimKey) -> Fingerprint {
 }
 
 /// What history keeps about the event that caused a trigger.
-pub(super) fn event_detail(event: &WebhookEvent, action_index: Option<usize>) -> serde_json::Value {
-    let mut detail = json!({
-        "event": {
-            "id": event.id(),
-            "type": event.kind().as_str(),
-            "happened_at": event.happened_at().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "status": event.status().as_str(),
-        }
-    });
-    if let Some(job) = event.job() {
-        detail["event"]["job"] = json!(job.name);
+pub(super) fn event_detail(event: &WebhookEvent, action_index: Option<usize>) -> RecordDetail {
+    RecordDetail {
+        event: Some(EventNote {
+            id: event.id().to_owned(),
+            kind: event.kind().as_str().to_owned(),
+            happened_at: event
+                .happened_at()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            status: event.status().as_str().to_owned(),
+            job: event.job().map(|job| job.name.clone()),
+        }),
+        action_index,
+        ..RecordDetail::default()
     }
-    if let Some(index) = action_index {
-        detail["action_index"] = json!(index);
-    }
-    detail
 }
 
 /// The upstream pipeline as a chained record keeps it.
@@ -515,9 +509,13 @@ pub(super) async fn resolve(
         (Some(SelectionRequest::Origin { .. }), Some(record)) => {
             let project =
                 request_project(request, &receiver.circleci).map_err(Unresolved::Action)?;
-            origin_pipelines(receiver, record.origin, &project)
-                .await
-                .map_err(Unresolved::Store)?
+            crate::store::origin_pipelines(
+                receiver.engine.store().as_ref(),
+                record.origin,
+                &project,
+            )
+            .await
+            .map_err(Unresolved::Store)?
         }
         // Not started by one of our triggers: nothing shares its origin (a recorded
         // "no match" failure, never a guess).
@@ -531,41 +529,24 @@ fn request_project(
     request: &ActionRequest,
     circleci: &CircleCiSettings,
 ) -> Result<String, ActionError> {
-    let spec = match request {
-        ActionRequest::Pipeline(spec) => spec,
-        ActionRequest::Approve { existing, .. }
-        | ActionRequest::Rerun { existing, .. }
-        | ActionRequest::Cancel { existing } => &existing.target,
-    };
-    Ok(Target::resolve(spec, circleci)?.project.canonical())
+    Ok(Target::resolve(request_target(request), circleci)?
+        .project
+        .canonical())
 }
 
-/// The CircleCI pipelines recorded under `origin` in `project`.
-pub(super) async fn origin_pipelines(
-    receiver: &Receiver,
-    origin: TriggerId,
-    project: &str,
-) -> Result<Vec<Uuid>, StoreError> {
-    let page = receiver
-        .engine
-        .store()
-        .list_by_origin(origin, Some(project), PageRequest::first(ORIGIN_LOOKUP))
-        .await?;
-    Ok(page
-        .items
-        .iter()
-        .filter_map(|record| record.pipeline.as_ref())
-        .filter_map(|pipeline| pipeline.id.parse::<Uuid>().ok())
-        .collect())
+/// The target a request starts a pipeline on, or whose workflow it acts on.
+fn request_target(request: &ActionRequest) -> &TargetSpec {
+    match request {
+        ActionRequest::Pipeline(spec) => spec,
+        ActionRequest::Existing { existing, .. } => &existing.target,
+    }
 }
 
 /// How a request finds the existing workflow it acts on (`None` for a pipeline).
 pub fn selection_of(request: &ActionRequest) -> Option<&SelectionRequest> {
     match request {
         ActionRequest::Pipeline(_) => None,
-        ActionRequest::Approve { existing, .. }
-        | ActionRequest::Rerun { existing, .. }
-        | ActionRequest::Cancel { existing } => Some(&existing.select),
+        ActionRequest::Existing { existing, .. } => Some(&existing.select),
     }
 }
 
@@ -577,36 +558,23 @@ pub fn action_for(
     circleci: &CircleCiSettings,
     origin_pipelines: &[Uuid],
 ) -> Result<Action, ActionError> {
-    let selector = |select: &SelectionRequest| match select {
-        SelectionRequest::Origin { .. } => WorkflowSelector::Pipelines(origin_pipelines.to_vec()),
-        SelectionRequest::Revision { revision } => WorkflowSelector::Revision(revision.clone()),
-        SelectionRequest::Latest => WorkflowSelector::Latest,
-    };
-    Ok(match request {
-        ActionRequest::Pipeline(spec) => Action::Pipeline {
-            target: Target::resolve(spec, circleci)?,
-        },
-        ActionRequest::Approve { existing, job } => Action::Approve {
-            target: Target::resolve(&existing.target, circleci)?,
-            job: job.clone(),
-            select: selector(&existing.select),
-            workflow: existing.workflow.clone(),
-        },
-        ActionRequest::Rerun { existing, jobs } => Action::Rerun {
-            target: Target::resolve(&existing.target, circleci)?,
-            rerun: match jobs {
-                RerunJobs::FromFailed => RerunSpec::FromFailed,
-                RerunJobs::Named(names) => RerunSpec::Jobs(names.clone()),
+    let target = Target::resolve(request_target(request), circleci)?;
+    let (select, workflow) = match request {
+        ActionRequest::Pipeline(_) => (WorkflowSelector::Latest, None),
+        ActionRequest::Existing { existing, .. } => (
+            match &existing.select {
+                SelectionRequest::Origin { .. } => {
+                    WorkflowSelector::Pipelines(origin_pipelines.to_vec())
+                }
+                SelectionRequest::Revision { revision } => {
+                    WorkflowSelector::Revision(revision.clone())
+                }
+                SelectionRequest::Latest => WorkflowSelector::Latest,
             },
-            select: selector(&existing.select),
-            workflow: existing.workflow.clone(),
-        },
-        ActionRequest::Cancel { existing } => Action::Cancel {
-            target: Target::resolve(&existing.target, circleci)?,
-            select: selector(&existing.select),
-            workflow: existing.workflow.clone(),
-        },
-    })
+            existing.workflow.clone(),
+        ),
+    };
+    Ok(Action::from_spec(request.spec(), target, select, workflow))
 }
 
 /// An action that only names the rule's project, kind and job: what history shows for a
@@ -615,43 +583,24 @@ pub(super) fn placeholder_action(
     spec: &ChainAction,
     circleci: &CircleCiSettings,
 ) -> Result<Action, ActionError> {
+    let action = spec
+        .action_fields()
+        .spec()
+        .map_err(|invalid| ActionError::InvalidAction {
+            reason: invalid.to_string(),
+        })?;
     let target = Target::resolve(
         &TargetSpec {
             project: spec.project.clone(),
-            branch: None,
-            tag: None,
-            workflow: None,
-            parameters: BTreeMap::new(),
-            definition_id: None,
-            config: None,
-            checkout: None,
             token: spec.token.clone(),
+            ..TargetSpec::default()
         },
         circleci,
     )?;
-    let select = WorkflowSelector::Pipelines(Vec::new());
-    Ok(match spec.action {
-        ActionKind::Pipeline => Action::Pipeline { target },
-        ActionKind::Approve => Action::Approve {
-            target,
-            job: spec.job.clone().unwrap_or_default(),
-            select,
-            workflow: None,
-        },
-        ActionKind::Rerun => Action::Rerun {
-            target,
-            rerun: if spec.from_failed == Some(true) || spec.jobs.is_empty() {
-                RerunSpec::FromFailed
-            } else {
-                RerunSpec::Jobs(spec.jobs.clone())
-            },
-            select,
-            workflow: None,
-        },
-        ActionKind::Cancel => Action::Cancel {
-            target,
-            select,
-            workflow: None,
-        },
-    })
+    Ok(Action::from_spec(
+        &action,
+        target,
+        WorkflowSelector::Pipelines(Vec::new()),
+        None,
+    ))
 }

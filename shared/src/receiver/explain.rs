@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::dispatch::{action_for, selection_of};
 use super::fanin::{humantime, join_key, upstream_name};
-use crate::actions::{Action, RerunSpec};
+use crate::actions::{Action, RerunJobs};
 use crate::chain::{
     ActionPlan, ActionRequest, ChainRules, CorrelationSource, JoinArrival, MatchedAction,
     SelectionRequest, UpstreamOutcome, Verdict,
@@ -267,10 +267,11 @@ fn explain_action(circleci: &CircleCiSettings, matched: &MatchedAction) -> Actio
         }
         Action::Rerun { rerun, .. } => {
             explained.selection = selection_text(request, &action);
-            explained.reads = selection_reads(request, matches!(rerun, RerunSpec::Jobs(_)));
+            explained.reads = selection_reads(request, matches!(rerun, RerunJobs::Jobs(_)));
             let body = match rerun {
-                RerunSpec::FromFailed => json!({ "from_failed": true }),
-                RerunSpec::Jobs(names) => json!({
+                RerunJobs::Workflow => json!({}),
+                RerunJobs::FromFailed => json!({ "from_failed": true }),
+                RerunJobs::Jobs(names) => json!({
                     "jobs": names.iter().map(|name| format!("<id of job `{name}`>")).collect::<Vec<_>>()
                 }),
             };

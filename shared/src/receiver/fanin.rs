@@ -14,15 +14,13 @@
 //!   `…#g<generation>#closed`). A window that ended without completing is recorded when
 //!   the next arrival for the same key notices it (`…#g<generation>#expired`).
 
-use serde_json::json;
-
 use super::dispatch::{self, Paused, Planned, Row};
 use super::{ActionReport, JoinProgress, JoinReport, Receiver, ReceiverError};
 use crate::chain::{CorrelationSource, JoinArrival, JoinSpec, UpstreamOutcome};
 use crate::config::chain::UpstreamMatcher;
 use crate::store::{
-    ClaimKey, ClaimKind, JoinArrival as StoredArrival, JoinOutcome, JoinState, JoinStatus,
-    TriggerId, TriggerRecord, TriggerStatus,
+    ClaimKey, ClaimKind, JoinArrival as StoredArrival, JoinArrivalNote, JoinNote, JoinOutcome,
+    JoinState, JoinStatus, TriggerId, TriggerRecord, TriggerStatus,
 };
 use crate::webhook::WebhookEvent;
 
@@ -206,15 +204,19 @@ async fn fire(
     let arrived: Vec<_> = state
         .arrived
         .iter()
-        .map(|a| json!({ "upstream": a.upstream, "pipeline_id": a.pipeline_id, "trigger_id": a.trigger_id }))
+        .map(|a| JoinArrivalNote {
+            upstream: a.upstream.clone(),
+            pipeline_id: a.pipeline_id.clone(),
+            trigger_id: a.trigger_id,
+        })
         .collect();
     let mut reports = Vec::new();
     for matched in actions {
         let mut detail = dispatch::event_detail(event, Some(matched.action_index));
-        detail["join"] = json!({
-            "key": state.key.as_str(),
-            "generation": state.generation,
-            "arrived": arrived,
+        detail.join = Some(JoinNote {
+            key: state.key.as_str().to_owned(),
+            generation: state.generation,
+            arrived: arrived.clone(),
         });
         let planned = Planned {
             rule: &join.rule,
@@ -230,7 +232,7 @@ async fn fire(
             ),
             origin,
             correlation: Some(correlation.clone()),
-            detail,
+            detail: Box::new(detail),
         };
         reports.push(
             dispatch::run_planned(receiver, event, upstream, paused, planned, matched.plan).await,

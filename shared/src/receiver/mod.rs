@@ -39,7 +39,7 @@ use crate::secrets::Secrets;
 use crate::store::{StoreError, TriggerId, TriggerStatus};
 use crate::webhook::{MAX_BODY_BYTES, ReplayWindow, WebhookEvent};
 
-pub use dispatch::{action_for, pause_scope, selection_of};
+pub use dispatch::{action_for, selection_of};
 pub use fanin::{join_key, upstream_name};
 pub use http::{WEBHOOK_PATH, webhook_router};
 

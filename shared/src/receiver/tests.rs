@@ -1,7 +1,6 @@
 //! Pure pieces of the receiver; the HTTP behaviour is tested over real HTTP in
 //! tests/integration/tests/chained*.rs and fanin.rs.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -12,23 +11,16 @@ use super::dispatch::{Paused, action_for, placeholder_action};
 use super::fanin::humantime;
 use super::setup::{WEBHOOK_NAME_PREFIX, webhook_name, webhook_projects};
 use super::*;
-use crate::actions::{Action, RerunSpec, WorkflowSelector};
-use crate::chain::{ActionRequest, ExistingWorkflow, RerunJobs, SelectionRequest};
+use crate::actions::{Action, RerunJobs, WorkflowSelector};
+use crate::chain::{ActionRequest, ExistingWorkflow, SelectionRequest};
 use crate::circleci::WebhookEvent as HookEvent;
-use crate::config::{CircleCiSettings, TargetSpec, parse_str};
+use crate::config::{ActionSpec, CircleCiSettings, TargetSpec, parse_str};
 use crate::store::PauseFlag;
 
 fn spec(project: &str) -> TargetSpec {
     TargetSpec {
         project: project.into(),
-        branch: None,
-        tag: None,
-        workflow: None,
-        parameters: BTreeMap::new(),
-        definition_id: None,
-        config: None,
-        checkout: None,
-        token: None,
+        ..TargetSpec::default()
     }
 }
 
@@ -41,11 +33,11 @@ fn selection_requests_map_to_selectors_and_origin_uses_the_given_pipelines() {
         workflow: Some("deploy".into()),
         select,
     };
-    let approve = ActionRequest::Approve {
+    let approve = ActionRequest::Existing {
+        action: ActionSpec::Approve { job: "hold".into() },
         existing: existing(SelectionRequest::Origin {
             upstream_pipeline_id: "p".into(),
         }),
-        job: "hold".into(),
     };
     match action_for(&approve, &settings, &pipelines).unwrap() {
         Action::Approve {
@@ -60,20 +52,21 @@ fn selection_requests_map_to_selectors_and_origin_uses_the_given_pipelines() {
         }
         other => panic!("{other:?}"),
     }
-    let rerun = ActionRequest::Rerun {
+    let rerun = ActionRequest::Existing {
+        action: ActionSpec::Rerun(RerunJobs::Jobs(vec!["it".into()])),
         existing: existing(SelectionRequest::Revision {
             revision: "abc".into(),
         }),
-        jobs: RerunJobs::Named(vec!["it".into()]),
     };
     match action_for(&rerun, &settings, &[]).unwrap() {
         Action::Rerun { select, rerun, .. } => {
             assert_eq!(select, WorkflowSelector::Revision("abc".into()));
-            assert_eq!(rerun, RerunSpec::Jobs(vec!["it".into()]));
+            assert_eq!(rerun, RerunJobs::Jobs(vec!["it".into()]));
         }
         other => panic!("{other:?}"),
     }
-    let cancel = ActionRequest::Cancel {
+    let cancel = ActionRequest::Existing {
+        action: ActionSpec::Cancel,
         existing: existing(SelectionRequest::Latest),
     };
     assert!(matches!(
@@ -114,7 +107,7 @@ token = "release"
 #[test]
 fn pause_reasons_prefer_the_rule_flag_over_all() {
     let flag = |scope: &str, reason: Option<&str>| PauseFlag {
-        scope: scope.into(),
+        scope: scope.parse().unwrap(),
         reason: reason.map(str::to_owned),
         paused_by: None,
         paused_at: Utc::now(),

@@ -246,7 +246,7 @@ fn blocked_by(record: &TriggerRecord) -> Option<TriggerId> {
     if record.status != TriggerStatus::Skipped {
         return None;
     }
-    record.detail.get("blocked_by")?.as_str()?.parse().ok()
+    record.detail.blocked_by
 }
 
 fn same_target(recorded: &TriggerTarget, wanted: &TriggerTarget) -> bool {

@@ -39,7 +39,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::actions::{Action, RerunSpec, Target, WorkflowSelector};
+use crate::actions::{Action, Target, WorkflowSelector};
 use crate::config::schedule::{ConcurrencyMode, ConcurrencyPolicy, ScheduleSpec};
 use crate::config::{ActionKind, TargetSpec, TriggersFile};
 use crate::engine::{Engine, EngineError, Fired, SweepReport, TriggerIntent};
@@ -48,19 +48,12 @@ use crate::schedule::{
     evaluation_window, next_slots,
 };
 use crate::store::{
-    ClaimKey, ClaimKind, ClaimState, Fingerprint, PageRequest, PauseFlag, SourceKind, TriggerId,
-    TriggerRecord, TriggerSource, TriggerStatus,
+    ClaimKey, ClaimKind, ClaimState, Fingerprint, MissedSlots, PageRequest, PauseFlag, PauseScope,
+    PreviousPipeline, RecordDetail, ReplacedPipeline, SourceKind, TriggerId, TriggerRecord,
+    TriggerSource, TriggerStatus,
 };
 
 pub use event::{TickEvent, TickEventError, TickRequest};
-
-/// Scope of the pause flag of one schedule (`pause NAME` / `resume NAME`).
-pub fn pause_scope(schedule: &str) -> String {
-    format!("schedule:{schedule}")
-}
-
-/// The pause flag that stops every trigger (`FlagStore` convention); the tick honours it too.
-pub const PAUSE_ALL_SCOPE: &str = "all";
 
 /// How many records the engine's sweep retries per tick.
 const SWEEP_LIMIT: u32 = 50;
@@ -220,7 +213,7 @@ impl Scheduler {
             at: Some(now),
             ..TickReport::default()
         };
-        let paused_all = self.engine.store().pause_flag(PAUSE_ALL_SCOPE).await?;
+        let paused_all = self.engine.store().pause_flag(&PauseScope::All).await?;
         for schedule in &self.triggers.schedule {
             let span = tracing::info_span!("schedule", source = %schedule.name);
             let result = self
@@ -356,7 +349,11 @@ impl Scheduler {
         let decision = apply_catch_up(&catch_up, slots, now, DEFAULT_ON_TIME_GRACE);
         let paused = match paused_all {
             Some(flag) => Some(flag.clone()),
-            None => store.pause_flag(&pause_scope(&schedule.name)).await?,
+            None => {
+                store
+                    .pause_flag(&PauseScope::Schedule(schedule.name.clone()))
+                    .await?
+            }
         };
 
         let overflow = decision.skipped.len().saturating_sub(MAX_SKIPPED_ROWS);
@@ -433,23 +430,15 @@ impl Scheduler {
         match previous {
             concurrency::Previous::None => {}
             concurrency::Previous::Finished { record } => {
-                note(
-                    &mut intent,
-                    "previous_pipeline",
-                    previous_note(&record, "finished"),
-                );
+                intent.detail.previous_pipeline = Some(previous_note(&record, "finished"));
             }
             concurrency::Previous::Stale { record, age } => {
                 // Recorded: an operator can see why a held pipeline no longer blocks.
-                let mut value = previous_note(&record, "stale");
-                if let Some(map) = value.as_object_mut() {
-                    map.insert("age_seconds".into(), serde_json::json!(age.num_seconds()));
-                    map.insert(
-                        "stale_after_seconds".into(),
-                        serde_json::json!(policy.stale_after.as_secs()),
-                    );
-                }
-                note(&mut intent, "previous_pipeline", value);
+                intent.detail.previous_pipeline = Some(PreviousPipeline {
+                    age_seconds: Some(age.num_seconds()),
+                    stale_after_seconds: Some(policy.stale_after.as_secs()),
+                    ..previous_note(&record, "stale")
+                });
             }
             concurrency::Previous::Running(running) => match policy.mode {
                 ConcurrencyMode::Forbid => {
@@ -458,25 +447,17 @@ impl Scheduler {
                         running.label(),
                         running.statuses()
                     );
-                    note(
-                        &mut intent,
-                        "blocked_by",
-                        serde_json::json!(running.record.id.to_string()),
-                    );
+                    intent.detail.blocked_by = Some(running.record.id);
                     return self.skip(intent, reason).await;
                 }
                 ConcurrencyMode::Replace | ConcurrencyMode::Allow => {
                     let outcome = self.cancel_running(&intent, &running).await;
-                    note(
-                        &mut intent,
-                        "replaced",
-                        serde_json::json!({
-                            "trigger_id": running.record.id.to_string(),
-                            "pipeline": running.pipeline_id.to_string(),
-                            "canceled_workflows": outcome.canceled,
-                            "cancel_failed": outcome.failed,
-                        }),
-                    );
+                    intent.detail.replaced = Some(ReplacedPipeline {
+                        trigger_id: running.record.id,
+                        pipeline: running.pipeline_id.to_string(),
+                        canceled_workflows: outcome.canceled,
+                        cancel_failed: outcome.failed,
+                    });
                 }
             },
         }
@@ -486,7 +467,7 @@ impl Scheduler {
     /// Records a decision not to act, under the slot's claim (duplicates replay it).
     async fn skip(&self, mut intent: TriggerIntent, reason: String) -> Result<Fired, EngineError> {
         // Kept so a re-check after a crash mid-decision makes the same decision.
-        note(&mut intent, "skip_reason", serde_json::json!(reason));
+        intent.detail.skip_reason = Some(reason.clone());
         self.engine
             .decide_without_action(intent, TriggerStatus::Skipped, reason)
             .await
@@ -540,17 +521,13 @@ impl Scheduler {
         let origin = slot_origin(&schedule.name, &slot_id);
         for target in schedule.targets() {
             let mut intent = self.intent(schedule, target, &slot_id, now, origin, false)?;
-            note(
-                &mut intent,
-                "missed",
-                serde_json::json!({
-                    "count": summarised.len(),
-                    "from": rfc3339(from),
-                    "to": rfc3339(last),
-                    "first_missed": first.map(rfc3339),
-                    "evaluated_from": unscanned_from.map(|_| rfc3339(scan_from)),
-                }),
-            );
+            intent.detail.missed = Some(MissedSlots {
+                count: summarised.len(),
+                from,
+                to: last,
+                first_missed: first,
+                evaluated_from: unscanned_from.map(|_| scan_from),
+            });
             let fired = self.skip(intent, reason.clone()).await?;
             tick.count(&fired);
         }
@@ -567,14 +544,8 @@ impl Scheduler {
         let slot_id = slot.id();
         let origin = slot_origin(&schedule.name, &slot_id);
         let mut intent = self.intent(schedule, target, &slot_id, now, origin, false)?;
-        note(
-            &mut intent,
-            "slot_local",
-            serde_json::json!(slot.local.to_string()),
-        );
-        if let Some(text) = slot.kind.note() {
-            note(&mut intent, "dst", serde_json::json!(text));
-        }
+        intent.detail.slot_local = Some(slot.local.to_string());
+        intent.detail.dst = slot.kind.note().map(str::to_owned);
         Ok(intent)
     }
 
@@ -599,11 +570,12 @@ impl Scheduler {
             action,
             upstream: None,
             correlation: None,
-            detail: serde_json::json!({
-                "slot": slot_id,
-                "target": target_id,
-                "manual": manual,
-                "evaluated_at": rfc3339(now),
+            detail: Box::new(RecordDetail {
+                slot: Some(slot_id.to_owned()),
+                target: Some(target_id),
+                manual,
+                evaluated_at: Some(now),
+                ..RecordDetail::default()
             }),
         })
     }
@@ -655,10 +627,8 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> Result<Option<Fired>, EngineError> {
         let detail = &record.detail;
-        let (Some(slot_id), Some(target_id)) = (
-            detail.get("slot").and_then(|v| v.as_str()),
-            detail.get("target").and_then(|v| v.as_str()),
-        ) else {
+        let (Some(slot_id), Some(target_id)) = (detail.slot.as_deref(), detail.target.as_deref())
+        else {
             return Ok(None);
         };
         let Some(target) = schedule
@@ -670,24 +640,24 @@ impl Scheduler {
                 "stale claim of a target the schedule no longer has; left for an operator");
             return Ok(None);
         };
-        let manual = detail.get("manual").and_then(|v| v.as_bool()) == Some(true);
+        let manual = detail.manual;
         let mut intent = self.intent(schedule, target, slot_id, now, record.origin, manual)?;
         if record.claim_key.as_ref() != Some(&intent.key) {
             return Ok(None);
         }
         intent.detail = record.detail.clone();
-        if let Some(reason) = detail.get("skip_reason").and_then(|v| v.as_str()) {
-            return self.skip(intent, reason.to_owned()).await.map(Some);
+        if let Some(reason) = &detail.skip_reason {
+            return self.skip(intent, reason.clone()).await.map(Some);
         }
         if manual {
             return self.engine.fire(intent).await.map(Some);
         }
-        let paused = match self.engine.store().pause_flag(PAUSE_ALL_SCOPE).await? {
+        let paused = match self.engine.store().pause_flag(&PauseScope::All).await? {
             Some(flag) => Some(flag),
             None => {
                 self.engine
                     .store()
-                    .pause_flag(&pause_scope(&schedule.name))
+                    .pause_flag(&PauseScope::Schedule(schedule.name.clone()))
                     .await?
             }
         };
@@ -739,47 +709,25 @@ fn schedule_action(
     spec: &TargetSpec,
     triggers: &TriggersFile,
 ) -> Result<Action, String> {
+    let action = schedule.action_fields().spec().map_err(|e| e.to_string())?;
     let target = Target::resolve(spec, &triggers.circleci).map_err(|e| e.to_string())?;
     // A slot has no origin pipeline or revision to select by: schedules act on the latest.
-    let select = WorkflowSelector::Latest;
-    let workflow = spec.workflow.clone();
-    Ok(match schedule.action {
-        ActionKind::Pipeline => Action::Pipeline { target },
-        ActionKind::Approve => Action::Approve {
-            target,
-            job: schedule.job.clone().ok_or("approve needs `job`")?,
-            select,
-            workflow,
-        },
-        ActionKind::Rerun => Action::Rerun {
-            target,
-            rerun: match &schedule.jobs {
-                Some(jobs) if !jobs.is_empty() => RerunSpec::Jobs(jobs.clone()),
-                _ => RerunSpec::FromFailed,
-            },
-            select,
-            workflow,
-        },
-        ActionKind::Cancel => Action::Cancel {
-            target,
-            select,
-            workflow,
-        },
-    })
+    Ok(Action::from_spec(
+        &action,
+        target,
+        WorkflowSelector::Latest,
+        spec.workflow.clone(),
+    ))
 }
 
-fn previous_note(record: &TriggerRecord, state: &str) -> serde_json::Value {
-    serde_json::json!({
-        "state": state,
-        "trigger_id": record.id.to_string(),
-        "pipeline": record.pipeline.as_ref().map(|p| p.id.clone()),
-        "number": record.pipeline.as_ref().and_then(|p| p.number),
-    })
-}
-
-fn note(intent: &mut TriggerIntent, key: &str, value: serde_json::Value) {
-    if let Some(map) = intent.detail.as_object_mut() {
-        map.insert(key.to_owned(), value);
+fn previous_note(record: &TriggerRecord, state: &str) -> PreviousPipeline {
+    PreviousPipeline {
+        state: state.to_owned(),
+        trigger_id: record.id,
+        pipeline: record.pipeline.as_ref().map(|p| p.id.clone()),
+        number: record.pipeline.as_ref().and_then(|p| p.number),
+        age_seconds: None,
+        stale_after_seconds: None,
     }
 }
 

@@ -10,6 +10,7 @@
 //! which lags by days).
 
 mod cursor;
+mod detail;
 pub mod dynamo;
 mod logic;
 mod model;
@@ -25,6 +26,7 @@ use triggers_config::HistorySettings;
 
 use crate::clock::Clock;
 
+pub use detail::*;
 pub use dynamo::DynamoStore;
 pub use model::*;
 pub use sqlite::SqliteStore;
@@ -227,15 +229,15 @@ pub trait JoinStore: Send + Sync {
 pub trait FlagStore: Send + Sync {
     async fn pause(
         &self,
-        scope: &str,
+        scope: &PauseScope,
         reason: Option<&str>,
         paused_by: Option<&str>,
     ) -> StoreResult<PauseFlag>;
 
     /// `true` if the scope was paused.
-    async fn resume(&self, scope: &str) -> StoreResult<bool>;
+    async fn resume(&self, scope: &PauseScope) -> StoreResult<bool>;
 
-    async fn pause_flag(&self, scope: &str) -> StoreResult<Option<PauseFlag>>;
+    async fn pause_flag(&self, scope: &PauseScope) -> StoreResult<Option<PauseFlag>>;
 
     /// Every paused scope, sorted.
     async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>>;
@@ -317,6 +319,31 @@ where
     Err(StoreError::Unavailable {
         message: format!("trigger record {id} kept changing under concurrent writers"),
     })
+}
+
+/// How many records one origin lookup reads (an origin's tree is small: a slot's targets,
+/// the chains they start, their fan-ins).
+pub const ORIGIN_LOOKUP: u32 = 100;
+
+/// The CircleCI pipelines recorded under `origin` in `project` — those the origin trigger
+/// and every trigger it caused started or acted on — newest record first, without
+/// repeats. The one definition of "the pipelines of the same origin" that chain rules
+/// (`select = "origin"`) and HTTP callers (`select = <trigger id>`) select from.
+pub async fn origin_pipelines(
+    store: &dyn HistoryStore,
+    origin: TriggerId,
+    project: &str,
+) -> StoreResult<Vec<uuid::Uuid>> {
+    let page = store
+        .list_by_origin(origin, Some(project), PageRequest::first(ORIGIN_LOOKUP))
+        .await?;
+    let mut pipelines = Vec::new();
+    for id in page.items.iter().flat_map(TriggerRecord::pipelines) {
+        if !pipelines.contains(&id) {
+            pipelines.push(id);
+        }
+    }
+    Ok(pipelines)
 }
 
 /// Convenience for wiring: an adapter behind the port.

@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 use triggers_config::ActionKind;
 use uuid::Uuid;
 
+use super::detail::RecordDetail;
+
 /// Version of the stored shapes; every item and row carries it so later releases can
 /// migrate or refuse what they do not understand.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -533,8 +535,9 @@ pub struct TriggerRecord {
     #[serde(default)]
     pub pipeline_final: bool,
     /// Source-specific facts (schedule slot, event id, client name, reconciliation notes).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub detail: serde_json::Value,
+    /// Boxed: records and intents travel through deep async call chains by value.
+    #[serde(default, skip_serializing_if = "RecordDetail::is_empty")]
+    pub detail: Box<RecordDetail>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Set by the store on write.
@@ -582,13 +585,22 @@ impl TriggerRecord {
             pipeline: None,
             workflows: Vec::new(),
             pipeline_final: false,
-            detail: serde_json::Value::Null,
+            detail: Box::default(),
             created_at: now,
             updated_at: now,
             schema_version: SCHEMA_VERSION,
             expires_at: now,
             version: 0,
         }
+    }
+
+    /// The CircleCI pipelines this trigger started or acted on.
+    pub fn pipelines(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.pipeline
+            .as_ref()
+            .and_then(|pipeline| pipeline.id.parse::<Uuid>().ok())
+            .into_iter()
+            .chain(self.detail.acted_on_pipeline)
     }
 
     /// Marks this trigger as caused by something that belongs to `origin`.
@@ -783,11 +795,76 @@ impl JoinOutcome {
     }
 }
 
-/// A paused scope: `all`, `schedule:<name>`, `chain:<name>`, `endpoint:<name>` (by convention).
+/// What a pause flag stops: every trigger, one schedule, or one chain rule. Stored as its
+/// text (`all`, `schedule:<name>`, `chain:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PauseScope {
+    All,
+    Schedule(String),
+    Chain(String),
+}
+
+impl fmt::Display for PauseScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PauseScope::All => f.write_str("all"),
+            PauseScope::Schedule(name) => write!(f, "schedule:{name}"),
+            PauseScope::Chain(rule) => write!(f, "chain:{rule}"),
+        }
+    }
+}
+
+/// Text that names no pause scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a pause scope (all, schedule:<name>, chain:<rule>)")]
+pub struct InvalidPauseScope(pub String);
+
+impl FromStr for PauseScope {
+    type Err = InvalidPauseScope;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let named = |name: &str| (!name.is_empty()).then(|| name.to_owned());
+        match text.split_once(':') {
+            None if text == "all" => Some(PauseScope::All),
+            Some(("schedule", name)) => named(name).map(PauseScope::Schedule),
+            Some(("chain", rule)) => named(rule).map(PauseScope::Chain),
+            _ => None,
+        }
+        .ok_or_else(|| InvalidPauseScope(text.to_owned()))
+    }
+}
+
+/// An operator's pause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PauseFlag {
-    pub scope: String,
+    pub scope: PauseScope,
     pub reason: Option<String>,
     pub paused_by: Option<String>,
     pub paused_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_scopes_read_back_what_they_write_and_refuse_the_rest() {
+        for scope in [
+            PauseScope::All,
+            PauseScope::Schedule("nightly".into()),
+            PauseScope::Chain("deploy-after-build".into()),
+        ] {
+            assert_eq!(scope.to_string().parse::<PauseScope>(), Ok(scope));
+        }
+        for text in [
+            "",
+            "everything",
+            "schedule:",
+            "chain:",
+            "endpoint:deploy",
+            "ALL",
+        ] {
+            assert!(text.parse::<PauseScope>().is_err(), "{text:?}");
+        }
+    }
 }

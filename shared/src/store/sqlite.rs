@@ -20,10 +20,10 @@ use super::logic::{
 };
 use super::{
     ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
-    ClaimStore, Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState,
-    JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, SCHEMA_VERSION, ScheduleState,
-    ScheduleStateStore, SharedClock, StoreError, StoreResult, StoreSettings, TriggerId,
-    TriggerRecord, TriggerSource, cursor,
+    ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
+    JoinState, JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, PauseScope,
+    SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError, StoreResult,
+    StoreSettings, TriggerId, TriggerRecord, TriggerSource, cursor,
 };
 use crate::clock::Clock;
 
@@ -1263,7 +1263,9 @@ fn to_flag(
     (scope, reason, paused_by, paused_at): (String, Option<String>, Option<String>, i64),
 ) -> StoreResult<PauseFlag> {
     Ok(PauseFlag {
-        scope,
+        scope: scope
+            .parse()
+            .map_err(|e: InvalidPauseScope| StoreError::corrupt("pause flag", e.to_string()))?,
         reason,
         paused_by,
         paused_at: from_millis(paused_at)?,
@@ -1274,15 +1276,12 @@ fn to_flag(
 impl FlagStore for SqliteStore {
     async fn pause(
         &self,
-        scope: &str,
+        scope: &PauseScope,
         reason: Option<&str>,
         paused_by: Option<&str>,
     ) -> StoreResult<PauseFlag> {
-        if scope.is_empty() {
-            return Err(StoreError::invalid("a pause scope cannot be empty"));
-        }
         let flag = PauseFlag {
-            scope: scope.to_owned(),
+            scope: scope.clone(),
             reason: reason.map(str::to_owned),
             paused_by: paused_by.map(str::to_owned),
             paused_at: self.clock.now(),
@@ -1294,7 +1293,7 @@ impl FlagStore for SqliteStore {
                     "INSERT OR REPLACE INTO pause_flags (scope, reason, paused_by, paused_at) \
                      VALUES (?1, ?2, ?3, ?4)",
                     params![
-                        stored.scope,
+                        stored.scope.to_string(),
                         stored.reason,
                         stored.paused_by,
                         millis(stored.paused_at)
@@ -1307,8 +1306,8 @@ impl FlagStore for SqliteStore {
         Ok(flag)
     }
 
-    async fn resume(&self, scope: &str) -> StoreResult<bool> {
-        let scope = scope.to_owned();
+    async fn resume(&self, scope: &PauseScope) -> StoreResult<bool> {
+        let scope = scope.to_string();
         self.run(move |connection, _, _| {
             let deleted = connection
                 .execute("DELETE FROM pause_flags WHERE scope = ?1", params![scope])
@@ -1318,8 +1317,8 @@ impl FlagStore for SqliteStore {
         .await
     }
 
-    async fn pause_flag(&self, scope: &str) -> StoreResult<Option<PauseFlag>> {
-        let scope = scope.to_owned();
+    async fn pause_flag(&self, scope: &PauseScope) -> StoreResult<Option<PauseFlag>> {
+        let scope = scope.to_string();
         self.run(move |connection, _, _| {
             connection
                 .query_row(

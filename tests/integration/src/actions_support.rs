@@ -10,6 +10,7 @@ use circleci_sim::{RecordedRequest, Simulator};
 use shared::actions::{PipelineLedger, SendGuard};
 use shared::circleci::intercept::{Call, Forward, Intercepted, Interceptor};
 use shared::circleci::{CircleCi, CircleCiError};
+use shared::store::StoreError;
 use uuid::Uuid;
 
 /// The requests with side effects (every POST) among `requests`.
@@ -52,13 +53,15 @@ impl RecordingGuard {
 
 #[async_trait]
 impl SendGuard for RecordingGuard {
-    async fn before_send(&self) -> Result<(), String> {
+    async fn before_send(&self) -> Result<(), StoreError> {
         self.asked_at
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(self.sim.requests().len());
         match &self.refuse {
-            Some(reason) => Err(reason.clone()),
+            Some(reason) => Err(StoreError::Unavailable {
+                message: reason.clone(),
+            }),
             None => Ok(()),
         }
     }

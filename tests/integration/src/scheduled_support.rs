@@ -255,7 +255,7 @@ impl Harness {
             .await
             .iter()
             .filter(|r| r.status == status)
-            .map(|r| r.detail["slot"].as_str().unwrap_or_default().to_owned())
+            .map(|r| r.detail.slot.clone().unwrap_or_default())
             .collect();
         slots.sort();
         slots
@@ -266,7 +266,7 @@ impl Harness {
         let records = self.history(schedule).await;
         let matching: Vec<_> = records
             .into_iter()
-            .filter(|r| r.detail["slot"] == slot)
+            .filter(|r| r.detail.slot.as_deref() == Some(slot))
             .collect();
         assert_eq!(matching.len(), 1, "one record for {schedule} {slot}");
         matching.into_iter().next().unwrap()

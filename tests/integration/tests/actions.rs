@@ -21,11 +21,12 @@ use integration_tests::circleci_client::{
 };
 use serde_json::json;
 use shared::actions::{
-    Action, ActionError, ActionOutcome, Actions, NoGuard, Reconciled, RerunSpec, Target,
+    Action, ActionError, ActionOutcome, Actions, NoGuard, Reconciled, RerunJobs, Target,
     WorkflowSelector,
 };
 use shared::circleci::{CircleCi, ClientOptions, JobStatus, RateDefaults, WorkflowStatus};
 use shared::config::{CircleCiSettings, ParameterValue, TargetSpec};
+use shared::store::StoreError;
 use uuid::Uuid;
 
 const ALICE_TOKEN: &str = "tok-alice-actions-0123456789";
@@ -470,7 +471,7 @@ async fn rerun_from_failed_then_by_job_name_acts_on_the_latest_attempt() {
     fx.sim.clear_requests();
     let from_failed = Action::Rerun {
         target: on_main.clone(),
-        rerun: RerunSpec::FromFailed,
+        rerun: RerunJobs::FromFailed,
         select: WorkflowSelector::Pipeline(pipeline),
         workflow: Some("test".into()),
     };
@@ -509,7 +510,7 @@ async fn rerun_from_failed_then_by_job_name_acts_on_the_latest_attempt() {
     fx.sim.clear_requests();
     let by_name = Action::Rerun {
         target: on_main.clone(),
-        rerun: RerunSpec::Jobs(vec!["unit".into()]),
+        rerun: RerunJobs::Jobs(vec!["unit".into()]),
         select: WorkflowSelector::Latest,
         workflow: None,
     };
@@ -563,7 +564,7 @@ async fn rerun_without_exactly_one_finished_workflow_touches_nothing() {
     let running = create(&fx, &on_main).await;
     fx.sim.clear_requests();
 
-    let rerun = |rerun: RerunSpec, select| Action::Rerun {
+    let rerun = |rerun: RerunJobs, select| Action::Rerun {
         target: on_main.clone(),
         rerun,
         select,
@@ -574,21 +575,21 @@ async fn rerun_without_exactly_one_finished_workflow_touches_nothing() {
         (
             "an unknown job name",
             rerun(
-                RerunSpec::Jobs(vec!["unit".into(), "e2e".into()]),
+                RerunJobs::Jobs(vec!["unit".into(), "e2e".into()]),
                 WorkflowSelector::Pipeline(done),
             ),
         ),
         (
             "no jobs",
-            rerun(RerunSpec::Jobs(vec![]), WorkflowSelector::Pipeline(done)),
+            rerun(RerunJobs::Jobs(vec![]), WorkflowSelector::Pipeline(done)),
         ),
         (
             "a running workflow",
-            rerun(RerunSpec::FromFailed, WorkflowSelector::Pipeline(running)),
+            rerun(RerunJobs::FromFailed, WorkflowSelector::Pipeline(running)),
         ),
         (
             "two pipelines of the revision",
-            rerun(RerunSpec::FromFailed, WorkflowSelector::Revision(revision)),
+            rerun(RerunJobs::FromFailed, WorkflowSelector::Revision(revision)),
         ),
     ];
     let mut kinds = Vec::new();
@@ -615,7 +616,7 @@ async fn rerun_without_exactly_one_finished_workflow_touches_nothing() {
 
     // A workflow that succeeded has nothing failed to rerun.
     fx.sim.run_until_idle().await;
-    let fixed = rerun(RerunSpec::FromFailed, WorkflowSelector::Pipeline(done));
+    let fixed = rerun(RerunJobs::FromFailed, WorkflowSelector::Pipeline(done));
     fx.actions.perform(&fixed, &NoGuard).await.unwrap();
     fx.sim.run_until_idle().await;
     fx.sim.clear_requests();
@@ -736,7 +737,7 @@ async fn a_refusing_guard_sends_nothing() {
         .unwrap_err();
     for error in [&create_error, &approve_error] {
         assert!(
-            matches!(error, ActionError::Guard { reason } if reason == "the claim was taken over"),
+            matches!(error, ActionError::Guard(StoreError::Unavailable { message }) if message == "the claim was taken over"),
             "{error}"
         );
         assert!(!error.is_ambiguous());
@@ -793,7 +794,7 @@ async fn ambiguous_approve_rerun_and_cancel_are_read_back_and_never_resent() {
     fx.circleci.interceptor().arm();
     let rerun = Action::Rerun {
         target: target(FLAKY, Some("main")),
-        rerun: RerunSpec::FromFailed,
+        rerun: RerunJobs::FromFailed,
         select: WorkflowSelector::Pipeline(flaky),
         workflow: None,
     };

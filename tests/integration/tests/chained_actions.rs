@@ -105,7 +105,10 @@ async fn fire_scheduled(
         action: Action::Pipeline { target },
         upstream: None,
         correlation: None,
-        detail: json!({ "slot": slot }),
+        detail: Box::new(shared::store::RecordDetail {
+            slot: Some(slot.to_owned()),
+            ..Default::default()
+        }),
     };
     match harness.engine.fire(intent).await.unwrap() {
         Fired::Performed(record) => {
@@ -282,10 +285,13 @@ async fn approve_selects_the_hold_job_of_the_pipeline_with_the_same_origin() {
         Some(e2e_a.id)
     );
     assert_eq!(
-        gate[0].detail["acted_on_pipeline"],
-        json!(pipeline_of(&deploy_a).to_string())
+        gate[0].detail.acted_on_pipeline.map(|id| id.to_string()),
+        Some(pipeline_of(&deploy_a).to_string())
     );
-    assert_eq!(gate[0].detail["outcome"]["outcome"], "approved");
+    assert!(matches!(
+        gate[0].detail.outcome,
+        Some(shared::actions::ActionOutcome::Approved { .. })
+    ));
 
     sim.run_until_idle().await;
     let released = &sim.workflows(pipeline_of(&deploy_a))[0];
@@ -546,8 +552,9 @@ async fn closed_loop_an_unauthorized_workflow_names_the_token_user() {
     let reason = updated.reason.as_deref().unwrap();
     assert!(reason.contains("restricted context"), "{reason}");
     assert!(reason.contains("`alice`"), "{reason}");
-    assert_eq!(updated.detail["unauthorized"]["user"], "alice");
-    assert_eq!(updated.detail["unauthorized"]["token"], "default");
+    let hint = updated.detail.unauthorized.as_ref().unwrap();
+    assert_eq!(hint.user.as_deref(), Some("alice"));
+    assert_eq!(hint.token, "default");
     // Delivered again: the same hint, not a second copy of it.
     harness.post_signed(&event).await;
     let again = record(&harness, trigger.id).await;
@@ -562,7 +569,7 @@ async fn a_paused_rule_records_skipped_and_sends_nothing() {
     harness
         .store
         .pause(
-            &shared::receiver::pause_scope("deploy-after-build"),
+            &shared::store::PauseScope::Chain("deploy-after-build".into()),
             Some("freeze"),
             Some("ops"),
         )

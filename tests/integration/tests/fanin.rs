@@ -163,14 +163,9 @@ async fn arrivals_in_any_order_fire_once_and_duplicates_only_replay() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, TriggerStatus::Triggered);
     assert_eq!(records[0].correlation.as_deref(), Some("branch:main"));
-    assert_eq!(records[0].detail["join"]["generation"], 1);
-    assert_eq!(
-        records[0].detail["join"]["arrived"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    let join = records[0].detail.join.as_ref().unwrap();
+    assert_eq!(join.generation, 1);
+    assert_eq!(join.arrived.len(), 2);
 }
 
 #[tokio::test]
@@ -367,7 +362,10 @@ async fn fire_scheduled(harness: &Harness, slot: &str, project: &str) -> Trigger
         },
         upstream: None,
         correlation: None,
-        detail: serde_json::json!({ "slot": slot }),
+        detail: Box::new(shared::store::RecordDetail {
+            slot: Some(slot.to_owned()),
+            ..Default::default()
+        }),
     };
     match harness.engine.fire(intent).await.unwrap() {
         Fired::Performed(record) => record,

@@ -259,7 +259,7 @@ async fn tick_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
     let records = rig.records(SourceKind::Schedule, SCHEDULE).await;
     let slots: BTreeSet<&str> = records
         .iter()
-        .filter_map(|r| r.detail["slot"].as_str())
+        .filter_map(|r| r.detail.slot.as_deref())
         .collect();
     assert_eq!(slots, DUE_SLOTS.into_iter().collect(), "{context}");
     let ambiguous = check_outcome(&records, &pipelines, 3, cut_at, &context);

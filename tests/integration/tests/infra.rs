@@ -37,8 +37,8 @@ use shared::store::dynamo::{TABLE_ENV, create_table, table_definition};
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, DynamoStore,
     Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore,
-    OwnerToken, Page, PageRequest, PauseFlag, ScheduleState, ScheduleStateStore, StoreResult,
-    StoreSettings, TriggerId, TriggerRecord, TriggerSource,
+    OwnerToken, Page, PageRequest, PauseFlag, PauseScope, ScheduleState, ScheduleStateStore,
+    StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource,
 };
 
 // ============================================================================ the template
@@ -862,7 +862,7 @@ impl JoinStore for AuditedStore {
 impl FlagStore for AuditedStore {
     async fn pause(
         &self,
-        scope: &str,
+        scope: &PauseScope,
         reason: Option<&str>,
         paused_by: Option<&str>,
     ) -> StoreResult<PauseFlag> {
@@ -872,10 +872,10 @@ impl FlagStore for AuditedStore {
         )
         .await
     }
-    async fn resume(&self, scope: &str) -> StoreResult<bool> {
+    async fn resume(&self, scope: &PauseScope) -> StoreResult<bool> {
         audited(StoreOperation::Resume, self.0.resume(scope)).await
     }
-    async fn pause_flag(&self, scope: &str) -> StoreResult<Option<PauseFlag>> {
+    async fn pause_flag(&self, scope: &PauseScope) -> StoreResult<Option<PauseFlag>> {
         audited(StoreOperation::PauseFlag, self.0.pause_flag(scope)).await
     }
     async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>> {

@@ -14,8 +14,8 @@ use integration_tests::scheduled_support::{
     Backend, HangControl, Harness, default_client_options, utc,
 };
 use shared::circleci::ClientOptions;
-use shared::scheduler::{TickRequest, pause_scope};
-use shared::store::TriggerStatus;
+use shared::scheduler::TickRequest;
+use shared::store::{PauseScope, TriggerStatus};
 
 macro_rules! on_both_stores {
     ($($case:ident),* $(,)?) => {
@@ -352,13 +352,14 @@ target = {{ project = "{API}", branch = "main", workflow = "minutely" }}
     let history = h.history("minutely").await;
     let summary: Vec<_> = history
         .iter()
-        .filter(|r| r.detail.get("missed").is_some())
+        .filter(|r| r.detail.missed.is_some())
         .collect();
     assert_eq!(summary.len(), 1);
     assert_eq!(summary[0].status, TriggerStatus::Skipped);
-    assert_eq!(summary[0].detail["missed"]["count"], 74);
-    assert_eq!(summary[0].detail["missed"]["from"], "2026-11-28T10:01:00Z");
-    assert_eq!(summary[0].detail["missed"]["to"], "2026-11-28T11:14:00Z");
+    let missed = summary[0].detail.missed.as_ref().unwrap();
+    assert_eq!(missed.count, 74);
+    assert_eq!(missed.from, utc("2026-11-28T10:01:00Z"));
+    assert_eq!(missed.to, utc("2026-11-28T11:14:00Z"));
     assert_eq!(
         summary[0].reason.as_deref(),
         Some(
@@ -400,11 +401,9 @@ target = {{ project = "{API}", branch = "main", workflow = "daily" }}
     let summary = h
         .record("daily", "missed:2026-11-28T10:00:00Z..2026-12-07T10:00:00Z")
         .await;
-    assert_eq!(summary.detail["missed"]["count"], 0);
-    assert_eq!(
-        summary.detail["missed"]["evaluated_from"],
-        "2026-12-07T10:00:00Z"
-    );
+    let missed = summary.detail.missed.as_ref().unwrap();
+    assert_eq!(missed.count, 0);
+    assert_eq!(missed.evaluated_from, Some(utc("2026-12-07T10:00:00Z")));
     assert_eq!(
         summary.reason.as_deref(),
         Some(
@@ -463,7 +462,7 @@ async fn forbid_skips_while_the_previous_pipeline_runs_until_it_is_stale(backend
             reason.contains("on_hold") && reason.contains("forbid"),
             "{reason}"
         );
-        assert_eq!(skipped.detail["blocked_by"], first.id.to_string());
+        assert_eq!(skipped.detail.blocked_by, Some(first.id));
     }
     assert_eq!(h.sim.workflows(held)[0].status, WorkflowStatus::OnHold);
 
@@ -471,12 +470,10 @@ async fn forbid_skips_while_the_previous_pipeline_runs_until_it_is_stale(backend
     h.tick_at("2026-11-28T14:00:00Z").await;
     let fired = h.record("release", "2026-11-28T14:00:00Z").await;
     assert_eq!(fired.status, TriggerStatus::Triggered);
-    assert_eq!(fired.detail["previous_pipeline"]["state"], "stale");
-    assert_eq!(
-        fired.detail["previous_pipeline"]["pipeline"],
-        held.to_string()
-    );
-    assert_eq!(fired.detail["previous_pipeline"]["age_seconds"], 4 * 3600);
+    let previous = fired.detail.previous_pipeline.as_ref().unwrap();
+    assert_eq!(previous.state, "stale");
+    assert_eq!(previous.pipeline, Some(held.to_string()));
+    assert_eq!(previous.age_seconds, Some(4 * 3600));
     assert_eq!(h.pipelines_for("release").len(), 2);
     assert_eq!(h.count("release", TriggerStatus::Skipped).await, 3);
     assert_eq!(
@@ -489,7 +486,10 @@ async fn forbid_skips_while_the_previous_pipeline_runs_until_it_is_stale(backend
     assert_eq!(h.pipelines_for("quick").len(), 5);
     assert_eq!(h.count("quick", TriggerStatus::Triggered).await, 5);
     let later = h.record("quick", "2026-11-28T11:00:00Z").await;
-    assert_eq!(later.detail["previous_pipeline"]["state"], "finished");
+    assert_eq!(
+        later.detail.previous_pipeline.as_ref().unwrap().state,
+        "finished"
+    );
 }
 
 /// `replace`: the previous pipeline's running workflows are canceled, then the slot fires.
@@ -521,11 +521,9 @@ async fn replace_cancels_the_previous_pipelines_workflows(backend: Backend) {
     assert_eq!(h.sim.workflows(second)[0].status, WorkflowStatus::Running);
     let record = h.record("soak", "2026-11-28T11:00:00Z").await;
     assert_eq!(record.status, TriggerStatus::Triggered);
-    assert_eq!(record.detail["replaced"]["pipeline"], first.to_string());
-    assert_eq!(
-        record.detail["replaced"]["canceled_workflows"],
-        serde_json::json!([first_workflow.to_string()])
-    );
+    let replaced = record.detail.replaced.as_ref().unwrap();
+    assert_eq!(replaced.pipeline, first.to_string());
+    assert_eq!(replaced.canceled_workflows, [first_workflow.to_string()]);
 }
 
 /// CircleCI answers 429 to every create for a while: the slot's record fails with a retry
@@ -626,7 +624,7 @@ async fn paused_slots_are_recorded_as_skipped_until_resumed(backend: Backend) {
         .await;
     h.store
         .pause(
-            &pause_scope("nightly"),
+            &PauseScope::Schedule("nightly".into()),
             Some("database migration"),
             Some("ops"),
         )
@@ -640,14 +638,19 @@ async fn paused_slots_are_recorded_as_skipped_until_resumed(backend: Backend) {
         paused.reason.as_deref(),
         Some("schedule:nightly paused: database migration")
     );
-    assert!(h.store.resume(&pause_scope("nightly")).await.unwrap());
+    assert!(
+        h.store
+            .resume(&PauseScope::Schedule("nightly".into()))
+            .await
+            .unwrap()
+    );
     assert_eq!(h.tick_at("2026-11-28T12:00:00Z").await.totals().fired, 1);
 
-    h.store.pause("all", None, None).await.unwrap();
+    h.store.pause(&PauseScope::All, None, None).await.unwrap();
     h.tick_at("2026-11-28T13:00:00Z").await;
     let all = h.record("nightly", "2026-11-28T13:00:00Z").await;
     assert_eq!(all.reason.as_deref(), Some("all paused"));
-    h.store.resume("all").await.unwrap();
+    h.store.resume(&PauseScope::All).await.unwrap();
     h.tick_at("2026-11-28T14:00:00Z").await;
 
     assert_eq!(h.pipelines_for("nightly").len(), 2);
@@ -714,8 +717,14 @@ target = {{ project = "{API}", branch = "main", workflow = "at-0230" }}
     );
     assert_eq!(h.pipelines_for("half-hourly").len(), 5);
     let second = h.record("half-hourly", "2026-10-25T01:00:00Z").await;
-    assert_eq!(second.detail["slot_local"], "2026-10-25 02:00:00");
-    assert_eq!(second.detail["dst"], "repeated hour: second occurrence");
+    assert_eq!(
+        second.detail.slot_local.as_deref(),
+        Some("2026-10-25 02:00:00")
+    );
+    assert_eq!(
+        second.detail.dst.as_deref(),
+        Some("repeated hour: second occurrence")
+    );
     assert_eq!(
         h.slots("at-0230", TriggerStatus::Triggered).await,
         ["2026-10-25T00:30:00Z"]
@@ -742,8 +751,12 @@ async fn a_manual_run_is_recorded_as_manual_and_runs_once_per_run_id(backend: Ba
     h.scheduler.handle(run(None)).await.unwrap();
     assert_eq!(h.pipelines_for("nightly").len(), 2);
     let records = h.history("nightly").await;
-    assert!(records.iter().all(|r| r.detail["manual"] == true));
-    assert!(records.iter().any(|r| r.detail["slot"] == "manual:CHG-42"));
+    assert!(records.iter().all(|r| r.detail.manual));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.detail.slot.as_deref() == Some("manual:CHG-42"))
+    );
 
     let unknown = h
         .scheduler

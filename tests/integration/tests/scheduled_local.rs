@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use integration_tests::scheduled_support::{Backend, Harness, utc};
 use shared::scheduler::local::{LocalTick, LoopOptions, Wake, run_until_with};
-use shared::scheduler::pause_scope;
 use shared::store::TriggerStatus;
 
 const TOML: &str = r#"
@@ -40,7 +39,11 @@ async fn ticks_at_start_at_each_slot_and_every_minute_until_shutdown() {
     // The schedule was last evaluated at 09:17 (09:30, 09:45 and 10:00 were missed since).
     h.scheduler.tick(utc("2026-11-28T09:17:00Z")).await.unwrap();
     h.store
-        .pause(&pause_scope("quarterly"), Some("loop test"), None)
+        .pause(
+            &shared::store::PauseScope::Schedule("quarterly".into()),
+            Some("loop test"),
+            None,
+        )
         .await
         .unwrap();
 
@@ -113,9 +116,9 @@ async fn ticks_at_start_at_each_slot_and_every_minute_until_shutdown() {
         let id = slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let row = rows
             .iter()
-            .find(|r| r.detail["slot"] == id.as_str())
+            .find(|r| r.detail.slot.as_deref() == Some(id.as_str()))
             .unwrap();
-        assert_eq!(row.detail["evaluated_at"], id.as_str());
+        assert_eq!(row.detail.evaluated_at, Some(*slot));
         assert_eq!(
             row.reason.as_deref(),
             Some("schedule:quarterly paused: loop test")

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use shared::clock::SystemClock;
 use shared::config::{ConfigError, TriggersFile, load_file};
-use shared::scheduler::pause_scope;
 use shared::store::sqlite::DEFAULT_FILE_NAME;
-use shared::store::{DynamoStore, FlagStore, PauseFlag, SqliteStore};
+use shared::store::{DynamoStore, FlagStore, PauseFlag, PauseScope, SqliteStore};
 
 /// Where the trigger store is (shared by the commands that operate on it).
 #[derive(Debug, Clone, clap::Args)]
@@ -119,7 +118,7 @@ pub async fn pause(
 ) -> anyhow::Result<PauseFlag> {
     let reason = reason.map(str::trim).filter(|r| !r.is_empty());
     flags
-        .pause(&pause_scope(name), reason, by)
+        .pause(&PauseScope::Schedule(name.to_owned()), reason, by)
         .await
         .with_context(|| format!("cannot pause schedule `{name}`"))
 }
@@ -127,7 +126,7 @@ pub async fn pause(
 /// Clears the flag; `false` if the schedule was not paused.
 pub async fn resume(flags: &dyn FlagStore, name: &str) -> anyhow::Result<bool> {
     flags
-        .resume(&pause_scope(name))
+        .resume(&PauseScope::Schedule(name.to_owned()))
         .await
         .with_context(|| format!("cannot resume schedule `{name}`"))
 }
@@ -210,19 +209,25 @@ target = { project = "gh/acme/api", branch = "main" }
         let flag = pause(&store, "nightly", Some("  db migration "), Some("ops"))
             .await
             .unwrap();
-        assert_eq!(flag.scope, "schedule:nightly");
+        assert_eq!(flag.scope.to_string(), "schedule:nightly");
         assert_eq!(flag.reason.as_deref(), Some("db migration"));
         assert_eq!(
             describe("nightly", &flag),
             "paused schedule `nightly` at 2026-11-28T09:00:00Z by ops (db migration); \
              its slots are recorded as skipped until `resume nightly`"
         );
-        let stored = store.pause_flag(&pause_scope("nightly")).await.unwrap();
+        let stored = store
+            .pause_flag(&PauseScope::Schedule("nightly".into()))
+            .await
+            .unwrap();
         assert_eq!(stored, Some(flag));
 
         assert!(resume(&store, "nightly").await.unwrap());
         assert_eq!(
-            store.pause_flag(&pause_scope("nightly")).await.unwrap(),
+            store
+                .pause_flag(&PauseScope::Schedule("nightly".into()))
+                .await
+                .unwrap(),
             None
         );
         assert!(!resume(&store, "nightly").await.unwrap(), "already resumed");

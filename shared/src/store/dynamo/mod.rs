@@ -38,10 +38,10 @@ pub use self::table::{
 use super::logic::{self, ClaimDecision, HolderOp, HolderPlan, JoinStep, StoredClaim, millis};
 use super::{
     ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
-    ClaimStore, Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState,
-    JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, SCHEMA_VERSION, ScheduleState,
-    ScheduleStateStore, SharedClock, StoreError, StoreResult, StoreSettings, TriggerId,
-    TriggerRecord, TriggerSource, cursor,
+    ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
+    JoinState, JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, PauseScope,
+    SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError, StoreResult,
+    StoreSettings, TriggerId, TriggerRecord, TriggerSource, cursor,
 };
 use crate::clock::Clock;
 
@@ -1544,7 +1544,10 @@ impl JoinStore for DynamoStore {
 fn flag_from_item(item: &Item) -> StoreResult<PauseFlag> {
     let r = Reader::new(item, "pause flag");
     Ok(PauseFlag {
-        scope: r.s(SORT_KEY)?.to_owned(),
+        scope: r
+            .s(SORT_KEY)?
+            .parse()
+            .map_err(|e: InvalidPauseScope| StoreError::corrupt("pause flag", e.to_string()))?,
         reason: r.opt_s("reason")?.map(str::to_owned),
         paused_by: r.opt_s("paused_by")?.map(str::to_owned),
         paused_at: r.time("paused_at")?,
@@ -1555,20 +1558,17 @@ fn flag_from_item(item: &Item) -> StoreResult<PauseFlag> {
 impl FlagStore for DynamoStore {
     async fn pause(
         &self,
-        scope: &str,
+        scope: &PauseScope,
         reason: Option<&str>,
         paused_by: Option<&str>,
     ) -> StoreResult<PauseFlag> {
-        if scope.is_empty() {
-            return Err(StoreError::invalid("a pause scope cannot be empty"));
-        }
         let now = self.clock.now();
         let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
             .item(PARTITION_KEY, s(FLAGS_PARTITION))
-            .item(SORT_KEY, s(scope))
+            .item(SORT_KEY, s(scope.to_string()))
             .item("type", s("pause_flag"))
             .item("paused_at", n(millis(now)))
             .item("schema_version", n(i64::from(SCHEMA_VERSION)));
@@ -1583,20 +1583,20 @@ impl FlagStore for DynamoStore {
             .await
             .map_err(|error| classify("PutItem", &error))?;
         Ok(PauseFlag {
-            scope: scope.to_owned(),
+            scope: scope.clone(),
             reason: reason.map(str::to_owned),
             paused_by: paused_by.map(str::to_owned),
             paused_at: now,
         })
     }
 
-    async fn resume(&self, scope: &str) -> StoreResult<bool> {
+    async fn resume(&self, scope: &PauseScope) -> StoreResult<bool> {
         let output = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(PARTITION_KEY, s(FLAGS_PARTITION))
-            .key(SORT_KEY, s(scope))
+            .key(SORT_KEY, s(scope.to_string()))
             .return_values(ReturnValue::AllOld)
             .send()
             .await
@@ -1604,8 +1604,8 @@ impl FlagStore for DynamoStore {
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 
-    async fn pause_flag(&self, scope: &str) -> StoreResult<Option<PauseFlag>> {
-        self.get(FLAGS_PARTITION.to_owned(), scope)
+    async fn pause_flag(&self, scope: &PauseScope) -> StoreResult<Option<PauseFlag>> {
+        self.get(FLAGS_PARTITION.to_owned(), &scope.to_string())
             .await?
             .map(|item| flag_from_item(&item))
             .transpose()

@@ -76,13 +76,11 @@ async fn assert_one_row_each_and_no_stray_pipeline(
 
 /// `detail.candidates` of an ambiguous record (what reconciliation found).
 fn candidates(record: &TriggerRecord) -> Vec<String> {
-    record.detail["candidates"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|v| v.as_str().unwrap().to_owned())
-                .collect()
-        })
+    record
+        .detail
+        .candidates
+        .as_ref()
+        .map(|list| list.iter().map(ToString::to_string).collect())
         .unwrap_or_default()
 }
 

@@ -61,7 +61,7 @@ async fn a_call_starts_one_pipeline_with_defaults_and_fixed_values() {
 
     let record = h.record(id).await;
     assert_eq!(record.status, TriggerStatus::Triggered);
-    assert_eq!(record.detail["client"], "release-bot");
+    assert_eq!(record.detail.client.as_deref(), Some("release-bot"));
     assert_eq!(record.origin, record.id, "an HTTP call is its own origin");
     assert_eq!(record.retry_at, None, "HTTP triggers are never swept");
 
@@ -149,7 +149,7 @@ async fn the_same_key_replays_the_answer_and_another_request_under_it_is_refused
     assert_eq!(h.pipelines(), 1);
     let audit = h.record(other.trigger_id()).await;
     assert_eq!(audit.status, TriggerStatus::Rejected);
-    assert_eq!(audit.detail["idempotency_key"], "k-1");
+    assert_eq!(audit.detail.idempotency_key.as_deref(), Some("k-1"));
 
     // Keys belong to a client: another client's identical key is another trigger.
     let cms = h

@@ -1,0 +1,3 @@
+//! The trigger-spec layer every trigger kind shares.
+
+pub mod outcome;
