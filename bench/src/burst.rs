@@ -11,10 +11,10 @@ use circleci_sim::Faults;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use shared::api::{ApiSettings, TriggerApi, api_router, mint_key};
 use shared::http::with_problem_fallbacks;
-use shared::scheduler::Scheduler;
 use shared::secrets::env_names;
+use shared::triggers::http::{ApiSettings, TriggerApi, api_router, mint_key};
+use shared::triggers::scheduled::Scheduler;
 use shared::wiring::ContextOptions;
 
 use crate::setup::{PROJECT, Variant, system, system_with};

@@ -16,8 +16,8 @@ use circleci_sim::{Faults, SimOptions, Simulator};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::api::mint_key;
-use shared::webhook::sign_v1;
+use shared::triggers::chained::webhook::sign_v1;
+use shared::triggers::http::mint_key;
 
 use crate::latency::Spread;
 use crate::moto::{ACCESS_KEY, Moto, REGION};

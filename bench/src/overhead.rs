@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use circleci_sim::Faults;
 use serde::{Deserialize, Serialize};
-use shared::scheduler::Scheduler;
+use shared::triggers::scheduled::Scheduler;
 use shared::wiring::ContextOptions;
 
 use crate::latency::Percentiles;

@@ -414,12 +414,12 @@ const SCENARIOS: [&str; 5] = [
      slot (counted in the simulator, by branch).",
     "**burst (endpoint calls)**: N `POST /v1/endpoints/burst` calls (each with its own branch \
      and Idempotency-Key, `--endpoint-concurrency` in flight) to the HTTP API router \
-     (`shared::api::api_router`, as the `http` function serves it, with its 20 s CircleCI \
+     (`shared::triggers::http::api_router`, as the `http` function serves it, with its 20 s CircleCI \
      deadline) served on loopback, against the same rate-limited simulator. Same ideal, lost \
      and duplicated; every call must be answered 2xx.",
     "**storm**: `--deliveries` signed `workflow-completed` deliveries, 30 % of them repeats \
      of an earlier event id, posted `--concurrency` at a time to \
-     `shared::receiver::webhook_router` served on 127.0.0.1. One chain rule starts a \
+     `shared::triggers::chained::webhook_router` served on 127.0.0.1. One chain rule starts a \
      downstream pipeline per event: triggered (pipelines in the simulator) must equal the \
      unique events. Latency is measured by the sender and includes the rule's CircleCI call \
      and the SQLite writes. Duplicates that arrive while the first delivery of their event \

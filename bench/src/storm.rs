@@ -11,8 +11,8 @@ use futures::StreamExt;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::receiver::{Receiver, WEBHOOK_PATH, webhook_router};
-use shared::webhook::{SIGNATURE_HEADER, sign_v1};
+use shared::triggers::chained::webhook::{SIGNATURE_HEADER, sign_v1};
+use shared::triggers::chained::{Receiver, WEBHOOK_PATH, webhook_router};
 
 use crate::latency::Percentiles;
 use crate::setup::{DOWNSTREAM, PROJECT, UNCONSTRAINED_RATE, WEBHOOK_SECRET, system};

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Duration, LocalResult, TimeZone, Timelike, Utc};
 use libfuzzer_sys::fuzz_target;
-use shared::schedule::{ScheduleTiming, SlotKind, next_slots};
+use shared::triggers::scheduled::calendar::{ScheduleTiming, SlotKind, next_slots};
 use triggers_config::cron::CronExpr;
 
 /// Slots asked for at most: enough to cross a DST transition with an hourly cron.

@@ -11,8 +11,8 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use shared::api::Catalog;
-use shared::api::request::{BodyError, MAX_FIELD_ERRORS, parse_body, validate};
+use shared::triggers::http::Catalog;
+use shared::triggers::http::request::{BodyError, MAX_FIELD_ERRORS, parse_body, validate};
 use shared::circleci::GitRef;
 use triggers_config::rules::{self, check_git_ref};
 use triggers_config::{FieldPath, Problems};

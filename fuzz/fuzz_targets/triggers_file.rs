@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::api::Catalog;
-use shared::chain::ChainRules;
+use shared::triggers::http::Catalog;
+use shared::triggers::chained::rules::ChainRules;
 use triggers_config::{ConfigError, parse_str};
 
 const FILE: &str = "fuzz.toml";

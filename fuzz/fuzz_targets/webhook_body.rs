@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
-use shared::webhook::{EventError, ReplayWindow, parse_event, receive, sign_v1};
+use shared::triggers::chained::webhook::{EventError, ReplayWindow, parse_event, receive, sign_v1};
 
 /// Longest refusal message: field paths and echoes are capped well below this.
 const MAX_ERROR_LEN: usize = 1024;

@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
-use shared::webhook::{SignatureError, sign_v1, verify_signature};
+use shared::triggers::chained::webhook::{SignatureError, sign_v1, verify_signature};
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(3, |byte| *byte == 0);

@@ -10,16 +10,16 @@ use std::sync::{Arc, PoisonError, RwLock};
 use axum::Router;
 use axum::extract::Request;
 
-use crate::api::{ApiSettings, CatalogError, TriggerApi, api_router};
-use crate::chain::ChainRulesError;
 use crate::circleci::CircleCiError;
 use crate::clock::Clock;
 use crate::config::TriggersFile;
 use crate::http::with_problem_fallbacks;
-use crate::receiver::{Receiver, webhook_router};
-use crate::scheduler::Scheduler;
 use crate::secrets::{CachedSecrets, LocalSecretSource, Secrets};
 use crate::store::{SharedStore, SqliteStore, StoreError, StoreSettings};
+use crate::triggers::chained::rules::ChainRulesError;
+use crate::triggers::chained::{Receiver, webhook_router};
+use crate::triggers::http::{ApiSettings, CatalogError, TriggerApi, api_router};
+use crate::triggers::scheduled::Scheduler;
 use crate::wiring::{LambdaContext, SECRETS_TTL, assemble};
 use tower::ServiceExt;
 

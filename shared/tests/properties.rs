@@ -12,10 +12,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
-use shared::api::Catalog;
-use shared::api::request::{BodyError, parse_body, validate};
-use shared::schedule::{ScheduleTiming, SlotKind, next_slots};
-use shared::webhook::{EventError, SignatureError, parse_event, sign_v1, verify_signature};
+use shared::triggers::chained::webhook::{
+    EventError, SignatureError, parse_event, sign_v1, verify_signature,
+};
+use shared::triggers::http::Catalog;
+use shared::triggers::http::request::{BodyError, parse_body, validate};
+use shared::triggers::scheduled::calendar::{ScheduleTiming, SlotKind, next_slots};
 
 /// The seed used unless `PROPTEST_RNG_SEED` is set.
 const DEFAULT_SEED: u64 = 0x7368_6172_6564_7031;

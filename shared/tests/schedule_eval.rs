@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use shared::schedule::{ScheduleSlot, ScheduleTiming, SlotKind, due_slots, next_slots};
+use shared::triggers::scheduled::calendar::{
+    ScheduleSlot, ScheduleTiming, SlotKind, due_slots, next_slots,
+};
 
 fn timing(cron: &str, zone: &str) -> ScheduleTiming {
     ScheduleTiming::new(cron, zone).unwrap()

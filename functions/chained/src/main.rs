@@ -1,12 +1,12 @@
 //! Lambda `chained`: CircleCI webhooks → chain rules → actions. Wiring only; the logic is in
-//! `shared::receiver`.
+//! `shared::triggers::chained`.
 
 use std::sync::Arc;
 
 use shared::config::{embedded_triggers_file, parse_str};
 use shared::http::{health_router, with_problem_fallbacks};
-use shared::receiver::{Receiver, webhook_router};
 use shared::telemetry::{LogFormat, init};
+use shared::triggers::chained::{Receiver, webhook_router};
 use shared::wiring::lambda_context;
 
 #[tokio::main]

@@ -11,9 +11,9 @@ use lambda_http::{Body, IntoResponse};
 use shared::clock::ManualClock;
 use shared::config::parse_str;
 use shared::http::{health_router, with_problem_fallbacks};
-use shared::receiver::{Receiver, webhook_router};
 use shared::secrets::{CachedSecrets, LocalSecretSource, env_names};
 use shared::store::{PageRequest, SourceKind, SqliteStore, TriggerSource, TriggerStatus};
+use shared::triggers::chained::{Receiver, webhook_router};
 use shared::wiring::assemble;
 
 /// The secret the fixtures are signed with.

@@ -24,14 +24,14 @@ use circleci_sim::{
 };
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
-use shared::api::mint_key;
 use shared::config::endpoint::{EndpointSpec, ParameterType};
 use shared::config::{ActionKind, ParameterValue, TargetSpec, TriggersFile};
 use shared::http::Problem;
-use shared::receiver::WEBHOOK_PATH;
-use shared::scheduler::{Scheduler, SchedulerError};
 use shared::secrets::LocalSecretSource;
 use shared::secrets::env_names;
+use shared::triggers::chained::WEBHOOK_PATH;
+use shared::triggers::http::mint_key;
+use shared::triggers::scheduled::{Scheduler, SchedulerError};
 
 /// Login of the simulator's only user.
 const SANDBOX_USER: &str = "sandbox";

@@ -1,9 +1,9 @@
 //! Lambda `http`: the HTTP API for external systems. Wiring only; the logic is in `shared`.
 
-use shared::api::{ApiSettings, TriggerApi, api_router};
 use shared::config::{embedded_triggers_file, parse_str};
 use shared::http::with_problem_fallbacks;
 use shared::telemetry::{LogFormat, init};
+use shared::triggers::http::{ApiSettings, TriggerApi, api_router};
 use shared::wiring::{ContextOptions, lambda_context};
 
 #[tokio::main]

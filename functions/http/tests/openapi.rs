@@ -16,7 +16,7 @@ fn committed_path() -> PathBuf {
 
 #[test]
 fn the_committed_document_is_the_generated_one() {
-    let generated = shared::api::openapi::document_json();
+    let generated = shared::triggers::http::openapi::document_json();
     let path = committed_path();
     if std::env::var_os("CIRCLECI_TRIGGERS_BLESS").is_some() {
         std::fs::write(&path, &generated).unwrap();
@@ -36,7 +36,7 @@ fn the_committed_document_is_the_generated_one() {
 
 #[test]
 fn the_document_is_valid_openapi_3_1_and_every_reference_resolves() {
-    let text = shared::api::openapi::document_json();
+    let text = shared::triggers::http::openapi::document_json();
     let spec = oas3::from_json(&text).unwrap();
     let version = spec.validate_version().unwrap();
     assert_eq!((version.major, version.minor), (3, 1));

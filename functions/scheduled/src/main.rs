@@ -2,8 +2,8 @@
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::config::{embedded_triggers_file, parse_str};
-use shared::scheduler::{Scheduler, lambda::handle};
 use shared::telemetry::{LogFormat, init};
+use shared::triggers::scheduled::{Scheduler, lambda::handle};
 use shared::wiring::{ContextOptions, lambda_context};
 
 #[tokio::main]

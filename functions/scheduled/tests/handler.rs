@@ -1,4 +1,4 @@
-//! The `scheduled` function's handler (`shared::scheduler::lambda::handle`, what `main.rs`
+//! The `scheduled` function's handler (`shared::triggers::scheduled::lambda::handle`, what `main.rs`
 //! runs) driven with the committed EventBridge Scheduler Input
 //! (`fixtures/scheduler-input.json`, the template's Input with a concrete time), against the
 //! CircleCI simulator and a real store.
@@ -11,9 +11,9 @@ use integration_tests::moto::sdk_config_for;
 use integration_tests::scheduled_support::{Backend, Harness};
 use serde_json::{Value, json};
 use shared::engine::{Engine, EngineSettings};
-use shared::scheduler::Scheduler;
-use shared::scheduler::lambda::handle;
 use shared::store::DynamoStore;
+use shared::triggers::scheduled::Scheduler;
+use shared::triggers::scheduled::lambda::handle;
 
 /// 03:00 in Berlin is 02:00 UTC in November: the fixture's scheduled time.
 const TRIGGERS: &str = r#"

@@ -281,8 +281,8 @@ pub enum ActionError {
 
     /// The store could not say whether a pipeline is recorded for another trigger
     /// (reconciliation stops; try again later).
-    #[error("trigger history unavailable: {reason}")]
-    Ledger { reason: String },
+    #[error("trigger history unavailable: {0}")]
+    Ledger(#[source] StoreError),
 
     /// CircleCI's error (ambiguous only when a side effect may have happened).
     #[error(transparent)]
@@ -301,7 +301,7 @@ impl ActionError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ActionError::CircleCi(error) => error.is_retryable(),
-            ActionError::Ledger { .. } => true,
+            ActionError::Ledger(_) => true,
             ActionError::JobNotOnHold { status, .. } => matches!(
                 status,
                 JobStatus::Blocked | JobStatus::Queued | JobStatus::NotRunning
@@ -338,7 +338,7 @@ impl SendGuard for NoGuard {
 /// Whether a CircleCI pipeline id is already recorded for another trigger (the store answers).
 #[async_trait]
 pub trait PipelineLedger: Send + Sync {
-    async fn is_recorded_elsewhere(&self, pipeline_id: Uuid) -> Result<bool, String>;
+    async fn is_recorded_elsewhere(&self, pipeline_id: Uuid) -> Result<bool, StoreError>;
 }
 
 /// Limits of the reads an action makes.

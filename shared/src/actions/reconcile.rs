@@ -95,7 +95,7 @@ impl Actions {
             let taken = ledger
                 .is_recorded_elsewhere(pipeline.id)
                 .await
-                .map_err(|reason| ActionError::Ledger { reason })?;
+                .map_err(ActionError::Ledger)?;
             if !taken {
                 candidates.push(pipeline);
             }

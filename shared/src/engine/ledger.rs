@@ -4,27 +4,29 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::actions::PipelineLedger;
-use crate::store::{SharedStore, TriggerId};
+use std::sync::Arc;
+
+use crate::store::{HistoryStore, StoreError, TriggerId};
 
 /// Pipeline ids recorded for any trigger other than `own`.
 pub struct StoreLedger {
-    store: SharedStore,
+    store: Arc<dyn HistoryStore>,
     own: TriggerId,
 }
 
 impl StoreLedger {
-    pub fn new(store: SharedStore, own: TriggerId) -> Self {
+    pub fn new(store: Arc<dyn HistoryStore>, own: TriggerId) -> Self {
         Self { store, own }
     }
 }
 
 #[async_trait]
 impl PipelineLedger for StoreLedger {
-    async fn is_recorded_elsewhere(&self, pipeline_id: Uuid) -> Result<bool, String> {
-        match self.store.pipeline_recorded(&pipeline_id.to_string()).await {
-            Ok(Some(owner)) => Ok(owner != self.own),
-            Ok(None) => Ok(false),
-            Err(error) => Err(error.to_string()),
-        }
+    async fn is_recorded_elsewhere(&self, pipeline_id: Uuid) -> Result<bool, StoreError> {
+        let owner = self
+            .store
+            .pipeline_recorded(&pipeline_id.to_string())
+            .await?;
+        Ok(owner.is_some_and(|owner| owner != self.own))
     }
 }

@@ -43,9 +43,9 @@ use crate::actions::{Action, ActionError, ActionOutcome, Actions, Reconciled, Se
 use crate::clock::Clock;
 use crate::config::HistorySettings;
 use crate::store::{
-    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, Fingerprint, PipelineRef, RecordDetail,
-    RetryPlan, SharedStore, StoreError, TriggerId, TriggerRecord, TriggerSource, TriggerStatus,
-    Upstream, redact_parameters,
+    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimStore, Fingerprint, PipelineRef,
+    RecordDetail, RetryPlan, SharedStore, StoreError, TriggerId, TriggerRecord, TriggerSource,
+    TriggerStatus, Upstream, redact_parameters,
 };
 
 pub use ledger::StoreLedger;
@@ -771,7 +771,7 @@ enum Lookup {
 
 /// Marks the claim SENDING right before the side-effecting request, remembering when.
 struct ClaimSendGuard {
-    store: SharedStore,
+    store: Arc<dyn ClaimStore>,
     key: ClaimKey,
     grant: ClaimGrant,
     clock: Arc<dyn Clock>,

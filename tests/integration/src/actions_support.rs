@@ -86,10 +86,12 @@ impl RecordedElsewhere {
 
 #[async_trait]
 impl PipelineLedger for RecordedElsewhere {
-    async fn is_recorded_elsewhere(&self, pipeline_id: Uuid) -> Result<bool, String> {
+    async fn is_recorded_elsewhere(&self, pipeline_id: Uuid) -> Result<bool, StoreError> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {
-            return Err("store unavailable".into());
+            return Err(StoreError::Unavailable {
+                message: "store unavailable".into(),
+            });
         }
         Ok(self
             .ids

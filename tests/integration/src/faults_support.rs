@@ -23,17 +23,17 @@ use circleci_sim::{
 };
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use shared::api::{ApiSettings, TriggerApi, api_router, mint_key};
 use shared::circleci::ClientOptions;
 use shared::clock::{Clock, ManualClock};
 use shared::engine::EngineSettings;
-use shared::receiver::{Receiver, WEBHOOK_PATH, webhook_router};
-use shared::scheduler::lambda::TickFailed;
-use shared::scheduler::{Scheduler, TickReport};
 use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
+use shared::triggers::chained::{Receiver, WEBHOOK_PATH, webhook_router};
+use shared::triggers::http::{ApiSettings, TriggerApi, api_router, mint_key};
+use shared::triggers::scheduled::lambda::TickFailed;
+use shared::triggers::scheduled::{Scheduler, TickReport};
 use shared::wiring::{ContextOptions, LambdaContext, assemble};
 
 use crate::scheduled_support::{Backend, default_client_options};
@@ -440,7 +440,7 @@ impl System {
             .clock
             .now()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        shared::scheduler::lambda::handle(
+        shared::triggers::scheduled::lambda::handle(
             &self.instance().scheduler,
             json!({ "source": "circleci-triggers.tick", "scheduled_time": at }),
         )

@@ -14,11 +14,11 @@ use shared::circleci::{CircleCi, CircleCiError, ClientOptions, RateDefaults};
 use shared::clock::{Clock, ManualClock};
 use shared::config::TriggersFile;
 use shared::engine::{Engine, EngineSettings};
-use shared::scheduler::{Scheduler, TickReport};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
     TriggerStatus,
 };
+use shared::triggers::scheduled::{Scheduler, TickReport};
 use tokio::sync::Notify;
 
 use crate::circleci_client::{TokenFile, client_for, test_options};

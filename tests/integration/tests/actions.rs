@@ -963,7 +963,7 @@ async fn an_ambiguous_create_with_two_candidates_stays_ambiguous() {
         .reconcile_create(&on_main, sent_at, window, &unavailable)
         .await
         .unwrap_err();
-    assert!(matches!(error, ActionError::Ledger { .. }), "{error}");
+    assert!(matches!(error, ActionError::Ledger(_)), "{error}");
     assert!(error.is_retryable());
     assert_eq!(fx.sim.pipelines().len(), 6, "reconciliation never creates");
 }

@@ -83,7 +83,7 @@ async fn fire_scheduled(
     slot: &str,
     project: &str,
 ) -> TriggerRecord {
-    let origin = shared::scheduler::slot_origin(schedule, slot);
+    let origin = shared::triggers::scheduled::slot_origin(schedule, slot);
     let spec = TargetSpec {
         project: project.to_owned(),
         branch: Some("main".to_owned()),

@@ -1,4 +1,4 @@
-//! `explain` (`shared::receiver::explain`): which rules an event matches, why the others do
+//! `explain` (`shared::operator::explain`): which rules an event matches, why the others do
 //! not, and the exact CircleCI requests — offline, on CircleCI's documented payloads.
 #![allow(clippy::unwrap_used)]
 
@@ -6,10 +6,10 @@ mod chained_support;
 
 use chained_support::fixture;
 use serde_json::{Value, json};
-use shared::chain::ChainRules;
 use shared::config::{TriggersFile, parse_str};
-use shared::receiver::explain::{ActionOutcomeKind, RuleVerdict, explain};
-use shared::webhook::WebhookEvent;
+use shared::operator::explain::{ActionOutcomeKind, RuleVerdict, explain};
+use shared::triggers::chained::rules::ChainRules;
+use shared::triggers::chained::webhook::WebhookEvent;
 
 const RULES: &str = r#"
 [circleci]
@@ -82,7 +82,7 @@ fn file() -> TriggersFile {
     parse_str(RULES, "explain.toml").unwrap()
 }
 
-fn explained(event: &Value) -> (shared::receiver::explain::Explanation, Value) {
+fn explained(event: &Value) -> (shared::operator::explain::Explanation, Value) {
     let file = file();
     let rules = ChainRules::from_file(&file).unwrap();
     let event = WebhookEvent::from_json(event.clone()).unwrap();

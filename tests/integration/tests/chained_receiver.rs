@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use circleci_sim::{JobSpec, ParameterSpec, ProjectSpec, Simulator, WorkflowSpec};
 use serde_json::{Value, json};
 use shared::clock::ManualClock;
-use shared::receiver::ReceiverSettings;
 use shared::store::{SourceKind, TriggerStatus};
+use shared::triggers::chained::ReceiverSettings;
 
 const DEPLOY: &str = "gh/acme/deploy";
 const APP_PROJECT: &str = "circleci/DdaVtNusHqi24D4YT3X4eu/6EkDPZoN4ZdMKKZtBkRodt";
@@ -511,7 +511,7 @@ async fn malformed_events_get_a_400_naming_the_problem() {
 #[tokio::test]
 async fn an_oversized_body_is_refused_with_413_before_anything_else() {
     let (_sim, harness, _clock) = fixture_harness(Options::default()).await;
-    let body = vec![b' '; shared::webhook::MAX_BODY_BYTES + 1];
+    let body = vec![b' '; shared::triggers::chained::webhook::MAX_BODY_BYTES + 1];
     let answer = harness.post_raw(body, &[]).await;
     assert_eq!(answer.status, 413);
     assert!(answer.is_problem(), "{}", answer.content_type);

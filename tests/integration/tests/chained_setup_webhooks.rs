@@ -1,4 +1,4 @@
-//! `setup-webhooks` (`shared::receiver::setup`) against the simulator over HTTP: the first
+//! `setup-webhooks` (`shared::operator::setup_webhooks`) against the simulator over HTTP: the first
 //! run creates our webhook on every project the file names, the second changes nothing,
 //! a rotated secret updates them, CircleCI's limit of 5 is reported clearly, and a dry run
 //! sends nothing. Finally the registered webhook delivers to the receiver and is accepted.
@@ -10,7 +10,7 @@ use chained_support::{ALICE_TOKEN, Harness, OLD_SECRET, SECRET};
 use circleci_sim::{JobSpec, ProjectSpec, Simulator, WorkflowSpec};
 use secrecy::SecretString;
 use shared::circleci::WebhookEvent;
-use shared::receiver::setup::{
+use shared::operator::setup_webhooks::{
     Change, SetupRequest, apply, describe, plan, webhook_name, webhook_projects,
 };
 

@@ -356,7 +356,7 @@ async fn fire_scheduled(harness: &Harness, slot: &str, project: &str) -> Trigger
         fingerprint: Fingerprint::of(key.as_str().as_bytes()),
         key,
         source: TriggerSource::new(SourceKind::Schedule, "nightly"),
-        origin: Some(shared::scheduler::slot_origin("nightly", slot)),
+        origin: Some(shared::triggers::scheduled::slot_origin("nightly", slot)),
         action: Action::Pipeline {
             target: Target::resolve(&spec, &harness.triggers.circleci).unwrap(),
         },

@@ -25,11 +25,11 @@ use integration_tests::scheduled_support::{Backend, utc};
 use integration_tests::tcp_proxy::SwitchableProxy;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use shared::api::mint_key;
 use shared::secrets::{
     CachedSecrets, SecretIds, SecretKind, Secrets, SecretsError, SecretsManagerSource,
 };
 use shared::store::{SourceKind, TriggerRecord, TriggerStatus};
+use shared::triggers::http::mint_key;
 
 const SCHEDULE: &str = "every-five";
 

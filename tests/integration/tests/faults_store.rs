@@ -28,8 +28,8 @@ use integration_tests::faults_support::{API, DEPLOY, ENDPOINT, RULE, System, eve
 use integration_tests::moto_process::{CutAtRequest, MotoProcess, fast_failing_sdk_config};
 use integration_tests::scheduled_support::{Backend, utc};
 use integration_tests::tcp_proxy::SwitchableProxy;
-use shared::scheduler::{slot_key, target_identity};
 use shared::store::{ClaimState, DynamoStore, SourceKind, TriggerRecord, TriggerStatus};
+use shared::triggers::scheduled::{slot_key, target_identity};
 
 const SCHEDULE: &str = "every-five";
 /// Longer than the engine's default claim lease (120 s): an abandoned claim is taken over.

@@ -30,7 +30,6 @@ use serde_json::{Value, json};
 
 use integration_tests::moto::{sdk_config, unique_name};
 use integration_tests::store_suite::{self, Fixture, StoreUnderTest};
-use shared::scheduler::TickEvent;
 use shared::secrets::{SecretIds, SecretKind, SecretSource, SecretsManagerSource};
 use shared::store::dynamo::permissions::{DynamoGrant, LambdaFunction, StoreOperation};
 use shared::store::dynamo::{TABLE_ENV, create_table, table_definition};
@@ -40,6 +39,7 @@ use shared::store::{
     OwnerToken, Page, PageRequest, PauseFlag, PauseScope, ScheduleState, ScheduleStateStore,
     StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource,
 };
+use shared::triggers::scheduled::TickEvent;
 
 // ============================================================================ the template
 
@@ -265,7 +265,7 @@ fn the_tick_input_is_the_fixture_the_handler_parses() {
     // The handler takes the tick instant from it.
     let at: DateTime<Utc> = time.parse().unwrap();
     match TickEvent::parse(fixture) {
-        Ok(shared::scheduler::TickRequest::Tick { at: parsed }) => assert_eq!(parsed, at),
+        Ok(shared::triggers::scheduled::TickRequest::Tick { at: parsed }) => assert_eq!(parsed, at),
         other => panic!("the scheduled handler does not read the fixture as a tick: {other:?}"),
     }
 }
@@ -391,7 +391,7 @@ fn timeouts_fit_the_callers_and_stay_under_the_claim_lease() {
         };
         assert!(timeout <= limit, "{function:?}: {timeout:?} > {limit:?}");
     }
-    let receiver = shared::receiver::ReceiverSettings::default();
+    let receiver = shared::triggers::chained::ReceiverSettings::default();
     let chained = function_properties(LambdaFunction::Chained);
     assert!(
         Duration::from_secs(chained["Timeout"].as_u64().unwrap()) > receiver.deadline,
@@ -1117,7 +1117,7 @@ fn routes_reach_the_right_functions_on_the_default_stage_with_throttling() {
             );
         }
     }
-    let webhook_route = format!("POST {}", shared::receiver::WEBHOOK_PATH);
+    let webhook_route = format!("POST {}", shared::triggers::chained::WEBHOOK_PATH);
     let names: BTreeMap<&str, LambdaFunction> = routes
         .iter()
         .map(|(route, (function, _))| (route.as_str(), *function))
@@ -1143,7 +1143,7 @@ fn routes_reach_the_right_functions_on_the_default_stage_with_throttling() {
         outputs["WebhookUrl"]["Value"]["Fn::Sub"],
         format!(
             "https://${{TriggersApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}{}",
-            shared::receiver::WEBHOOK_PATH
+            shared::triggers::chained::WEBHOOK_PATH
         )
     );
     assert_eq!(
@@ -1225,8 +1225,8 @@ fn alarms_watch_what_the_code_emits_and_notify_the_topic() {
     for metric in [
         "TriggersFailed",
         "TriggersAmbiguous",
-        shared::receiver::http::SIGNATURE_FAILURE_METRIC,
-        shared::scheduler::lambda::TICK_SUCCEEDED_METRIC,
+        shared::triggers::chained::http::SIGNATURE_FAILURE_METRIC,
+        shared::triggers::scheduled::lambda::TICK_SUCCEEDED_METRIC,
     ] {
         assert!(watched.contains(&custom(metric)), "no alarm on {metric}");
     }
@@ -1259,7 +1259,8 @@ fn alarms_watch_what_the_code_emits_and_notify_the_topic() {
     let (id, switch) = alarms
         .iter()
         .find(|(_, alarm)| {
-            alarm["Properties"]["MetricName"] == shared::scheduler::lambda::TICK_SUCCEEDED_METRIC
+            alarm["Properties"]["MetricName"]
+                == shared::triggers::scheduled::lambda::TICK_SUCCEEDED_METRIC
         })
         .unwrap();
     let props = &switch["Properties"];

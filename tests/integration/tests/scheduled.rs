@@ -1,4 +1,4 @@
-//! The scheduler tick (`shared::scheduler`) end to end: the real engine, actions and CircleCI
+//! The scheduler tick (`shared::triggers::scheduled`) end to end: the real engine, actions and CircleCI
 //! client against the simulator over HTTP, on both store adapters (SQLite on a temp file,
 //! DynamoDB on moto_server), with one manual clock shared by the engine, the store and the
 //! simulator. Every case counts pipelines in the simulator and rows in history.
@@ -14,8 +14,8 @@ use integration_tests::scheduled_support::{
     Backend, HangControl, Harness, default_client_options, utc,
 };
 use shared::circleci::ClientOptions;
-use shared::scheduler::TickRequest;
 use shared::store::{PauseScope, TriggerStatus};
+use shared::triggers::scheduled::TickRequest;
 
 macro_rules! on_both_stores {
     ($($case:ident),* $(,)?) => {

@@ -1,4 +1,4 @@
-//! `serve`'s scheduler loop (`shared::scheduler::local`) on tokio's paused clock: it ticks
+//! `serve`'s scheduler loop (`shared::triggers::scheduled::local`) on tokio's paused clock: it ticks
 //! once at start to catch up, then at each exact slot instant, and wakes at least every
 //! minute for the sweep — without a real sleep. The engine's clock is a `ManualClock` that
 //! stays put: the loop's progress comes from the instants it slept to.
@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use integration_tests::scheduled_support::{Backend, Harness, utc};
-use shared::scheduler::local::{LocalTick, LoopOptions, Wake, run_until_with};
 use shared::store::TriggerStatus;
+use shared::triggers::scheduled::local::{LocalTick, LoopOptions, Wake, run_until_with};
 
 const TOML: &str = r#"
 [[schedule]]

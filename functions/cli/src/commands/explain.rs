@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use shared::chain::ChainRules;
-use shared::receiver::explain::explain;
-use shared::webhook::WebhookEvent;
+use shared::operator::explain::explain;
+use shared::triggers::chained::rules::ChainRules;
+use shared::triggers::chained::webhook::WebhookEvent;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {

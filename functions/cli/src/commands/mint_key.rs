@@ -54,7 +54,7 @@ pub fn run(config: &Path, args: MintKeyArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let minted = shared::api::mint_key(client);
+    let minted = shared::triggers::http::mint_key(client);
     let hash = minted.hash.to_hex();
     if args.json {
         println!(

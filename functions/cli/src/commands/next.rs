@@ -9,7 +9,7 @@ use anyhow::bail;
 use chrono::{DateTime, Timelike, Utc};
 use serde_json::{Value, json};
 use shared::config::{ConfigError, ScheduleSpec, load_file};
-use shared::schedule::{ScheduleSlot, ScheduleTiming, SlotKind, next_slots};
+use shared::triggers::scheduled::calendar::{ScheduleSlot, ScheduleTiming, SlotKind, next_slots};
 
 #[derive(clap::Args)]
 pub struct NextArgs {

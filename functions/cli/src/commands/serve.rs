@@ -25,10 +25,10 @@ use axum::Router;
 use shared::clock::{Clock, SystemClock};
 use shared::config::TriggersFile;
 use shared::local::{SwappableRouter, build, local_secrets, open_store};
-use shared::scheduler::Scheduler;
-use shared::scheduler::local::run_until;
 use shared::secrets::LocalSecretSource;
 use shared::telemetry::{LogFormat, init};
+use shared::triggers::scheduled::Scheduler;
+use shared::triggers::scheduled::local::run_until;
 use tokio::sync::{mpsc, watch};
 
 use crate::sandbox::{Sandbox, sandbox_router};

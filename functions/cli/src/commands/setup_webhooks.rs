@@ -1,5 +1,5 @@
 //! `setup-webhooks --url URL`: registers the receiver on every project the triggers file
-//! names, idempotently (see `shared::receiver::setup`). Reads the CircleCI token and the
+//! names, idempotently (see `shared::operator::setup_webhooks`). Reads the CircleCI token and the
 //! webhook signing secret like `serve` does (`CIRCLECI_TOKEN(S)[_FILE]`,
 //! `CIRCLECI_WEBHOOK_SECRETS[_FILE]`); the first signing secret is the current one.
 
@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shared::circleci::{CircleCiClient, ClientOptions};
-use shared::receiver::WEBHOOK_PATH;
-use shared::receiver::setup::{SetupRequest, apply, describe, plan, webhook_projects};
+use shared::operator::setup_webhooks::{SetupRequest, apply, describe, plan, webhook_projects};
 use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets};
+use shared::triggers::chained::WEBHOOK_PATH;
 
 #[derive(Debug, clap::Args)]
 pub struct SetupWebhooksArgs {

@@ -16,14 +16,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value};
-use shared::api::{
-    ApiError, ApiSettings, Call, CallInput, Caller, Rejection, TriggerApi, check_idempotency_key,
-};
 use shared::clock::{Clock, SystemClock};
 use shared::config::endpoint::ParameterType;
 use shared::config::{TriggersFile, load_file};
 use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets};
 use shared::store::{DynamoStore, SharedStore, SourceKind, SqliteStore, StoreSettings};
+use shared::triggers::http::{
+    ApiError, ApiSettings, Call, CallError, CallInput, Caller, Rejection, TriggerApi,
+    check_idempotency_key,
+};
 use shared::wiring::{ContextOptions, assemble};
 
 use super::pause::StoreArgs;
@@ -179,7 +180,7 @@ pub fn run(config: &Path, args: TriggerArgs) -> anyhow::Result<ExitCode> {
             }
             Err(error) => {
                 let audit = match &error {
-                    ApiError::Outcome { .. } | ApiError::InProgress { .. } => None,
+                    CallError::Outcome { .. } | CallError::InProgress { .. } => None,
                     _ => {
                         api.audit_rejection(Rejection {
                             kind: SourceKind::Cli,
@@ -187,26 +188,21 @@ pub fn run(config: &Path, args: TriggerArgs) -> anyhow::Result<ExitCode> {
                             client: None,
                             claimed_client: None,
                             idempotency_key: args.idempotency_key.as_deref(),
-                            error: &error,
+                            error: &error.clone().into(),
                         })
                         .await
                     }
                 };
-                let problem = error.problem();
                 if args.json {
-                    let mut body = serde_json::to_value(&problem)?;
+                    // The same problem document an HTTP caller gets (a machine format).
+                    let mut body = serde_json::to_value(ApiError::from(error).problem())?;
                     if let Some(id) = audit {
                         body["trigger_id"] = Value::String(id.to_string());
                     }
                     println!("{}", serde_json::to_string_pretty(&body)?);
                 } else {
-                    eprintln!(
-                        "refused ({} {}): {}",
-                        problem.status,
-                        error.kind(),
-                        problem.detail.as_deref().unwrap_or(&problem.title)
-                    );
-                    if let ApiError::Invalid { errors } = &error {
+                    eprintln!("refused: {error}");
+                    if let CallError::Invalid { errors } = &error {
                         for field in errors {
                             eprintln!("  {}", field.summary());
                         }

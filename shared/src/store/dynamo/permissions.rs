@@ -214,7 +214,7 @@ const LIFECYCLE: [StoreOperation; 9] = [
     StoreOperation::PipelineRecorded,
 ];
 
-/// `shared::scheduler` (the tick).
+/// `shared::triggers::scheduled` (the tick).
 const SCHEDULED_EXTRA: [StoreOperation; 6] = [
     StoreOperation::ScheduleState,
     StoreOperation::AdvanceSchedule,
@@ -227,7 +227,7 @@ const SCHEDULED_EXTRA: [StoreOperation; 6] = [
     StoreOperation::PauseFlag,
 ];
 
-/// `shared::receiver` (the webhook receiver).
+/// `shared::triggers::chained` (the webhook receiver).
 const CHAINED_EXTRA: [StoreOperation; 5] = [
     // Closed loop: the upstream pipeline's record gives the origin and takes the outcome.
     StoreOperation::FindByPipeline,

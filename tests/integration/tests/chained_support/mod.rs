@@ -16,11 +16,11 @@ use shared::circleci::{CircleCi, ClientOptions, RateDefaults};
 use shared::clock::{Clock, ManualClock};
 use shared::config::{TriggersFile, parse_str};
 use shared::engine::{Engine, EngineSettings};
-use shared::receiver::{Receiver, ReceiverSettings, WEBHOOK_PATH, webhook_router};
 use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
+use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH, webhook_router};
 use tempfile::TempDir;
 use uuid::Uuid;
 

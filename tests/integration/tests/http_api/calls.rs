@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use chrono::Duration as Delta;
 use serde_json::json;
-use shared::api::{CallInput, request};
 use shared::store::{ClaimKey, ClaimKind, TriggerStatus};
+use shared::triggers::http::{CallInput, request};
 
 use crate::harness::Harness;
 

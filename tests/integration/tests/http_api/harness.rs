@@ -14,7 +14,6 @@ use integration_tests::store_suite::{self, serial_proxy::SerialProxy};
 use reqwest::header::HeaderMap;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use shared::api::{ApiSettings, TriggerApi, api_router, mint_key};
 use shared::circleci::{ClientOptions, RateDefaults};
 use shared::clock::ManualClock;
 use shared::secrets::{CachedSecrets, SecretIds, SecretsManagerSource};
@@ -22,6 +21,7 @@ use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, StoreSettings, TriggerId, TriggerRecord,
     TriggerSource,
 };
+use shared::triggers::http::{ApiSettings, TriggerApi, api_router, mint_key};
 use shared::wiring::{ContextOptions, assemble};
 
 pub const TOKEN: &str = "tok-alice-http-api-0123456789";
@@ -342,7 +342,8 @@ impl Harness {
 fn document() -> &'static (Value, Spec) {
     static DOCUMENT: OnceLock<(Value, Spec)> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        let document: Value = serde_json::from_str(&shared::api::openapi::document_json()).unwrap();
+        let document: Value =
+            serde_json::from_str(&shared::triggers::http::openapi::document_json()).unwrap();
         (document.clone(), Spec::from_value(document))
     })
 }

@@ -39,7 +39,8 @@ async fn oversized_bodies_are_413_whether_declared_or_streamed() {
     assert_refused(&h, &declared, 413, "65536 bytes").await;
 
     // No Content-Length: the limit holds while reading.
-    let router = shared::http::with_problem_fallbacks(shared::api::api_router(h.api.clone()));
+    let router =
+        shared::http::with_problem_fallbacks(shared::triggers::http::api_router(h.api.clone()));
     let chunks = futures::stream::iter(
         huge.into_bytes()
             .chunks(64 * 1024)

@@ -36,7 +36,8 @@ struct LambdaAnswer {
 
 /// One invocation, converted both ways by `lambda_http`.
 async fn invoke(h: &Harness, event: LambdaRequest) -> LambdaAnswer {
-    let router = shared::http::with_problem_fallbacks(shared::api::api_router(h.api.clone()));
+    let router =
+        shared::http::with_problem_fallbacks(shared::triggers::http::api_router(h.api.clone()));
     let request: lambda_http::Request = event.into();
     let response = router.oneshot(request).await.unwrap();
     let response = response.into_response().await;

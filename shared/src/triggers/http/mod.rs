@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod catalog;
+mod error;
 mod handlers;
 pub mod history;
 pub mod openapi;
@@ -35,6 +36,7 @@ use uuid::Uuid;
 
 pub use auth::{AuthFailure, MintedKey, authenticate, mint_key};
 pub use catalog::{Catalog, CatalogError, Client, Endpoint};
+pub use error::CallError;
 pub use handlers::api_router;
 pub use problem::ApiError;
 pub use rate::{Admission, StoreRateLimiter};
@@ -43,7 +45,7 @@ pub use view::{TriggerPage, TriggerView};
 
 use crate::actions::{Action, Target, WorkflowSelector};
 use crate::circleci::{CircleCi, GitRef};
-use crate::config::{ActionKind, TargetSpec, TriggersFile};
+use crate::config::{ActionKind, CircleCiSettings, TargetSpec, TriggersFile};
 use crate::engine::{Engine, EngineError, Fired, TriggerIntent};
 use crate::secrets::Secrets;
 use crate::store::{
@@ -195,14 +197,14 @@ impl TriggerApi {
 
     /// Validates the call against its endpoint and fires it once (per Idempotency-Key).
     /// Authentication, scope and rate are the entry point's business.
-    pub async fn call(&self, call: Call) -> Result<Called, ApiError> {
+    pub async fn call(&self, call: Call) -> Result<Called, CallError> {
         let endpoint = self
             .inner
             .catalog
             .endpoint(&call.endpoint)
-            .ok_or(ApiError::EndpointNotFound)?;
+            .ok_or(CallError::EndpointNotFound)?;
         let valid = request::validate(endpoint, &call.input)
-            .map_err(|errors| ApiError::Invalid { errors })?;
+            .map_err(|errors| CallError::Invalid { errors })?;
         let fingerprint = valid.fingerprint(endpoint);
         let action = self.action(endpoint, &valid, &call.caller).await?;
         let idempotency_key = call.idempotency_key.clone();
@@ -241,14 +243,14 @@ impl TriggerApi {
             Fired::Performed(record) => (record, false),
             Fired::Replayed(record) => (record, true),
             Fired::InProgress { retry_after } => {
-                return Err(ApiError::InProgress { retry_after });
+                return Err(CallError::InProgress { retry_after });
             }
-            Fired::Conflict => return Err(ApiError::IdempotencyKeyReused),
+            Fired::Conflict => return Err(CallError::IdempotencyKeyReused),
         };
         match record.status {
             TriggerStatus::Failed | TriggerStatus::Ambiguous | TriggerStatus::Rejected => {
                 let view = self.view(&record);
-                Err(ApiError::Outcome {
+                Err(CallError::Outcome {
                     record: Box::new(record),
                     view: Box::new(view),
                 })
@@ -263,33 +265,13 @@ impl TriggerApi {
         endpoint: &Endpoint,
         valid: &ValidCall,
         caller: &Caller,
-    ) -> Result<Action, ApiError> {
-        let spec = &endpoint.spec;
-        let mut target_spec: TargetSpec = spec.target.base_spec();
-        (target_spec.branch, target_spec.tag) = match &valid.git_ref {
-            Some(GitRef::Branch(name)) => (Some(name.clone()), None),
-            Some(GitRef::Tag(name)) => (None, Some(name.clone())),
-            None => (None, None),
-        };
-        target_spec.parameters.extend(valid.parameters.clone());
-        let target =
-            Target::resolve(&target_spec, &self.inner.catalog.circleci).map_err(|error| {
-                // The caller's parts were checked; what remains is the file's (or CircleCI's
-                // limits on the combination, e.g. the total parameter count).
-                ApiError::Invalid {
-                    errors: vec![FieldError::body("", error.to_string())],
-                }
-            })?;
+    ) -> Result<Action, CallError> {
+        let target = endpoint_target(endpoint, valid, &self.inner.catalog.circleci)?;
         let selector = match &valid.select {
-            Some(select) => Some(self.selector(select, &target, caller).await?),
-            None => None,
+            Some(select) => self.selector(select, &target, caller).await?,
+            None => WorkflowSelector::Latest,
         };
-        Ok(Action::from_spec(
-            &endpoint.action,
-            target,
-            selector.unwrap_or(WorkflowSelector::Latest),
-            None,
-        ))
+        Ok(Action::from_spec(&endpoint.action, target, selector, None))
     }
 
     /// Resolves a caller's selection; a trigger id must be one the caller may see.
@@ -298,9 +280,9 @@ impl TriggerApi {
         select: &SelectSpec,
         target: &Target,
         caller: &Caller,
-    ) -> Result<WorkflowSelector, ApiError> {
+    ) -> Result<WorkflowSelector, CallError> {
         let store = self.inner.engine.store();
-        let unavailable = |error: crate::store::StoreError| ApiError::Unavailable {
+        let unavailable = |error: crate::store::StoreError| CallError::Unavailable {
             reason: format!("trigger history: {error}"),
             retry_after: Duration::from_secs(1),
         };
@@ -318,7 +300,7 @@ impl TriggerApi {
             .filter(|record| self.visible_to(record, caller));
         let Some(record) = record else {
             return if explicit {
-                Err(ApiError::Invalid {
+                Err(CallError::Invalid {
                     errors: vec![FieldError::body(
                         "/select",
                         format!("no trigger {id} among this client's endpoints"),
@@ -339,7 +321,7 @@ impl TriggerApi {
             }
         }
         if pipelines.is_empty() {
-            return Err(ApiError::Invalid {
+            return Err(CallError::Invalid {
                 errors: vec![FieldError::body(
                     "/select",
                     format!("trigger {id} has no pipeline (it is {})", record.status),
@@ -419,7 +401,11 @@ impl TriggerApi {
     }
 
     /// A record as a caller may see it (refreshed from CircleCI while its pipeline runs).
-    pub async fn trigger(&self, id: TriggerId, caller: &Caller) -> Result<TriggerRecord, ApiError> {
+    pub async fn trigger(
+        &self,
+        id: TriggerId,
+        caller: &Caller,
+    ) -> Result<TriggerRecord, CallError> {
         let record = self
             .inner
             .engine
@@ -428,7 +414,7 @@ impl TriggerApi {
             .await
             .map_err(store_error)?
             .filter(|record| self.visible_to(record, caller))
-            .ok_or(ApiError::TriggerNotFound)?;
+            .ok_or(CallError::TriggerNotFound)?;
         Ok(history::refresh(self, record).await)
     }
 }
@@ -465,30 +451,30 @@ fn audit_name(requested: Option<&str>) -> String {
     }
 }
 
-fn engine_error(error: EngineError) -> ApiError {
+fn engine_error(error: EngineError) -> CallError {
     if error.is_retryable() {
         tracing::warn!(%error, "trigger store unavailable");
-        ApiError::Unavailable {
+        CallError::Unavailable {
             reason: "the trigger store is unavailable".into(),
             retry_after: Duration::from_secs(1),
         }
     } else {
         tracing::error!(%error, "trigger failed in the engine");
-        ApiError::Internal {
+        CallError::Internal {
             reason: error.to_string(),
         }
     }
 }
 
-pub(crate) fn store_error(error: crate::store::StoreError) -> ApiError {
+pub(crate) fn store_error(error: crate::store::StoreError) -> CallError {
     if error.is_retryable() {
-        ApiError::Unavailable {
+        CallError::Unavailable {
             reason: "the trigger store is unavailable".into(),
             retry_after: Duration::from_secs(1),
         }
     } else {
         tracing::error!(%error, "trigger store error");
-        ApiError::Internal {
+        CallError::Internal {
             reason: error.to_string(),
         }
     }
@@ -509,4 +495,26 @@ pub fn check_idempotency_key(key: &str) -> Result<(), FieldError> {
         ));
     }
     Ok(())
+}
+
+/// Where a valid call acts: the endpoint's target with the caller's ref and parameters.
+pub(crate) fn endpoint_target(
+    endpoint: &Endpoint,
+    valid: &ValidCall,
+    circleci: &CircleCiSettings,
+) -> Result<Target, CallError> {
+    let mut target_spec: TargetSpec = endpoint.spec.target.base_spec();
+    (target_spec.branch, target_spec.tag) = match &valid.git_ref {
+        Some(GitRef::Branch(name)) => (Some(name.clone()), None),
+        Some(GitRef::Tag(name)) => (None, Some(name.clone())),
+        None => (None, None),
+    };
+    target_spec.parameters.extend(valid.parameters.clone());
+    Target::resolve(&target_spec, circleci).map_err(|error| {
+        // The caller's parts were checked; what remains is the file's (or CircleCI's
+        // limits on the combination, e.g. the total parameter count).
+        CallError::Invalid {
+            errors: vec![FieldError::body("", error.to_string())],
+        }
+    })
 }

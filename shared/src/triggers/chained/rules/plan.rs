@@ -7,7 +7,7 @@ use triggers_config::rules::{self, MAX_PARAMETER_VALUE_LEN};
 use triggers_config::template::{RenderError, Template};
 use triggers_config::{ActionKind, ActionSpec, ParameterValue, ProjectSlug, Selection, TargetSpec};
 
-use crate::webhook::WebhookEvent;
+use crate::triggers::chained::webhook::WebhookEvent;
 
 /// What the action will do, or why it will not.
 #[derive(Debug, Clone, PartialEq, Eq)]

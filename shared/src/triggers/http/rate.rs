@@ -23,7 +23,7 @@ use rand::seq::IteratorRandom;
 use crate::clock::Clock;
 use crate::config::endpoint::RateLimit;
 use crate::store::{
-    ClaimKey, ClaimKind, JoinArrival, JoinOutcome, JoinStatus, StoreError, TriggerStore,
+    ClaimKey, ClaimKind, JoinArrival, JoinOutcome, JoinStatus, JoinStore, StoreError,
 };
 
 /// Attempts to find a free ticket when concurrent requests keep taking the chosen one.
@@ -36,15 +36,16 @@ pub enum Admission {
     Limited { retry_after: Duration },
 }
 
-/// Counts requests per client in the store.
+/// Counts requests per client in the store (a window is a join whose upstreams are tickets,
+/// so it needs only the join part of the store).
 #[derive(Clone)]
 pub struct StoreRateLimiter {
-    store: Arc<dyn TriggerStore>,
+    store: Arc<dyn JoinStore>,
     clock: Arc<dyn Clock>,
 }
 
 impl StoreRateLimiter {
-    pub fn new(store: Arc<dyn TriggerStore>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Arc<dyn JoinStore>, clock: Arc<dyn Clock>) -> Self {
         Self { store, clock }
     }
 

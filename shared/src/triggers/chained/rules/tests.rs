@@ -11,7 +11,7 @@ use triggers_config::template::{RenderError, Variable};
 use triggers_config::{ActionKind, ActionSpec, ParameterValue, RerunJobs, TargetSpec, parse_str};
 
 use super::*;
-use crate::webhook::{WebhookEvent, parse_event};
+use crate::triggers::chained::webhook::{WebhookEvent, parse_event};
 
 fn circleci_fixture(name: &str) -> WebhookEvent {
     let dir = std::env::var_os("CIRCLECI_FIXTURES").map_or_else(

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::error::CallError;
 use super::request::FieldError;
 use super::view::TriggerView;
 use crate::http::Problem;
@@ -149,52 +150,21 @@ fn retry_after_in(reason: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.ceil()))
 }
 
-/// An error answer of the API.
+/// An error answer of the HTTP edge: a call the trigger API refused, or a request the edge
+/// could not read as a call at all.
 #[derive(Debug, Clone)]
 pub enum ApiError {
-    Unauthorized,
-    Forbidden {
-        endpoint: String,
-    },
-    EndpointNotFound,
-    TriggerNotFound,
-    MethodNotAllowed {
-        allow: &'static str,
-    },
-    PayloadTooLarge {
-        limit: usize,
-    },
+    Call(CallError),
+    MethodNotAllowed { allow: &'static str },
+    PayloadTooLarge { limit: usize },
     UnsupportedMediaType,
-    Malformed {
-        reason: String,
-    },
-    Invalid {
-        errors: Vec<FieldError>,
-    },
-    /// The Idempotency-Key was used before for a different request.
-    IdempotencyKeyReused,
-    /// The first request with this Idempotency-Key is still being processed.
-    InProgress {
-        retry_after: Duration,
-    },
-    /// The client's own request rate.
-    RateLimited {
-        retry_after: Duration,
-    },
-    /// Something we depend on (store, secrets) is down for now.
-    Unavailable {
-        reason: String,
-        retry_after: Duration,
-    },
-    /// A bug or a misconfiguration; details go to the log, not to the caller.
-    Internal {
-        reason: String,
-    },
-    /// The trigger was decided and did not succeed (the record says how).
-    Outcome {
-        record: Box<TriggerRecord>,
-        view: Box<TriggerView>,
-    },
+    Malformed { reason: String },
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> Self {
+        ApiError::Call(error)
+    }
 }
 
 /// A problem answer plus the headers it needs.
@@ -231,17 +201,18 @@ impl ApiError {
 
     fn shape(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ApiError::Unauthorized => (
+            ApiError::Call(CallError::Unauthorized) => (
                 StatusCode::UNAUTHORIZED,
                 kinds::UNAUTHORIZED,
                 "Unauthorized",
             ),
-            ApiError::Forbidden { .. } => (
+            ApiError::Call(CallError::Forbidden { .. }) => (
                 StatusCode::FORBIDDEN,
                 kinds::FORBIDDEN,
                 "Not allowed for this client",
             ),
-            ApiError::EndpointNotFound | ApiError::TriggerNotFound => {
+            ApiError::Call(CallError::EndpointNotFound)
+            | ApiError::Call(CallError::TriggerNotFound) => {
                 (StatusCode::NOT_FOUND, kinds::NOT_FOUND, "Not found")
             }
             ApiError::MethodNotAllowed { .. } => (
@@ -264,49 +235,51 @@ impl ApiError {
                 kinds::MALFORMED_REQUEST,
                 "Malformed request",
             ),
-            ApiError::Invalid { .. } => (
+            ApiError::Call(CallError::Invalid { .. }) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 kinds::INVALID_REQUEST,
                 "The request breaks the endpoint's contract",
             ),
-            ApiError::IdempotencyKeyReused => (
+            ApiError::Call(CallError::IdempotencyKeyReused) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 kinds::IDEMPOTENCY_KEY_REUSED,
                 "Idempotency-Key reused for a different request",
             ),
-            ApiError::InProgress { .. } => (
+            ApiError::Call(CallError::InProgress { .. }) => (
                 StatusCode::CONFLICT,
                 kinds::REQUEST_IN_PROGRESS,
                 "A request with this Idempotency-Key is in progress",
             ),
-            ApiError::RateLimited { .. } => (
+            ApiError::Call(CallError::RateLimited { .. }) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 kinds::RATE_LIMITED,
                 "Too many requests from this client",
             ),
-            ApiError::Unavailable { .. } => (
+            ApiError::Call(CallError::Unavailable { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 kinds::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
             ),
-            ApiError::Internal { .. } => (
+            ApiError::Call(CallError::Internal { .. }) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 kinds::INTERNAL,
                 "Internal error",
             ),
-            ApiError::Outcome { record, .. } => outcome_shape(record),
+            ApiError::Call(CallError::Outcome { record, .. }) => outcome_shape(record),
         }
     }
 
     /// The reason kept on the audit record of a rejected request.
     pub fn audit_reason(&self) -> String {
         let mut reason = match self {
-            ApiError::Unauthorized => "unauthorized: unknown client or wrong key".to_owned(),
-            ApiError::Forbidden { endpoint } => {
+            ApiError::Call(CallError::Unauthorized) => {
+                "unauthorized: unknown client or wrong key".to_owned()
+            }
+            ApiError::Call(CallError::Forbidden { endpoint }) => {
                 format!("forbidden: the client may not call endpoint `{endpoint}`")
             }
-            ApiError::EndpointNotFound => "no such endpoint".to_owned(),
-            ApiError::Invalid { errors } => {
+            ApiError::Call(CallError::EndpointNotFound) => "no such endpoint".to_owned(),
+            ApiError::Call(CallError::Invalid { errors }) => {
                 let listed: Vec<String> = errors.iter().take(10).map(FieldError::summary).collect();
                 format!("invalid request: {}", listed.join("; "))
             }
@@ -320,14 +293,14 @@ impl ApiError {
 
     fn detail(&self) -> String {
         match self {
-            ApiError::Unauthorized => {
+            ApiError::Call(CallError::Unauthorized) => {
                 "send `Authorization: Bearer <client>.<secret>` with a current key of a configured client".into()
             }
-            ApiError::Forbidden { endpoint } => {
+            ApiError::Call(CallError::Forbidden { endpoint }) => {
                 format!("this client is not allowed to use endpoint `{endpoint}`")
             }
-            ApiError::EndpointNotFound => "no endpoint of that name".into(),
-            ApiError::TriggerNotFound => "no trigger of that id among this client's endpoints".into(),
+            ApiError::Call(CallError::EndpointNotFound) => "no endpoint of that name".into(),
+            ApiError::Call(CallError::TriggerNotFound) => "no trigger of that id among this client's endpoints".into(),
             ApiError::MethodNotAllowed { allow } => format!("this route accepts {allow}"),
             ApiError::PayloadTooLarge { limit } => {
                 format!("the body must be at most {limit} bytes")
@@ -336,27 +309,27 @@ impl ApiError {
                 "send the body as `Content-Type: application/json`".into()
             }
             ApiError::Malformed { reason } => reason.clone(),
-            ApiError::Invalid { errors } => format!(
+            ApiError::Call(CallError::Invalid { errors }) => format!(
                 "{} problem(s); see `errors`",
                 errors.len()
             ),
-            ApiError::IdempotencyKeyReused => {
+            ApiError::Call(CallError::IdempotencyKeyReused) => {
                 "this Idempotency-Key was used for a request with another endpoint, ref, parameters or selection; use a new key for a new request".into()
             }
-            ApiError::InProgress { retry_after } => format!(
+            ApiError::Call(CallError::InProgress { retry_after }) => format!(
                 "retry with the same Idempotency-Key after {}s to get its answer",
                 seconds(*retry_after)
             ),
-            ApiError::RateLimited { retry_after } => format!(
+            ApiError::Call(CallError::RateLimited { retry_after }) => format!(
                 "this client's request rate is used up; retry after {}s",
                 seconds(*retry_after)
             ),
-            ApiError::Unavailable { reason, retry_after } => format!(
+            ApiError::Call(CallError::Unavailable { reason, retry_after }) => format!(
                 "{reason}; nothing was triggered, retry with the same Idempotency-Key after {}s",
                 seconds(*retry_after)
             ),
-            ApiError::Internal { .. } => "the error was logged; nothing was triggered".into(),
-            ApiError::Outcome { record, .. } => outcome_detail(record),
+            ApiError::Call(CallError::Internal { .. }) => "the error was logged; nothing was triggered".into(),
+            ApiError::Call(CallError::Outcome { record, .. }) => outcome_detail(record),
         }
     }
 
@@ -365,18 +338,18 @@ impl ApiError {
         let (status, kind, title) = self.shape();
         let mut problem = Problem::new(status, kind, title).with_detail(self.detail());
         match self {
-            ApiError::Invalid { errors } => {
+            ApiError::Call(CallError::Invalid { errors }) => {
                 problem = problem
                     .with_extension("errors", serde_json::to_value(errors).unwrap_or_default());
             }
-            ApiError::InProgress { retry_after }
-            | ApiError::RateLimited { retry_after }
-            | ApiError::Unavailable { retry_after, .. } => {
+            ApiError::Call(CallError::InProgress { retry_after })
+            | ApiError::Call(CallError::RateLimited { retry_after })
+            | ApiError::Call(CallError::Unavailable { retry_after, .. }) => {
                 problem = problem
                     .with_retry_after(seconds(*retry_after))
                     .with_extension("retryable", true.into());
             }
-            ApiError::Outcome { record, view } => {
+            ApiError::Call(CallError::Outcome { record, view }) => {
                 let retryable = record.detail.retryable.unwrap_or(false);
                 problem = problem
                     .with_extension("trigger_id", record.id.to_string().into())
@@ -658,7 +631,9 @@ mod tests {
                 FailureClass::NotActionable,
             ),
             (
-                ActionError::Ledger { reason: "x".into() },
+                ActionError::Ledger(crate::store::StoreError::Unavailable {
+                    message: "x".into(),
+                }),
                 FailureClass::StoreUnavailable,
             ),
             (
@@ -676,18 +651,18 @@ mod tests {
 
     #[test]
     fn invalid_requests_list_their_errors_and_limits_carry_retry_after() {
-        let error = ApiError::Invalid {
+        let error = ApiError::Call(CallError::Invalid {
             errors: vec![FieldError::body("/branch", "nope")],
-        };
+        });
         let response = error.response(Some(TriggerId::from_uuid(Uuid::from_u128(9))));
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
             response.headers()["content-type"],
             "application/problem+json"
         );
-        let limited = ApiError::RateLimited {
+        let limited = ApiError::Call(CallError::RateLimited {
             retry_after: Duration::from_millis(1500),
-        }
+        })
         .into_response();
         assert_eq!(limited.headers()["retry-after"], "2");
         let method = ApiError::MethodNotAllowed { allow: "POST" }.into_response();

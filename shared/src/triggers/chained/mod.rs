@@ -22,22 +22,22 @@
 
 mod closed_loop;
 mod dispatch;
-pub mod explain;
-mod fanin;
+pub(crate) mod fanin;
 pub mod http;
-pub mod setup;
+pub mod rules;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::chain::{ChainRules, ChainRulesError};
 use crate::config::{CircleCiSettings, TriggersFile};
 use crate::engine::{Engine, EngineError};
 use crate::secrets::Secrets;
 use crate::store::{StoreError, TriggerId, TriggerStatus};
-use crate::webhook::{MAX_BODY_BYTES, ReplayWindow, WebhookEvent};
+use crate::triggers::chained::rules::{ChainRules, ChainRulesError};
+use crate::triggers::chained::webhook::{MAX_BODY_BYTES, ReplayWindow, WebhookEvent};
 
 pub use dispatch::{action_for, selection_of};
 pub use fanin::{join_key, upstream_name};

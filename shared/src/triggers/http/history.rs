@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{ApiError, TriggerApi, store_error};
+use super::{CallError, TriggerApi, store_error};
 use crate::circleci::PipelineState;
 use crate::store::{
     Cursor, MAX_PAGE_SIZE, PageRequest, SourceKind, TriggerRecord, TriggerSource, TriggerStatus,
@@ -61,8 +61,8 @@ fn query_tag(client: &str, sources: &[TriggerSource]) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-fn invalid_cursor() -> ApiError {
-    ApiError::Invalid {
+fn invalid_cursor() -> CallError {
+    CallError::Invalid {
         errors: vec![super::FieldError::query(
             "cursor",
             "not a cursor of this listing (pass `next_cursor` of the previous page unchanged)",
@@ -77,7 +77,7 @@ pub async fn list(
     sources: &[TriggerSource],
     limit: u32,
     cursor: Option<&str>,
-) -> Result<(Vec<TriggerRecord>, Option<String>), ApiError> {
+) -> Result<(Vec<TriggerRecord>, Option<String>), CallError> {
     let store = api.engine().store();
     let tag = query_tag(client, sources);
     let mut positions = match cursor {
@@ -184,7 +184,7 @@ pub async fn list(
             q: tag,
             p: positions,
         };
-        let json = serde_json::to_vec(&cursor).map_err(|error| ApiError::Internal {
+        let json = serde_json::to_vec(&cursor).map_err(|error| CallError::Internal {
             reason: format!("cannot encode a cursor: {error}"),
         })?;
         Some(URL_SAFE_NO_PAD.encode(json))
@@ -197,13 +197,13 @@ pub fn client_sources(
     api: &TriggerApi,
     client: &str,
     only: Option<&str>,
-) -> Result<Vec<TriggerSource>, ApiError> {
+) -> Result<Vec<TriggerSource>, CallError> {
     let Some(client) = api.catalog().client(client) else {
-        return Err(ApiError::Unauthorized);
+        return Err(CallError::Unauthorized);
     };
     match only {
         Some(name) if client.may_call(name) => Ok(vec![TriggerSource::new(SourceKind::Http, name)]),
-        Some(name) => Err(ApiError::Forbidden {
+        Some(name) => Err(CallError::Forbidden {
             endpoint: super::request::quote(name),
         }),
         None => {
@@ -300,11 +300,11 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::api::{ApiSettings, Caller};
     use crate::clock::{Clock, ManualClock};
     use crate::config::ActionKind;
     use crate::secrets::{CachedSecrets, LocalSecretSource};
     use crate::store::{SqliteStore, TriggerTarget};
+    use crate::triggers::http::{ApiSettings, Caller};
 
     const FILE: &str = r#"
 [[endpoint]]
@@ -402,7 +402,7 @@ endpoints = ["c", "a", "b"]
         assert!(!api.visible_to(&hidden, &caller));
         assert!(matches!(
             client_sources(&api, "bot", Some("hidden")),
-            Err(ApiError::Forbidden { .. })
+            Err(CallError::Forbidden { .. })
         ));
     }
 
@@ -415,7 +415,7 @@ endpoints = ["c", "a", "b"]
         let only_a = client_sources(&api, "bot", Some("a")).unwrap();
         assert!(matches!(
             list(&api, "bot", &only_a, 2, Some(&next)).await,
-            Err(ApiError::Invalid { .. })
+            Err(CallError::Invalid { .. })
         ));
         for garbage in ["", "!!", "e30", &"A".repeat(MAX_CURSOR_LEN + 1)] {
             assert!(

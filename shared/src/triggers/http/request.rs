@@ -599,7 +599,7 @@ fn validate_select(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::catalog::Catalog;
+    use crate::triggers::http::catalog::Catalog;
 
     fn catalog(source: &str) -> Catalog {
         Catalog::new(&crate::config::parse_str(source, "t.toml").unwrap()).unwrap()

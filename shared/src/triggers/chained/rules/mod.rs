@@ -18,7 +18,7 @@ use std::fmt;
 use triggers_config::chain::{ChainSpec, CompiledMatcher, EventKind, filter_accepts};
 use triggers_config::{ActionKind, TriggersFile};
 
-use crate::webhook::WebhookEvent;
+use crate::triggers::chained::webhook::WebhookEvent;
 
 pub use join::{
     Arrival, CorrelationSource, JoinArrival, JoinClosed, JoinDecision, JoinSpec, UpstreamOutcome,

@@ -11,15 +11,16 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::dispatch::{action_for, selection_of};
-use super::fanin::{humantime, join_key, upstream_name};
 use crate::actions::{Action, RerunJobs};
-use crate::chain::{
+use crate::config::CircleCiSettings;
+use crate::triggers::chained::fanin::humantime;
+use crate::triggers::chained::rules::{
     ActionPlan, ActionRequest, ChainRules, CorrelationSource, JoinArrival, MatchedAction,
     SelectionRequest, UpstreamOutcome, Verdict,
 };
-use crate::config::CircleCiSettings;
-use crate::webhook::{GitSource, WebhookEvent};
+use crate::triggers::chained::webhook::{GitSource, WebhookEvent};
+use crate::triggers::chained::{action_for, selection_of};
+use crate::triggers::chained::{join_key, upstream_name};
 
 /// The whole explanation (printed as text, or as JSON with `--json`).
 #[derive(Debug, Clone, Serialize)]

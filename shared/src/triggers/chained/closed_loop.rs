@@ -14,8 +14,8 @@ use super::{ClosedLoopReport, Receiver, ReceiverError};
 use crate::circleci::{CircleCiError, WorkflowStatus};
 use crate::config::chain::EventKind;
 use crate::store::{TriggerRecord, UnauthorizedHint, WorkflowOutcome, modify_record};
+use crate::triggers::chained::webhook::WebhookEvent;
 use crate::triggers::outcome::{WorkflowReport, outcome_of, record_workflows, status_of};
-use crate::webhook::WebhookEvent;
 
 /// Records the reported workflow's outcome on `record` (the trigger that started the
 /// pipeline). `None` for events that are not a workflow's completion.

@@ -27,6 +27,7 @@
 //! again under the same key (the claim is taken over, or adopted and reconciled when the
 //! dead holder had started sending).
 
+pub mod calendar;
 mod concurrency;
 mod event;
 pub mod lambda;
@@ -43,14 +44,14 @@ use crate::actions::{Action, Target, WorkflowSelector};
 use crate::config::schedule::{ConcurrencyMode, ConcurrencyPolicy, ScheduleSpec};
 use crate::config::{ActionKind, TargetSpec, TriggersFile};
 use crate::engine::{Engine, EngineError, Fired, SweepReport, TriggerIntent};
-use crate::schedule::{
-    DEFAULT_ON_TIME_GRACE, ScheduleCursor, ScheduleSlot, SkippedSlot, apply_catch_up, due_slots,
-    evaluation_window, next_slots,
-};
 use crate::store::{
     ClaimKey, ClaimKind, ClaimState, Fingerprint, MissedSlots, PageRequest, PauseFlag, PauseScope,
     PreviousPipeline, RecordDetail, ReplacedPipeline, SourceKind, TriggerId, TriggerRecord,
     TriggerSource, TriggerStatus,
+};
+use crate::triggers::scheduled::calendar::{
+    DEFAULT_ON_TIME_GRACE, ScheduleCursor, ScheduleSlot, SkippedSlot, apply_catch_up, due_slots,
+    evaluation_window, next_slots,
 };
 
 pub use event::{TickEvent, TickEventError, TickRequest};
@@ -704,7 +705,7 @@ pub fn target_identity(target: &TargetSpec) -> String {
 }
 
 /// The action a schedule performs on one target.
-fn schedule_action(
+pub(crate) fn schedule_action(
     schedule: &ScheduleSpec,
     spec: &TargetSpec,
     triggers: &TriggersFile,

@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use super::{ActionReport, Disposition, Receiver, key_text};
 use crate::actions::{Action, ActionError, Target, WorkflowSelector};
-use crate::chain::{ActionPlan, ActionRequest, MatchedAction, SelectionRequest};
 use crate::config::chain::ChainAction;
 use crate::config::{CircleCiSettings, TargetSpec};
 use crate::engine::{Engine, Fired, TriggerIntent};
@@ -22,7 +21,8 @@ use crate::store::{
     ClaimKey, ClaimKind, EventNote, Fingerprint, PauseFlag, PauseScope, RecordDetail, SourceKind,
     StoreError, TriggerId, TriggerRecord, TriggerSource, TriggerStatus, Upstream,
 };
-use crate::webhook::WebhookEvent;
+use crate::triggers::chained::rules::{ActionPlan, ActionRequest, MatchedAction, SelectionRequest};
+use crate::triggers::chained::webhook::WebhookEvent;
 
 /// Pause flags that apply to chain rules: `all` and `chain:<rule>`.
 #[derive(Debug, Default)]
@@ -66,11 +66,12 @@ pub(super) async fn paused_rules(
     receiver: &Receiver,
     event: &WebhookEvent,
 ) -> Result<Paused, StoreError> {
-    let reacts = receiver
-        .rules
-        .evaluate(event)
-        .iter()
-        .any(|evaluation| !matches!(evaluation.verdict, crate::chain::Verdict::NotMatched(_)));
+    let reacts = receiver.rules.evaluate(event).iter().any(|evaluation| {
+        !matches!(
+            evaluation.verdict,
+            crate::triggers::chained::rules::Verdict::NotMatched(_)
+        )
+    });
     if !reacts {
         return Ok(Paused::default());
     }

@@ -63,7 +63,7 @@ pub fn evaluation_window(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::schedule::due_slots;
+    use crate::triggers::scheduled::calendar::due_slots;
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().to_utc()

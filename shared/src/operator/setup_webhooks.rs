@@ -379,3 +379,80 @@ pub fn describe(plan: &ProjectPlan) -> String {
     }
     line
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::circleci::WebhookEvent as HookEvent;
+    use crate::config::parse_str;
+
+    #[test]
+    fn webhook_names_carry_a_short_version_of_the_secret_only() {
+        let one = webhook_name(&SecretString::from("s3cret-one".to_owned()));
+        let two = webhook_name(&SecretString::from("s3cret-two".to_owned()));
+        assert!(one.starts_with(&format!("{WEBHOOK_NAME_PREFIX} v")));
+        assert_eq!(one.len(), WEBHOOK_NAME_PREFIX.len() + 2 + 8);
+        assert_ne!(one, two);
+        assert!(!one.contains("s3cret"));
+        assert_eq!(
+            one,
+            webhook_name(&SecretString::from("s3cret-one".to_owned()))
+        );
+    }
+
+    #[test]
+    fn webhook_projects_merge_events_and_set_patterns_aside() {
+        let file = parse_str(
+            r#"
+    [[schedule]]
+    name = "n"
+    cron = "0 2 * * *"
+    timezone = "UTC"
+    targets = [{ project = "github/acme/api", branch = "main" }, { project = "gh/acme/web", branch = "main" }]
+
+    [[chain]]
+    name = "jobs"
+    when = { project = "gh/acme/api", job = "lint" }
+    [[chain.then]]
+    action = "pipeline"
+    project = "gh/acme/deploy"
+    branch = "main"
+
+    [[endpoint]]
+    name = "release"
+    action = "pipeline"
+    target = { project = "gh/acme/release", branch = "main" }
+
+    [[chain]]
+    name = "globs"
+    when = { project = ["gh/acme/svc-*", "gh/acme/web"], workflow = "build" }
+    [[chain.then]]
+    action = "pipeline"
+    project = "gh/acme/deploy"
+    branch = "main"
+    "#,
+            "t.toml",
+        )
+        .unwrap();
+        let projects = webhook_projects(&file);
+        assert_eq!(
+            projects.projects["gh/acme/api"],
+            vec![HookEvent::WorkflowCompleted, HookEvent::JobCompleted],
+            "github/ and gh/ are one project; both events, workflow-completed first"
+        );
+        assert_eq!(
+            projects.projects["gh/acme/web"],
+            vec![HookEvent::WorkflowCompleted]
+        );
+        assert_eq!(
+            projects.projects["gh/acme/release"],
+            vec![HookEvent::WorkflowCompleted],
+            "endpoint targets too"
+        );
+        assert_eq!(projects.projects.len(), 4);
+        assert_eq!(projects.patterns, vec!["gh/acme/svc-*".to_owned()]);
+    }
+}

@@ -16,13 +16,13 @@
 
 use super::dispatch::{self, Paused, Planned, Row};
 use super::{ActionReport, JoinProgress, JoinReport, Receiver, ReceiverError};
-use crate::chain::{CorrelationSource, JoinArrival, JoinSpec, UpstreamOutcome};
 use crate::config::chain::UpstreamMatcher;
 use crate::store::{
     ClaimKey, ClaimKind, JoinArrival as StoredArrival, JoinArrivalNote, JoinNote, JoinOutcome,
     JoinState, JoinStatus, TriggerId, TriggerRecord, TriggerStatus,
 };
-use crate::webhook::WebhookEvent;
+use crate::triggers::chained::rules::{CorrelationSource, JoinArrival, JoinSpec, UpstreamOutcome};
+use crate::triggers::chained::webhook::WebhookEvent;
 
 /// The name an upstream of a fan-in rule has in join state: `after[<index>]`.
 pub fn upstream_name(index: usize) -> String {
@@ -318,7 +318,7 @@ fn expired_reason(receiver: &Receiver, join: &JoinSpec, state: &JoinState) -> St
     )
 }
 
-pub(super) fn humantime(window: chrono::Duration) -> String {
+pub(crate) fn humantime(window: chrono::Duration) -> String {
     let minutes = window.num_minutes();
     if minutes % 60 == 0 {
         format!("{}h", minutes / 60)

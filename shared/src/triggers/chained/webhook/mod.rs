@@ -2,7 +2,7 @@
 //!
 //! The receiver's order is fixed by [`receive`]: verify the signature over the raw body
 //! (nothing is parsed before that), parse and normalise, then reject replays. What it
-//! returns is ready for rule matching (`crate::chain`) and deduplication on
+//! returns is ready for rule matching (`crate::triggers::chained::rules`) and deduplication on
 //! [`WebhookEvent::id`].
 
 pub mod event;

@@ -25,7 +25,9 @@ use super::problem::ProblemDoc;
 use super::rate::Admission;
 use super::request::{BodyError, FieldError, TriggerRequestBody, parse_body};
 use super::view::{TriggerPage, TriggerView};
-use super::{ApiError, Call, Caller, Rejection, TriggerApi, check_idempotency_key, history};
+use super::{
+    ApiError, Call, CallError, Caller, Rejection, TriggerApi, check_idempotency_key, history,
+};
 use crate::store::{SourceKind, TriggerId, TriggerStatus};
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -65,26 +67,28 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, FieldError> {
 /// The answer to a failed authentication (no audit: callers of the GET routes).
 fn auth_error(failure: AuthFailure) -> ApiError {
     match failure {
-        AuthFailure::Missing | AuthFailure::Rejected { .. } => ApiError::Unauthorized,
+        AuthFailure::Missing | AuthFailure::Rejected { .. } => {
+            ApiError::Call(CallError::Unauthorized)
+        }
         AuthFailure::Unavailable(error) => {
             tracing::warn!(%error, "client keys unavailable");
-            ApiError::Unavailable {
+            ApiError::Call(CallError::Unavailable {
                 reason: "client keys cannot be read right now".into(),
                 retry_after: Duration::from_secs(5),
-            }
+            })
         }
         AuthFailure::Misconfigured(error) => {
             tracing::error!(%error, "client keys secret misconfigured");
-            ApiError::Internal {
+            ApiError::Call(CallError::Internal {
                 reason: error.to_string(),
-            }
+            })
         }
     }
 }
 
 fn respond(error: &ApiError, audit: Option<TriggerId>) -> Response {
     let mut response = error.response(audit);
-    if matches!(error, ApiError::Unauthorized) {
+    if matches!(error, ApiError::Call(CallError::Unauthorized)) {
         response
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -98,8 +102,10 @@ async fn admit(api: &TriggerApi, client: &Client) -> Result<(), ApiError> {
     };
     match api.rate_limiter().admit(client.name(), rate).await {
         Ok(Admission::Admitted) => Ok(()),
-        Ok(Admission::Limited { retry_after }) => Err(ApiError::RateLimited { retry_after }),
-        Err(error) => Err(super::store_error(error)),
+        Ok(Admission::Limited { retry_after }) => {
+            Err(ApiError::Call(CallError::RateLimited { retry_after }))
+        }
+        Err(error) => Err(super::store_error(error).into()),
     }
 }
 
@@ -187,7 +193,7 @@ pub(crate) async fn fire_endpoint(
     let mut claimed_client: Option<String> = None;
     macro_rules! refuse {
         ($error:expr) => {{
-            let error = $error;
+            let error = ApiError::from($error);
             let audit = api
                 .audit_rejection(Rejection {
                     kind: SourceKind::Http,
@@ -223,24 +229,24 @@ pub(crate) async fn fire_endpoint(
     };
     audit_client = Some(client.name().to_owned());
     let Some(name) = requested.as_deref() else {
-        refuse!(ApiError::EndpointNotFound)
+        refuse!(ApiError::Call(CallError::EndpointNotFound))
     };
     if api.catalog().endpoint(name).is_none() {
-        refuse!(ApiError::EndpointNotFound)
+        refuse!(ApiError::Call(CallError::EndpointNotFound))
     }
     if !client.may_call(name) {
-        refuse!(ApiError::Forbidden {
+        refuse!(ApiError::Call(CallError::Forbidden {
             endpoint: name.to_owned()
-        })
+        }))
     }
     if let Err(error) = admit(&api, client).await {
         refuse!(error)
     }
     let idempotency_key = match key {
         Ok(key) => key,
-        Err(error) => refuse!(ApiError::Invalid {
+        Err(error) => refuse!(ApiError::Call(CallError::Invalid {
             errors: vec![error]
-        }),
+        })),
     };
     if let Some(content_type) = headers.get(CONTENT_TYPE)
         && !is_json(content_type)
@@ -266,7 +272,7 @@ pub(crate) async fn fire_endpoint(
     let input = match parse_body(&bytes) {
         Ok(input) => input,
         Err(BodyError::Malformed(reason)) => refuse!(ApiError::Malformed { reason }),
-        Err(BodyError::Invalid(errors)) => refuse!(ApiError::Invalid { errors }),
+        Err(BodyError::Invalid(errors)) => refuse!(ApiError::Call(CallError::Invalid { errors })),
     };
 
     let call = Call {
@@ -275,7 +281,7 @@ pub(crate) async fn fire_endpoint(
         idempotency_key: idempotency_key.clone(),
         input,
     };
-    match api.call(call).await {
+    match api.call(call).await.map_err(ApiError::from) {
         Ok(called) => {
             let status = match called.record.status {
                 TriggerStatus::Triggered => StatusCode::ACCEPTED,
@@ -304,7 +310,7 @@ pub(crate) async fn fire_endpoint(
             response
         }
         // Decided and recorded by the engine: its record is the story.
-        Err(error @ ApiError::Outcome { .. }) => {
+        Err(error @ ApiError::Call(CallError::Outcome { .. })) => {
             tracing::info!(
                 endpoint = name,
                 status = error.status().as_u16(),
@@ -314,7 +320,7 @@ pub(crate) async fn fire_endpoint(
             respond(&error, None)
         }
         // A duplicate of a request still running: that request has the record.
-        Err(error @ ApiError::InProgress { .. }) => respond(&error, None),
+        Err(error @ ApiError::Call(CallError::InProgress { .. })) => respond(&error, None),
         Err(error) => refuse!(error),
     }
 }
@@ -379,11 +385,11 @@ pub(crate) async fn get_trigger(
         .ok()
         .and_then(|Path(text)| text.parse::<TriggerId>().ok())
     else {
-        return respond(&ApiError::TriggerNotFound, None);
+        return respond(&ApiError::Call(CallError::TriggerNotFound), None);
     };
     match api.trigger(id, &Caller::Client(client)).await {
         Ok(record) => axum::Json(api.view(&record)).into_response(),
-        Err(error) => respond(&error, None),
+        Err(error) => respond(&error.into(), None),
     }
 }
 
@@ -444,7 +450,7 @@ pub(crate) async fn list_triggers(
         Some(Ok(limit)) if (1..=settings.max_page_size).contains(&limit) => limit,
         Some(_) => {
             return respond(
-                &ApiError::Invalid {
+                &ApiError::Call(CallError::Invalid {
                     errors: vec![FieldError::query(
                         "limit",
                         format!(
@@ -452,7 +458,7 @@ pub(crate) async fn list_triggers(
                             settings.max_page_size
                         ),
                     )],
-                },
+                }),
                 None,
             );
         }
@@ -470,7 +476,7 @@ pub(crate) async fn list_triggers(
             };
             axum::Json(page).into_response()
         }
-        Err(error) => respond(&error, None),
+        Err(error) => respond(&error.into(), None),
     }
 }
 

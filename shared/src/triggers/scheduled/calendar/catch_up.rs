@@ -149,7 +149,7 @@ mod tests {
     use std::time::Duration as StdDuration;
 
     use super::*;
-    use crate::schedule::SlotKind;
+    use crate::triggers::scheduled::calendar::SlotKind;
 
     fn slot(minutes_ago: i64, now: DateTime<Utc>) -> ScheduleSlot {
         let at = now - Duration::minutes(minutes_ago);

@@ -4,18 +4,15 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::dispatch::{Paused, action_for, placeholder_action};
 use super::fanin::humantime;
-use super::setup::{WEBHOOK_NAME_PREFIX, webhook_name, webhook_projects};
 use super::*;
 use crate::actions::{Action, RerunJobs, WorkflowSelector};
-use crate::chain::{ActionRequest, ExistingWorkflow, SelectionRequest};
-use crate::circleci::WebhookEvent as HookEvent;
 use crate::config::{ActionSpec, CircleCiSettings, TargetSpec, parse_str};
 use crate::store::PauseFlag;
+use crate::triggers::chained::rules::{ActionRequest, ExistingWorkflow, SelectionRequest};
 
 fn spec(project: &str) -> TargetSpec {
     TargetSpec {
@@ -126,73 +123,6 @@ fn pause_reasons_prefer_the_rule_flag_over_all() {
         paused.reason("b").as_deref(),
         Some("all triggers are paused")
     );
-}
-
-#[test]
-fn webhook_names_carry_a_short_version_of_the_secret_only() {
-    let one = webhook_name(&SecretString::from("s3cret-one".to_owned()));
-    let two = webhook_name(&SecretString::from("s3cret-two".to_owned()));
-    assert!(one.starts_with(&format!("{WEBHOOK_NAME_PREFIX} v")));
-    assert_eq!(one.len(), WEBHOOK_NAME_PREFIX.len() + 2 + 8);
-    assert_ne!(one, two);
-    assert!(!one.contains("s3cret"));
-    assert_eq!(
-        one,
-        webhook_name(&SecretString::from("s3cret-one".to_owned()))
-    );
-}
-
-#[test]
-fn webhook_projects_merge_events_and_set_patterns_aside() {
-    let file = parse_str(
-        r#"
-[[schedule]]
-name = "n"
-cron = "0 2 * * *"
-timezone = "UTC"
-targets = [{ project = "github/acme/api", branch = "main" }, { project = "gh/acme/web", branch = "main" }]
-
-[[chain]]
-name = "jobs"
-when = { project = "gh/acme/api", job = "lint" }
-[[chain.then]]
-action = "pipeline"
-project = "gh/acme/deploy"
-branch = "main"
-
-[[endpoint]]
-name = "release"
-action = "pipeline"
-target = { project = "gh/acme/release", branch = "main" }
-
-[[chain]]
-name = "globs"
-when = { project = ["gh/acme/svc-*", "gh/acme/web"], workflow = "build" }
-[[chain.then]]
-action = "pipeline"
-project = "gh/acme/deploy"
-branch = "main"
-"#,
-        "t.toml",
-    )
-    .unwrap();
-    let projects = webhook_projects(&file);
-    assert_eq!(
-        projects.projects["gh/acme/api"],
-        vec![HookEvent::WorkflowCompleted, HookEvent::JobCompleted],
-        "github/ and gh/ are one project; both events, workflow-completed first"
-    );
-    assert_eq!(
-        projects.projects["gh/acme/web"],
-        vec![HookEvent::WorkflowCompleted]
-    );
-    assert_eq!(
-        projects.projects["gh/acme/release"],
-        vec![HookEvent::WorkflowCompleted],
-        "endpoint targets too"
-    );
-    assert_eq!(projects.projects.len(), 4);
-    assert_eq!(projects.patterns, vec!["gh/acme/svc-*".to_owned()]);
 }
 
 #[test]

@@ -30,7 +30,9 @@ use tracing::Instrument;
 use super::{DeliveryReport, Receiver, ReceiverError};
 use crate::http::Problem;
 use crate::secrets::{SecretKind, SecretsError};
-use crate::webhook::{EventError, SIGNATURE_HEADER, SignatureError, parse_event, verify_signature};
+use crate::triggers::chained::webhook::{
+    EventError, SIGNATURE_HEADER, SignatureError, parse_event, verify_signature,
+};
 
 /// Where CircleCI delivers.
 pub const WEBHOOK_PATH: &str = "/webhooks/circleci";

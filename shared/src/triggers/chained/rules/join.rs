@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use triggers_config::chain::{ChainSpec, CompletionStatus, Correlation};
 
-use crate::webhook::WebhookEvent;
+use crate::triggers::chained::webhook::WebhookEvent;
 
 /// A fan-in rule's shape: how many upstreams, how they correlate, how long to wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
