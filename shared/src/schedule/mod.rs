@@ -18,15 +18,15 @@
 //! cron or zone changed, starts from now ([`evaluation_window`]): no backfill.
 //!
 //! Catch-up (`skip | latest | all`, capped by count and age) is applied to the due slots by
-//! [`apply_catch_up`].
+//! [`apply_catch_up`], which also defines lateness: only the newest due slot of a tick can be
+//! on time, and only within the schedule's `grace`.
 
 mod catch_up;
 mod slots;
 mod window;
 
 pub use catch_up::{
-    CatchUpDecision, DEFAULT_ON_TIME_GRACE, SkipReason, SkippedSlot, apply_catch_up,
-    oldest_relevant_slot,
+    CatchUpDecision, SkipReason, SkippedSlot, apply_catch_up, oldest_relevant_slot,
 };
 pub use slots::{ScheduleSlot, SlotKind, due_slots, next_slots};
 pub use triggers_config::schedule::{
