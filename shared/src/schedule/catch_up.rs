@@ -177,6 +177,7 @@ mod tests {
             at,
             local: at.naive_utc(),
             kind: SlotKind::Normal,
+            cron_times: 1,
         }
     }
 

@@ -8,8 +8,12 @@
 //! its local time happens twice, it fires once, at the first occurrence. A schedule whose
 //! minute or hour field starts with `*` (`*/15 * * * *`, `0 * * * *`, `5 */2 * * *`) follows
 //! the wall clock: its slots inside the skipped interval do not fire, and its slots inside the
-//! repeated interval fire again in the second occurrence. Several skipped times that land on
-//! the same transition instant fire once. The rules hold for any zone and any shift
+//! repeated interval fire again in the second occurrence. **One run per instant:** where
+//! cronie runs a fixed-time entry once per skipped time (`0,30 2 * * *` in Europe/Berlin: two
+//! runs at 03:00 CEST), every time that lands on the transition instant — the skipped ones and
+//! the transition's own wall time if the expression names it (`0,30 2,3 * * *`) — fires as one
+//! slot, labelled [`SlotKind::ShiftedFromGap`] with the earliest skipped time and a count of the
+//! times it stands for ([`ScheduleSlot::cron_times`]). The rules hold for any zone and any shift
 //! (Australia/Lord_Howe moves by 30 minutes); zones without DST (UTC, Asia/Tokyo) never need
 //! them. Time-zone data is chrono-tz's compiled IANA database (transitions up to 2099).
 //!

@@ -1096,3 +1096,39 @@ target = {{ project = "{API}", branch = "main", workflow = "{name}" }}
     let on_time = h.record("latest", "2026-11-28T14:00:00Z").await;
     assert!(on_time.detail.get("caught_up").is_none(), "{on_time:?}");
 }
+
+/// Europe/Berlin springs forward on 2026-03-29 (02:00 CET → 03:00 CEST, 01:00 UTC): 02:00,
+/// 02:30 and 03:00 of `0,30 2,3 * * *` are one instant, so one run, recorded as shifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spring_forward_merge_fires_once_and_is_recorded_as_shifted() {
+    let toml = format!(
+        r#"
+[[schedule]]
+name = "gap"
+cron = "0,30 2,3 * * *"
+timezone = "Europe/Berlin"
+target = {{ project = "{API}", branch = "main", workflow = "gap" }}
+"#
+    );
+    let h = Harness::builder(Backend::Sqlite)
+        .start_at("2026-03-29T00:30:00Z")
+        .project(project(API, &[]))
+        .build(&toml)
+        .await;
+    h.tick().await;
+    h.tick_at("2026-03-29T01:00:00Z").await;
+    h.tick_at("2026-03-29T01:30:00Z").await;
+    assert_eq!(
+        h.slots("gap", TriggerStatus::Triggered).await,
+        ["2026-03-29T01:00:00Z", "2026-03-29T01:30:00Z"]
+    );
+    assert_eq!(h.pipelines_for("gap").len(), 2);
+    let merged = h.record("gap", "2026-03-29T01:00:00Z").await;
+    assert_eq!(merged.detail["slot_local"], "2026-03-29 02:00:00");
+    assert_eq!(
+        merged.detail["dst"],
+        "skipped local time: fired at transition"
+    );
+    let normal = h.record("gap", "2026-03-29T01:30:00Z").await;
+    assert!(normal.detail.get("dst").is_none(), "{normal:?}");
+}

@@ -105,6 +105,11 @@ fn preview<'a>(
 /// The explanation printed next to a slot that DST moved or repeated.
 fn note(slot: &ScheduleSlot) -> Option<String> {
     match slot.kind {
+        SlotKind::ShiftedFromGap if slot.cron_times > 1 => Some(format!(
+            "{} does not exist (clocks spring forward): fired at transition, once for {} times of the expression",
+            slot.local.format("%H:%M"),
+            slot.cron_times
+        )),
         SlotKind::ShiftedFromGap => Some(format!(
             "{} does not exist (clocks spring forward): fired at transition",
             slot.local.format("%H:%M")
@@ -330,6 +335,33 @@ nightly  `30 2 * * *`  Europe/Berlin  (fixed-time)
         assert_eq!(nightly["slots"][1]["note"], Value::Null);
         assert_eq!(value[1]["enabled"], false);
         assert_eq!(value[1]["slots"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn a_spring_forward_merge_is_one_shifted_row_that_says_how_many_times_it_stands_for() {
+        let triggers = file(
+            r#"
+[[schedule]]
+name = "twice-in-the-gap"
+cron = "0,30 2,3 * * *"
+timezone = "Europe/Berlin"
+target = { project = "gh/acme/api", branch = "main" }
+"#,
+        );
+        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().collect();
+        let previews = preview(&specs, instant("2026-03-28T12:00:00Z"), 2).unwrap();
+        let value = render_json(&previews);
+        let merged = &value[0]["slots"][0];
+        assert_eq!(merged["at"], "2026-03-29T01:00:00Z");
+        assert_eq!(merged["local"], "2026-03-29T03:00:00+02:00");
+        assert_eq!(merged["nominal_local"], "2026-03-29T02:00:00");
+        assert_eq!(merged["kind"], "shifted_from_gap");
+        assert_eq!(
+            merged["note"],
+            "02:00 does not exist (clocks spring forward): fired at transition, once for 3 times of the expression"
+        );
+        assert_eq!(value[0]["slots"][1]["at"], "2026-03-29T01:30:00Z");
+        assert_eq!(value[0]["slots"][1]["kind"], "normal");
     }
 
     #[test]
