@@ -32,7 +32,7 @@ mod window;
 pub use catch_up::{
     CatchUpDecision, SkipReason, SkippedSlot, apply_catch_up, oldest_relevant_slot,
 };
-pub use slots::{ScheduleSlot, SlotKind, due_slots, next_slots};
+pub use slots::{LOOK_AHEAD_YEARS, ScheduleSlot, SlotKind, due_slots, look_ahead_end, next_slots};
 pub use triggers_config::schedule::{
     CatchUpMode, CatchUpPolicy, ConcurrencyMode, ConcurrencyPolicy, ScheduleError, ScheduleSpec,
     ScheduleTiming,

@@ -129,16 +129,26 @@ pub fn due_slots(
     by_instant.into_values().collect()
 }
 
-/// The next `count` slots strictly after `after`, ascending. Looks at most 100 years ahead.
+/// How far [`next_slots`] looks ahead, in years.
+pub const LOOK_AHEAD_YEARS: i64 = 100;
+
+/// The end of [`next_slots`]' look-ahead from `after`: [`LOOK_AHEAD_YEARS`] later, or the end
+/// of the supported range if that comes first. Fewer slots than asked for means none other
+/// falls before this instant.
+pub fn look_ahead_end(after: DateTime<Utc>) -> DateTime<Utc> {
+    after
+        .checked_add_signed(Duration::days(LOOK_AHEAD_YEARS * 366))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .min(latest_supported())
+}
+
+/// The next `count` slots strictly after `after`, ascending, up to [`look_ahead_end`].
 pub fn next_slots(
     timing: &ScheduleTiming,
     after: DateTime<Utc>,
     count: usize,
 ) -> Vec<ScheduleSlot> {
-    let horizon = after
-        .checked_add_signed(Duration::days(100 * 366))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-        .min(latest_supported());
+    let horizon = look_ahead_end(after);
     let mut found = Vec::with_capacity(count.min(1024));
     let mut from = after;
     // Windows double in length, so a rare date (29 February) costs a handful of calls and a

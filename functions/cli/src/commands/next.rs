@@ -1,5 +1,6 @@
 //! `next`: the next fire times of the schedules, in each schedule's zone and in UTC, with the
-//! slots that daylight-saving time moved or repeated marked.
+//! slots that daylight-saving time moved or repeated marked. A schedule with fewer fire times
+//! than asked for within the look-ahead says so.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,7 +10,9 @@ use anyhow::bail;
 use chrono::{DateTime, Timelike, Utc};
 use serde_json::{Value, json};
 use shared::config::{ConfigError, ScheduleSpec, load_file};
-use shared::schedule::{ScheduleSlot, ScheduleTiming, SlotKind, next_slots};
+use shared::schedule::{
+    LOOK_AHEAD_YEARS, ScheduleSlot, ScheduleTiming, SlotKind, look_ahead_end, next_slots,
+};
 
 #[derive(clap::Args)]
 pub struct NextArgs {
@@ -38,6 +41,24 @@ struct Preview<'a> {
     spec: &'a ScheduleSpec,
     timing: ScheduleTiming,
     slots: Vec<ScheduleSlot>,
+    /// How many slots were asked for; `slots` is shorter when the look-ahead has fewer.
+    requested: usize,
+    /// Where the look-ahead ended.
+    horizon: DateTime<Utc>,
+}
+
+impl Preview<'_> {
+    /// What to say when the look-ahead holds fewer slots than were asked for.
+    fn shortfall(&self) -> Option<String> {
+        let found = self.slots.len();
+        (found < self.requested).then(|| {
+            format!(
+                "only {found} of the {} fire times asked for before {} (`next` looks {LOOK_AHEAD_YEARS} years ahead)",
+                self.requested,
+                self.horizon.format("%Y-%m-%d %H:%M UTC")
+            )
+        })
+    }
 }
 
 pub fn run(config: &Path, args: NextArgs) -> anyhow::Result<ExitCode> {
@@ -97,6 +118,8 @@ fn preview<'a>(
                 spec,
                 timing,
                 slots,
+                requested: count,
+                horizon: look_ahead_end(after),
             })
         })
         .collect()
@@ -163,7 +186,11 @@ fn render_table(previews: &[Preview<'_>]) -> String {
         }
         out.push('\n');
         if preview.slots.is_empty() {
-            out.push_str("  no fire times in the next 100 years\n");
+            let _ = writeln!(
+                out,
+                "  no fire times in the next {LOOK_AHEAD_YEARS} years (before {})",
+                preview.horizon.format("%Y-%m-%d %H:%M UTC")
+            );
             continue;
         }
         let rows: Vec<[String; 3]> = preview
@@ -200,6 +227,9 @@ fn render_table(previews: &[Preview<'_>]) -> String {
             out.push_str(line.trim_end());
             out.push('\n');
         }
+        if let Some(shortfall) = preview.shortfall() {
+            let _ = writeln!(out, "  {shortfall}");
+        }
     }
     out
 }
@@ -229,6 +259,9 @@ fn render_json(previews: &[Preview<'_>]) -> Value {
                     "fixed_time": preview.timing.cron.is_fixed_time(),
                     "enabled": preview.spec.enabled,
                     "slots": slots,
+                    "requested": preview.requested,
+                    "look_ahead_end": preview.horizon.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "shortfall": preview.shortfall(),
                 })
             })
             .collect(),
@@ -335,6 +368,38 @@ nightly  `30 2 * * *`  Europe/Berlin  (fixed-time)
         assert_eq!(nightly["slots"][1]["note"], Value::Null);
         assert_eq!(value[1]["enabled"], false);
         assert_eq!(value[1]["slots"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn asking_for_more_than_the_look_ahead_holds_says_so() {
+        let triggers = file(
+            r#"
+[[schedule]]
+name = "leap-day"
+cron = "0 2 29 2 *"
+timezone = "UTC"
+target = { project = "gh/acme/api", branch = "main" }
+"#,
+        );
+        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().collect();
+        let previews = preview(&specs, instant("2026-11-28T00:00:00Z"), 1000).unwrap();
+        // 2028 … 2124 (2100 is not a leap year): 24 leap days in the 100 × 366 days ahead.
+        assert_eq!(previews[0].slots.len(), 24);
+        let table = render_table(&previews);
+        let last = table.lines().last().unwrap();
+        assert_eq!(
+            last,
+            "  only 24 of the 1000 fire times asked for before 2127-02-12 00:00 UTC (`next` looks 100 years ahead)"
+        );
+        let value = render_json(&previews);
+        assert_eq!(value[0]["requested"], 1000);
+        assert_eq!(value[0]["look_ahead_end"], "2127-02-12T00:00:00Z");
+        assert_eq!(value[0]["shortfall"], last.trim());
+
+        // Asking for what exists adds nothing.
+        let enough = preview(&specs, instant("2026-11-28T00:00:00Z"), 24).unwrap();
+        assert!(!render_table(&enough).contains("only"));
+        assert_eq!(render_json(&enough)[0]["shortfall"], Value::Null);
     }
 
     #[test]
