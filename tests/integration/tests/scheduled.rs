@@ -71,11 +71,16 @@ fn project(slug: &str, workflows: &[&str]) -> ProjectSpec {
 }
 
 fn hourly(name: &str, project: &str, workflow: &str, extra: &str) -> String {
+    utc_schedule(name, "0 * * * *", project, workflow, extra)
+}
+
+/// A `[[schedule]]` in UTC on one target's main branch, with `extra` lines (its policies).
+fn utc_schedule(name: &str, cron: &str, project: &str, workflow: &str, extra: &str) -> String {
     format!(
         r#"
 [[schedule]]
 name = "{name}"
-cron = "0 * * * *"
+cron = "{cron}"
 timezone = "UTC"
 target = {{ project = "{project}", branch = "main", workflow = "{workflow}" }}
 {extra}
@@ -214,18 +219,7 @@ targets = [
 /// Four every-15-minutes schedules, one per catch-up policy; the scheduler is down from
 /// 10:00 to 12:58 (11 missed slots, 10:15 … 12:45), then back for good.
 async fn a_three_hour_outage_obeys_each_catch_up_policy(backend: Backend) {
-    let schedule = |name: &str, extra: &str| {
-        format!(
-            r#"
-[[schedule]]
-name = "{name}"
-cron = "*/15 * * * *"
-timezone = "UTC"
-target = {{ project = "{API}", branch = "main", workflow = "{name}" }}
-{extra}
-"#
-        )
-    };
+    let schedule = |name: &str, extra: &str| utc_schedule(name, "*/15 * * * *", API, name, extra);
     let toml = [
         schedule("cu-skip", "catch_up = \"skip\""),
         schedule("cu-latest", "catch_up = \"latest\""),
@@ -893,18 +887,7 @@ async fn outages_fire_exactly_what_the_readme_table_says() {
     ];
     let toml: String = policies
         .iter()
-        .map(|(name, policy)| {
-            format!(
-                r#"
-[[schedule]]
-name = "{name}"
-cron = "* * * * *"
-timezone = "UTC"
-target = {{ project = "{API}", branch = "main", workflow = "{name}" }}
-{policy}
-"#
-            )
-        })
+        .map(|(name, policy)| utc_schedule(name, "* * * * *", API, name, policy))
         .collect();
 
     for (outage, back, outcomes) in table {
@@ -1025,18 +1008,7 @@ target = {{ project = "{API}", branch = "main", workflow = "{name}" }}
 /// comes later than the grace after a slot makes it missed, and the policy decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_grace_is_per_schedule_and_counts_from_the_ticks_instant() {
-    let schedule = |name: &str, extra: &str| {
-        format!(
-            r#"
-[[schedule]]
-name = "{name}"
-cron = "0 * * * *"
-timezone = "UTC"
-target = {{ project = "{API}", branch = "main", workflow = "{name}" }}
-{extra}
-"#
-        )
-    };
+    let schedule = |name: &str, extra: &str| hourly(name, API, name, extra);
     let toml = [
         schedule("default-grace", "catch_up = \"skip\""),
         schedule("five-minutes", "catch_up = \"skip\"\ngrace = \"5m\""),

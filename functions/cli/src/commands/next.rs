@@ -296,6 +296,29 @@ target = { project = "gh/acme/api", branch = "main" }
         parse_instant(text).unwrap()
     }
 
+    /// A file with one schedule, `cron` in `zone`.
+    fn one_schedule(cron: &str, zone: &str) -> shared::config::TriggersFile {
+        file(&format!(
+            r#"
+[[schedule]]
+name = "one"
+cron = "{cron}"
+timezone = "{zone}"
+target = {{ project = "gh/acme/api", branch = "main" }}
+"#
+        ))
+    }
+
+    /// The previews of every schedule of `triggers`.
+    fn previews_of<'a>(
+        triggers: &'a shared::config::TriggersFile,
+        after: &str,
+        count: usize,
+    ) -> Vec<Preview<'a>> {
+        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().collect();
+        preview(&specs, instant(after), count).unwrap()
+    }
+
     #[test]
     fn the_table_marks_the_transition_and_shows_both_clocks() {
         let triggers = file(BERLIN_AND_LORD_HOWE);
@@ -372,17 +395,8 @@ nightly  `30 2 * * *`  Europe/Berlin  (fixed-time)
 
     #[test]
     fn asking_for_more_than_the_look_ahead_holds_says_so() {
-        let triggers = file(
-            r#"
-[[schedule]]
-name = "leap-day"
-cron = "0 2 29 2 *"
-timezone = "UTC"
-target = { project = "gh/acme/api", branch = "main" }
-"#,
-        );
-        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().collect();
-        let previews = preview(&specs, instant("2026-11-28T00:00:00Z"), 1000).unwrap();
+        let leap_day = one_schedule("0 2 29 2 *", "UTC");
+        let previews = previews_of(&leap_day, "2026-11-28T00:00:00Z", 1000);
         // 2028 … 2124 (2100 is not a leap year): 24 leap days in the 100 × 366 days ahead.
         assert_eq!(previews[0].slots.len(), 24);
         let table = render_table(&previews);
@@ -397,24 +411,15 @@ target = { project = "gh/acme/api", branch = "main" }
         assert_eq!(value[0]["shortfall"], last.trim());
 
         // Asking for what exists adds nothing.
-        let enough = preview(&specs, instant("2026-11-28T00:00:00Z"), 24).unwrap();
-        assert!(!render_table(&enough).contains("only"));
+        let enough = previews_of(&leap_day, "2026-11-28T00:00:00Z", 24);
+        assert!(!render_table(&enough).contains("fire times asked for"));
         assert_eq!(render_json(&enough)[0]["shortfall"], Value::Null);
     }
 
     #[test]
     fn a_spring_forward_merge_is_one_shifted_row_that_says_how_many_times_it_stands_for() {
-        let triggers = file(
-            r#"
-[[schedule]]
-name = "twice-in-the-gap"
-cron = "0,30 2,3 * * *"
-timezone = "Europe/Berlin"
-target = { project = "gh/acme/api", branch = "main" }
-"#,
-        );
-        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().collect();
-        let previews = preview(&specs, instant("2026-03-28T12:00:00Z"), 2).unwrap();
+        let gap = one_schedule("0,30 2,3 * * *", "Europe/Berlin");
+        let previews = previews_of(&gap, "2026-03-28T12:00:00Z", 2);
         let value = render_json(&previews);
         let merged = &value[0]["slots"][0];
         assert_eq!(merged["at"], "2026-03-29T01:00:00Z");
