@@ -141,7 +141,9 @@ fn berlin_fixed_time_fires_at_the_spring_transition_and_once_in_autumn() {
 }
 
 #[test]
-fn berlin_several_skipped_times_fire_once_at_the_transition() {
+fn berlin_several_skipped_times_fire_once_at_the_transition_labelled_shifted() {
+    // cronie runs this twice at 03:00 CEST; we run once per instant (README, "one run per
+    // instant"), and the run says it stands for both skipped times.
     let twice_in_the_gap = timing("0,30 2 * * *", "Europe/Berlin");
     let slots = due_slots(
         &twice_in_the_gap,
@@ -155,6 +157,31 @@ fn berlin_several_skipped_times_fire_once_at_the_transition() {
             "2026-03-29 02:00",
             SlotKind::ShiftedFromGap
         )]
+    );
+    assert_eq!(slots[0].cron_times, 2);
+
+    // The transition's own wall time (03:00 CEST) is the same instant: still one run, and
+    // still labelled shifted rather than normal.
+    let gap_and_after = timing("0,30 2,3 * * *", "Europe/Berlin");
+    let slots = due_slots(
+        &gap_and_after,
+        utc("2026-03-29T00:00:00Z"),
+        utc("2026-03-29T02:00:00Z"),
+    );
+    assert_eq!(
+        described(&slots),
+        [
+            row(
+                "2026-03-29T01:00:00Z",
+                "2026-03-29 02:00",
+                SlotKind::ShiftedFromGap
+            ),
+            row("2026-03-29T01:30:00Z", "2026-03-29 03:30", SlotKind::Normal),
+        ]
+    );
+    assert_eq!(
+        slots.iter().map(|slot| slot.cron_times).collect::<Vec<_>>(),
+        [3, 1]
     );
 }
 
@@ -503,7 +530,9 @@ fn next_slots_agree_with_due_slots() {
 /// when the wall clock moved forward by more than a minute, fixed-time entries run for every
 /// skipped minute, now; when it moved backwards, only wildcard entries run until it catches up
 /// with the latest wall time seen; otherwise everything matching the current minute runs.
-/// Returns the instants at which the entry runs (once per instant, as cronie's job queue).
+/// Returns the instants at which the entry runs, once per instant: cronie runs its queue
+/// between skipped minutes, so it runs a fixed-time entry once per skipped time; we merge
+/// those into one run (README, "one run per instant"), which is what is compared here.
 fn cronie_model(
     timing: &ScheduleTiming,
     from: DateTime<Utc>,

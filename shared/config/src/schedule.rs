@@ -7,6 +7,7 @@
 //! cron = "0 2 * * *"
 //! timezone = "Europe/Berlin"
 //! catch_up = "latest"          # skip | latest | all; `max_catch_up` (all), `max_catch_up_age`
+//! grace = "2m"                 # how late a slot may be decided and still be on time
 //! concurrency = "forbid"       # allow | forbid | replace; `stale_after`
 //! target = { project = "gh/acme/api", branch = "main", workflow = "nightly" }
 //! ```
@@ -33,6 +34,13 @@ use crate::target::{ActionKind, Selection, TargetSpec};
 pub const DEFAULT_MAX_CATCH_UP: u32 = 10;
 /// Missed slots older than this are not caught up when `max_catch_up_age` is not set.
 pub const DEFAULT_MAX_CATCH_UP_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How late a schedule's newest slot may be decided and still count as on time when `grace`
+/// is not set: EventBridge Scheduler's retry window for a tick (120 s, infra/template.yaml), so
+/// a later tick deciding a slot while the slot's own tick may still be delivered decides it the
+/// same way; the slot's own tick and the next one may fail, or `serve` may take two minutes to
+/// restart, without the slot being missed. Only the newest slot can be on time, so this never
+/// lets a frequent schedule fire more than one slot per tick outside its catch-up policy.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2 * 60);
 /// A previous pipeline older than this stops counting as running when `stale_after` is not set,
 /// so a pipeline left on hold cannot block a `forbid` schedule forever.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -43,7 +51,7 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub enum CatchUpMode {
     /// Missed slots are recorded as skipped.
     Skip,
-    /// The newest missed slot fires (unless an on-time slot supersedes it); older ones are skipped.
+    /// The newest missed slot fires (unless the on-time slot supersedes it); older ones are skipped.
     #[default]
     Latest,
     /// Every missed slot fires, newest `max_catch_up` only.
@@ -113,6 +121,9 @@ pub struct ScheduleSpec {
     pub max_catch_up: Option<u32>,
     /// `catch_up = "latest" | "all"`: missed slots older than this are skipped (e.g. `"6h"`).
     pub max_catch_up_age: Option<String>,
+    /// A slot decided at most this long after its instant, by a tick before the schedule's next
+    /// slot, is on time; any other is missed and goes through `catch_up` (e.g. `"2m"`, `"0s"`).
+    pub grace: Option<String>,
     #[serde(default)]
     pub concurrency: ConcurrencyMode,
     /// `concurrency = "forbid" | "replace"`: a previous pipeline older than this no longer
@@ -156,6 +167,8 @@ pub struct CatchUpPolicy {
     pub max_count: u32,
     /// Missed slots older than this never fire.
     pub max_age: Duration,
+    /// The newest due slot decided at most this late is on time, not missed.
+    pub grace: Duration,
 }
 
 /// The concurrency settings with defaults applied.
@@ -239,11 +252,7 @@ impl ScheduleSpec {
     }
 
     pub fn catch_up_policy(&self) -> Result<CatchUpPolicy, ScheduleError> {
-        let max_age = parse_duration_field(
-            "max_catch_up_age",
-            self.max_catch_up_age.as_deref(),
-            DEFAULT_MAX_CATCH_UP_AGE,
-        )?;
+        let max_age = self.max_catch_up_age()?;
         let max_count = match self.catch_up {
             CatchUpMode::Skip => 0,
             CatchUpMode::Latest => 1,
@@ -253,7 +262,28 @@ impl ScheduleSpec {
             mode: self.catch_up,
             max_count,
             max_age,
+            grace: self.grace()?,
         })
+    }
+
+    fn max_catch_up_age(&self) -> Result<Duration, ScheduleError> {
+        parse_duration_field(
+            "max_catch_up_age",
+            self.max_catch_up_age.as_deref(),
+            DEFAULT_MAX_CATCH_UP_AGE,
+        )
+    }
+
+    /// `grace`, or [`DEFAULT_GRACE`]. Zero is allowed: only the slot's own tick (or the
+    /// scheduler's retry of it) is then on time.
+    fn grace(&self) -> Result<Duration, ScheduleError> {
+        match self.grace.as_deref() {
+            None => Ok(DEFAULT_GRACE),
+            Some(text) => rules::parse_duration(text).map_err(|reason| ScheduleError::Duration {
+                field: "grace",
+                reason,
+            }),
+        }
     }
 
     pub fn concurrency_policy(&self) -> Result<ConcurrencyPolicy, ScheduleError> {
@@ -400,8 +430,11 @@ impl ScheduleSpec {
                 &path.key("max_catch_up_age"),
                 "not used with catch_up = \"skip\" (no missed slot fires)",
             );
-        } else if let Err(ScheduleError::Duration { reason, .. }) = self.catch_up_policy() {
+        } else if let Err(ScheduleError::Duration { reason, .. }) = self.max_catch_up_age() {
             problems.add(&path.key("max_catch_up_age"), reason);
+        }
+        if let Err(ScheduleError::Duration { reason, .. }) = self.grace() {
+            problems.add(&path.key("grace"), reason);
         }
     }
 

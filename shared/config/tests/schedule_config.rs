@@ -39,6 +39,7 @@ timezone = "Europe/Berlin"
 catch_up = "all"
 max_catch_up = 3
 max_catch_up_age = "6h"
+grace = "90s"
 concurrency = "forbid"
 stale_after = "90m"
 targets = [
@@ -67,6 +68,7 @@ target = { project = "gh/acme/api", tag = "v1.0.0" }
     assert_eq!(catch_up.mode, CatchUpMode::All);
     assert_eq!(catch_up.max_count, 3);
     assert_eq!(catch_up.max_age, Duration::from_secs(6 * 3600));
+    assert_eq!(catch_up.grace, Duration::from_secs(90));
     let concurrency = nightly.concurrency_policy().unwrap();
     assert_eq!(concurrency.mode, ConcurrencyMode::Forbid);
     assert_eq!(concurrency.stale_after, Duration::from_secs(90 * 60));
@@ -82,6 +84,7 @@ target = { project = "gh/acme/api", tag = "v1.0.0" }
     assert_eq!(defaults.mode, CatchUpMode::Latest);
     assert_eq!(defaults.max_count, 1);
     assert_eq!(defaults.max_age, Duration::from_secs(24 * 3600));
+    assert_eq!(defaults.grace, Duration::from_secs(120));
     assert_eq!(hourly.concurrency, ConcurrencyMode::Allow);
 }
 
@@ -451,6 +454,62 @@ target = { project = "gh/acme/api" }
         "{found:#?}"
     );
     assert_eq!(found.len(), 6, "{found:#?}");
+}
+
+#[test]
+fn grace_is_a_duration_for_every_mode_and_may_be_zero() {
+    let file = parse_str(
+        r#"
+[[schedule]]
+name = "strict"
+cron = "0 2 * * *"
+timezone = "UTC"
+catch_up = "skip"
+grace = "0s"
+target = { project = "gh/acme/api" }
+"#,
+        "triggers.toml",
+    )
+    .unwrap();
+    let policy = file.schedule[0].catch_up_policy().unwrap();
+    assert_eq!(policy.mode, CatchUpMode::Skip);
+    assert_eq!(policy.grace, Duration::ZERO);
+
+    let found = summary(
+        r#"[[schedule]]
+name = "a"
+cron = "0 2 * * *"
+timezone = "UTC"
+max_catch_up_age = "6 hours"
+grace = "2 minutes"
+target = { project = "gh/acme/api" }
+
+[[schedule]]
+name = "b"
+cron = "0 2 * * *"
+timezone = "UTC"
+grace = "5"
+target = { project = "gh/acme/api" }
+"#,
+    );
+    assert!(
+        has(&found, 5, "schedule[0].max_catch_up_age", "unknown unit"),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, 6, "schedule[0].grace", "unknown unit"),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
+            13,
+            "schedule[1].grace",
+            "the last number has no unit"
+        ),
+        "{found:#?}"
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
 }
 
 #[test]

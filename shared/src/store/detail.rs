@@ -27,6 +27,9 @@ pub struct RecordDetail {
     pub manual: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluated_at: Option<DateTime<Utc>>,
+    /// A missed slot the catch-up policy fired (not the on-time one).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub caught_up: bool,
     /// The slot's wall-clock time in the schedule's zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_local: Option<String>,

@@ -15,7 +15,7 @@ use integration_tests::scheduled_support::{
 };
 use shared::circleci::ClientOptions;
 use shared::store::{PauseScope, TriggerStatus};
-use shared::triggers::scheduled::TickRequest;
+use shared::triggers::scheduled::{MAX_SKIPPED_ROWS, TickRequest};
 
 macro_rules! on_both_stores {
     ($($case:ident),* $(,)?) => {
@@ -71,11 +71,16 @@ fn project(slug: &str, workflows: &[&str]) -> ProjectSpec {
 }
 
 fn hourly(name: &str, project: &str, workflow: &str, extra: &str) -> String {
+    utc_schedule(name, "0 * * * *", project, workflow, extra)
+}
+
+/// A `[[schedule]]` in UTC on one target's main branch, with `extra` lines (its policies).
+fn utc_schedule(name: &str, cron: &str, project: &str, workflow: &str, extra: &str) -> String {
     format!(
         r#"
 [[schedule]]
 name = "{name}"
-cron = "0 * * * *"
+cron = "{cron}"
 timezone = "UTC"
 target = {{ project = "{project}", branch = "main", workflow = "{workflow}" }}
 {extra}
@@ -214,18 +219,7 @@ targets = [
 /// Four every-15-minutes schedules, one per catch-up policy; the scheduler is down from
 /// 10:00 to 12:58 (11 missed slots, 10:15 … 12:45), then back for good.
 async fn a_three_hour_outage_obeys_each_catch_up_policy(backend: Backend) {
-    let schedule = |name: &str, extra: &str| {
-        format!(
-            r#"
-[[schedule]]
-name = "{name}"
-cron = "*/15 * * * *"
-timezone = "UTC"
-target = {{ project = "{API}", branch = "main", workflow = "{name}" }}
-{extra}
-"#
-        )
-    };
+    let schedule = |name: &str, extra: &str| utc_schedule(name, "*/15 * * * *", API, name, extra);
     let toml = [
         schedule("cu-skip", "catch_up = \"skip\""),
         schedule("cu-latest", "catch_up = \"latest\""),
@@ -328,7 +322,7 @@ target = {{ project = "{API}", branch = "main", workflow = "{name}" }}
 }
 
 /// An every-minute schedule after three hours down: the newest 100 skipped slots get a row
-/// each, the 74 older ones one summary row; on-time slots still fire.
+/// each, the 79 older ones one summary row; the on-time slot still fires.
 async fn a_long_gap_records_the_newest_skips_and_one_summary(backend: Backend) {
     let toml = format!(
         r#"
@@ -346,8 +340,8 @@ target = {{ project = "{API}", branch = "main", workflow = "minutely" }}
         .await;
     h.tick().await;
     let back = h.tick_at("2026-11-28T13:00:00Z").await;
-    // 10:01 … 12:54 missed (174), 12:55 … 13:00 on time (6).
-    assert_eq!(back.totals().fired, 6);
+    // 10:01 … 12:59 missed (179), 13:00 on time.
+    assert_eq!(back.totals().fired, 1);
     assert_eq!(back.totals().skipped, 101);
     let history = h.history("minutely").await;
     let summary: Vec<_> = history
@@ -357,22 +351,22 @@ target = {{ project = "{API}", branch = "main", workflow = "minutely" }}
     assert_eq!(summary.len(), 1);
     assert_eq!(summary[0].status, TriggerStatus::Skipped);
     let missed = summary[0].detail.missed.as_ref().unwrap();
-    assert_eq!(missed.count, 74);
+    assert_eq!(missed.count, 79);
     assert_eq!(missed.from, utc("2026-11-28T10:01:00Z"));
-    assert_eq!(missed.to, utc("2026-11-28T11:14:00Z"));
+    assert_eq!(missed.to, utc("2026-11-28T11:19:00Z"));
     assert_eq!(
         summary[0].reason.as_deref(),
         Some(
-            "74 missed slot(s) from 2026-11-28T10:01:00Z to 2026-11-28T11:14:00Z not fired and \
+            "79 missed slot(s) from 2026-11-28T10:01:00Z to 2026-11-28T11:19:00Z not fired and \
              not recorded one by one: missed slot; catch_up = \"skip\""
         )
     );
     let single = h.slots("minutely", TriggerStatus::Skipped).await;
     assert_eq!(single.len(), 101);
-    assert!(single.contains(&"2026-11-28T11:15:00Z".to_owned()));
-    assert!(single.contains(&"2026-11-28T12:54:00Z".to_owned()));
-    assert!(!single.contains(&"2026-11-28T11:14:00Z".to_owned()));
-    assert_eq!(h.pipelines_for("minutely").len(), 7);
+    assert!(single.contains(&"2026-11-28T11:20:00Z".to_owned()));
+    assert!(single.contains(&"2026-11-28T12:59:00Z".to_owned()));
+    assert!(!single.contains(&"2026-11-28T11:19:00Z".to_owned()));
+    assert_eq!(h.pipelines_for("minutely").len(), 2);
 }
 
 /// A daily schedule not evaluated for 40 days: the last 31 days are evaluated slot by slot,
@@ -774,4 +768,349 @@ async fn a_manual_run_is_recorded_as_manual_and_runs_once_per_run_id(backend: Ba
     // Manual runs are not slots: the regular 11:00 slot still fires.
     assert_eq!(h.tick_at("2026-11-28T11:00:00Z").await.totals().fired, 1);
     assert_eq!(h.pipelines_for("nightly").len(), 3);
+}
+
+/// What one schedule of the outage table does on the tick after the outage.
+struct Outcome {
+    /// Slots that fire (HH:MM on 2026-11-28), ascending; the last one is on time, the others
+    /// are caught up.
+    fired: &'static [&'static str],
+    /// Missed slots recorded as skipped, as an inclusive HH:MM range, or none.
+    skipped: Option<(&'static str, &'static str)>,
+    /// Part of every skipped row's reason.
+    reason: &'static str,
+}
+
+const fn fires(fired: &'static [&'static str]) -> Outcome {
+    Outcome {
+        fired,
+        skipped: None,
+        reason: "",
+    }
+}
+
+const fn skips(
+    fired: &'static [&'static str],
+    from: &'static str,
+    to: &'static str,
+    reason: &'static str,
+) -> Outcome {
+    Outcome {
+        fired,
+        skipped: Some((from, to)),
+        reason,
+    }
+}
+
+const SKIPPED: &str = "missed slot; catch_up = \"skip\"";
+const OVER_LIMIT: &str = "more than max_catch_up (2) missed slots";
+const TOO_OLD: &str = "missed by more than max_catch_up_age (300s)";
+
+fn at_minute(hh_mm: &str) -> chrono::DateTime<chrono::Utc> {
+    utc(&format!("2026-11-28T{hh_mm}:00Z"))
+}
+
+fn slot_id(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The README's catch-up table (section "Schedules", "Outages and catch-up"), row by row: four
+/// every-minute schedules in UTC, one per policy; the scheduler ticks at 12:00:00, stops at
+/// 12:00:45 and is back after the outage, when its first tick (serve's start-up tick) runs.
+/// Every slot in between either fires — the newest on time, the others caught up and marked
+/// so — or is recorded as skipped with its reason (the newest 100 one by one, the older ones
+/// in one summary row). SQLite only: the decisions are the store-independent part, and the
+/// store paths are covered on both adapters above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outages_fire_exactly_what_the_readme_table_says() {
+    // (outage, first tick after it, [skip, latest, all with max_catch_up = 2, all with
+    // max_catch_up_age = "5m"])
+    let table: [(&str, &str, [Outcome; 4]); 4] = [
+        (
+            "30 s",
+            "2026-11-28T12:01:15Z",
+            [
+                fires(&["12:01"]),
+                fires(&["12:01"]),
+                fires(&["12:01"]),
+                fires(&["12:01"]),
+            ],
+        ),
+        (
+            "3 min",
+            "2026-11-28T12:03:45Z",
+            [
+                skips(&["12:03"], "12:01", "12:02", SKIPPED),
+                skips(
+                    &["12:03"],
+                    "12:01",
+                    "12:02",
+                    "superseded by the slot at 2026-11-28T12:03:00Z",
+                ),
+                fires(&["12:01", "12:02", "12:03"]),
+                fires(&["12:01", "12:02", "12:03"]),
+            ],
+        ),
+        (
+            "8 min",
+            "2026-11-28T12:08:45Z",
+            [
+                skips(&["12:08"], "12:01", "12:07", SKIPPED),
+                skips(
+                    &["12:08"],
+                    "12:01",
+                    "12:07",
+                    "superseded by the slot at 2026-11-28T12:08:00Z",
+                ),
+                skips(&["12:06", "12:07", "12:08"], "12:01", "12:05", OVER_LIMIT),
+                skips(
+                    &["12:04", "12:05", "12:06", "12:07", "12:08"],
+                    "12:01",
+                    "12:03",
+                    TOO_OLD,
+                ),
+            ],
+        ),
+        (
+            "3 h",
+            "2026-11-28T15:00:45Z",
+            [
+                skips(&["15:00"], "12:01", "14:59", SKIPPED),
+                skips(
+                    &["15:00"],
+                    "12:01",
+                    "14:59",
+                    "superseded by the slot at 2026-11-28T15:00:00Z",
+                ),
+                skips(&["14:58", "14:59", "15:00"], "12:01", "14:57", OVER_LIMIT),
+                skips(
+                    &["14:56", "14:57", "14:58", "14:59", "15:00"],
+                    "12:01",
+                    "14:55",
+                    TOO_OLD,
+                ),
+            ],
+        ),
+    ];
+    let policies = [
+        ("skip", "catch_up = \"skip\""),
+        ("latest", "catch_up = \"latest\""),
+        ("all-2", "catch_up = \"all\"\nmax_catch_up = 2"),
+        ("all-5m", "catch_up = \"all\"\nmax_catch_up_age = \"5m\""),
+    ];
+    let toml: String = policies
+        .iter()
+        .map(|(name, policy)| utc_schedule(name, "* * * * *", API, name, policy))
+        .collect();
+
+    for (outage, back, outcomes) in table {
+        let h = Harness::builder(Backend::Sqlite)
+            .start_at("2026-11-28T12:00:00Z")
+            .project(project(API, &[]))
+            .build(&toml)
+            .await;
+        assert_eq!(h.tick().await.totals().fired, 4, "{outage}: 12:00 fires");
+        let report = h.tick_at(back).await;
+
+        for ((name, _), expected) in policies.iter().zip(outcomes) {
+            let case = format!("{outage} outage, {name}");
+            let history = h.history(name).await;
+            let tick = report
+                .schedules
+                .iter()
+                .find(|s| s.schedule == *name)
+                .unwrap();
+
+            // Fired: exactly the expected slots (besides 12:00), one pipeline each; all but
+            // the newest were caught up.
+            let mut fired: Vec<_> = history
+                .iter()
+                .filter(|r| r.status == TriggerStatus::Triggered)
+                .filter(|r| r.detail.slot.as_deref() != Some("2026-11-28T12:00:00Z"))
+                .collect();
+            fired.sort_by_key(|r| r.detail.slot.clone().unwrap());
+            let fired_ids: Vec<&str> = fired
+                .iter()
+                .map(|r| r.detail.slot.as_deref().unwrap())
+                .collect();
+            let expected_ids: Vec<String> = expected
+                .fired
+                .iter()
+                .map(|m| slot_id(at_minute(m)))
+                .collect();
+            assert_eq!(fired_ids, expected_ids, "{case}");
+            assert_eq!(
+                h.pipelines_for(name).len(),
+                expected.fired.len() + 1,
+                "{case}"
+            );
+            assert_eq!(tick.fired as usize, expected.fired.len(), "{case}");
+            let (on_time, caught_up) = fired.split_last().unwrap();
+            assert!(!on_time.detail.caught_up, "{case}: {on_time:?}");
+            assert!(caught_up.iter().all(|r| r.detail.caught_up), "{case}");
+
+            // Skipped: every slot of the range, each with the reason, one row each for the
+            // newest 100 and one summary row for the rest.
+            let skipped: Vec<_> = history
+                .iter()
+                .filter(|r| r.status == TriggerStatus::Skipped)
+                .collect();
+            assert!(
+                skipped
+                    .iter()
+                    .all(|r| r.reason.as_deref().unwrap().contains(expected.reason)),
+                "{case}: {:?}",
+                skipped.iter().map(|r| r.reason.clone()).collect::<Vec<_>>()
+            );
+            let Some((from, to)) = expected.skipped else {
+                assert!(skipped.is_empty(), "{case}");
+                assert_eq!(
+                    history.len(),
+                    expected.fired.len() + 1,
+                    "{case}: no other rows"
+                );
+                continue;
+            };
+            let (from, to) = (at_minute(from), at_minute(to));
+            let count = usize::try_from((to - from).num_minutes() + 1).unwrap();
+            let one_by_one = count.min(MAX_SKIPPED_ROWS);
+            let newest_rows: Vec<String> = (0..one_by_one)
+                .rev()
+                .map(|back| slot_id(to - TimeDelta::minutes(i64::try_from(back).unwrap())))
+                .collect();
+            let mut row_ids: Vec<String> = skipped
+                .iter()
+                .filter(|r| r.detail.missed.is_none())
+                .map(|r| r.detail.slot.clone().unwrap())
+                .collect();
+            row_ids.sort();
+            assert_eq!(row_ids, newest_rows, "{case}");
+            let summaries: Vec<_> = skipped
+                .iter()
+                .filter(|r| r.detail.missed.is_some())
+                .collect();
+            let summarised = count - one_by_one;
+            if summarised == 0 {
+                assert!(summaries.is_empty(), "{case}");
+            } else {
+                assert_eq!(summaries.len(), 1, "{case}");
+                let missed = summaries[0].detail.missed.as_ref().unwrap();
+                assert_eq!(missed.count, summarised, "{case}");
+                assert_eq!(missed.from, from, "{case}");
+                let last_summarised = to - TimeDelta::minutes(i64::try_from(one_by_one).unwrap());
+                assert_eq!(missed.to, last_summarised, "{case}");
+            }
+            assert_eq!(tick.skipped as usize, skipped.len(), "{case}");
+            assert_eq!(
+                history.len(),
+                expected.fired.len() + 1 + skipped.len(),
+                "{case}: no other rows"
+            );
+        }
+    }
+}
+
+/// `grace` is per schedule and measured from the tick's instant: a tick the scheduler
+/// delivers late (a retry carries the original scheduled time) is on time; a restart that
+/// comes later than the grace after a slot makes it missed, and the policy decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_grace_is_per_schedule_and_counts_from_the_ticks_instant() {
+    let schedule = |name: &str, extra: &str| hourly(name, API, name, extra);
+    let toml = [
+        schedule("default-grace", "catch_up = \"skip\""),
+        schedule("five-minutes", "catch_up = \"skip\"\ngrace = \"5m\""),
+        schedule("strict", "catch_up = \"skip\"\ngrace = \"0s\""),
+        schedule("latest", "catch_up = \"latest\""),
+    ]
+    .concat();
+    let h = Harness::builder(Backend::Sqlite)
+        .start_at("2026-11-28T12:00:00Z")
+        .project(project(API, &[]))
+        .build(&toml)
+        .await;
+    assert_eq!(h.tick().await.totals().fired, 4);
+
+    // The 13:00 tick delivered 90 s late (EventBridge Scheduler's retry): its instant is
+    // still 13:00, so 13:00 is on time everywhere, even with no grace at all.
+    h.advance_to("2026-11-28T13:01:30Z").await;
+    let retried = h.scheduler.tick(utc("2026-11-28T13:00:00Z")).await.unwrap();
+    assert_eq!(retried.totals().fired, 4);
+
+    // serve started again 90 s after 14:00: within the default grace, not within none.
+    let after_90s = h.tick_at("2026-11-28T14:01:30Z").await;
+    // serve started again 3 minutes after 15:00: only the 5-minute grace covers that.
+    let after_3m = h.tick_at("2026-11-28T15:03:00Z").await;
+
+    let fired_and_skipped = |report: &shared::triggers::scheduled::TickReport, name: &str| {
+        let tick = report
+            .schedules
+            .iter()
+            .find(|s| s.schedule == name)
+            .unwrap();
+        (tick.fired, tick.skipped)
+    };
+    for (name, at_14, at_15) in [
+        ("default-grace", (1, 0), (0, 1)),
+        ("five-minutes", (1, 0), (1, 0)),
+        ("strict", (0, 1), (0, 1)),
+        ("latest", (1, 0), (1, 0)),
+    ] {
+        assert_eq!(
+            fired_and_skipped(&after_90s, name),
+            at_14,
+            "{name} at 14:01:30"
+        );
+        assert_eq!(fired_and_skipped(&after_3m, name), at_15, "{name} at 15:03");
+    }
+    let strict = h.record("strict", "2026-11-28T14:00:00Z").await;
+    assert_eq!(strict.status, TriggerStatus::Skipped);
+    assert_eq!(
+        strict.reason.as_deref(),
+        Some("missed slot; catch_up = \"skip\"")
+    );
+    // `latest` catches the missed 15:00 up, and the record says it was caught up.
+    let caught_up = h.record("latest", "2026-11-28T15:00:00Z").await;
+    assert_eq!(caught_up.status, TriggerStatus::Triggered);
+    assert!(caught_up.detail.caught_up);
+    let on_time = h.record("latest", "2026-11-28T14:00:00Z").await;
+    assert!(!on_time.detail.caught_up, "{on_time:?}");
+}
+
+/// Europe/Berlin springs forward on 2026-03-29 (02:00 CET → 03:00 CEST, 01:00 UTC): 02:00,
+/// 02:30 and 03:00 of `0,30 2,3 * * *` are one instant, so one run, recorded as shifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spring_forward_merge_fires_once_and_is_recorded_as_shifted() {
+    let toml = format!(
+        r#"
+[[schedule]]
+name = "gap"
+cron = "0,30 2,3 * * *"
+timezone = "Europe/Berlin"
+target = {{ project = "{API}", branch = "main", workflow = "gap" }}
+"#
+    );
+    let h = Harness::builder(Backend::Sqlite)
+        .start_at("2026-03-29T00:30:00Z")
+        .project(project(API, &[]))
+        .build(&toml)
+        .await;
+    h.tick().await;
+    h.tick_at("2026-03-29T01:00:00Z").await;
+    h.tick_at("2026-03-29T01:30:00Z").await;
+    assert_eq!(
+        h.slots("gap", TriggerStatus::Triggered).await,
+        ["2026-03-29T01:00:00Z", "2026-03-29T01:30:00Z"]
+    );
+    assert_eq!(h.pipelines_for("gap").len(), 2);
+    let merged = h.record("gap", "2026-03-29T01:00:00Z").await;
+    assert_eq!(
+        merged.detail.slot_local.as_deref(),
+        Some("2026-03-29 02:00:00")
+    );
+    assert_eq!(
+        merged.detail.dst.as_deref(),
+        Some("skipped local time: fired at transition")
+    );
+    let normal = h.record("gap", "2026-03-29T01:30:00Z").await;
+    assert!(normal.detail.dst.is_none(), "{normal:?}");
 }

@@ -1,5 +1,6 @@
 //! `next`: the next fire times of the schedules, in each schedule's zone and in UTC, with the
-//! slots that daylight-saving time moved or repeated marked.
+//! slots that daylight-saving time moved or repeated marked. A schedule with fewer fire times
+//! than asked for within the look-ahead says so.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,7 +10,9 @@ use anyhow::bail;
 use chrono::{DateTime, Timelike, Utc};
 use serde_json::{Value, json};
 use shared::config::{ConfigError, ScheduleSpec, load_file};
-use shared::triggers::scheduled::calendar::{ScheduleSlot, ScheduleTiming, SlotKind, next_slots};
+use shared::triggers::scheduled::calendar::{
+    LOOK_AHEAD_YEARS, ScheduleSlot, ScheduleTiming, SlotKind, look_ahead_end, next_slots,
+};
 
 #[derive(clap::Args)]
 pub struct NextArgs {
@@ -38,6 +41,24 @@ struct Preview<'a> {
     spec: &'a ScheduleSpec,
     timing: ScheduleTiming,
     slots: Vec<ScheduleSlot>,
+    /// How many slots were asked for; `slots` is shorter when the look-ahead has fewer.
+    requested: usize,
+    /// Where the look-ahead ended.
+    horizon: DateTime<Utc>,
+}
+
+impl Preview<'_> {
+    /// What to say when the look-ahead holds fewer slots than were asked for.
+    fn shortfall(&self) -> Option<String> {
+        let found = self.slots.len();
+        (found < self.requested).then(|| {
+            format!(
+                "only {found} of the {} fire times asked for before {} (`next` looks {LOOK_AHEAD_YEARS} years ahead)",
+                self.requested,
+                self.horizon.format("%Y-%m-%d %H:%M UTC")
+            )
+        })
+    }
 }
 
 pub fn run(config: &Path, args: NextArgs) -> anyhow::Result<ExitCode> {
@@ -97,6 +118,8 @@ fn preview<'a>(
                 spec,
                 timing,
                 slots,
+                requested: count,
+                horizon: look_ahead_end(after),
             })
         })
         .collect()
@@ -105,6 +128,11 @@ fn preview<'a>(
 /// The explanation printed next to a slot that DST moved or repeated.
 fn note(slot: &ScheduleSlot) -> Option<String> {
     match slot.kind {
+        SlotKind::ShiftedFromGap if slot.cron_times > 1 => Some(format!(
+            "{} does not exist (clocks spring forward): fired at transition, once for {} times of the expression",
+            slot.local.format("%H:%M"),
+            slot.cron_times
+        )),
         SlotKind::ShiftedFromGap => Some(format!(
             "{} does not exist (clocks spring forward): fired at transition",
             slot.local.format("%H:%M")
@@ -158,7 +186,11 @@ fn render_table(previews: &[Preview<'_>]) -> String {
         }
         out.push('\n');
         if preview.slots.is_empty() {
-            out.push_str("  no fire times in the next 100 years\n");
+            let _ = writeln!(
+                out,
+                "  no fire times in the next {LOOK_AHEAD_YEARS} years (before {})",
+                preview.horizon.format("%Y-%m-%d %H:%M UTC")
+            );
             continue;
         }
         let rows: Vec<[String; 3]> = preview
@@ -195,6 +227,9 @@ fn render_table(previews: &[Preview<'_>]) -> String {
             out.push_str(line.trim_end());
             out.push('\n');
         }
+        if let Some(shortfall) = preview.shortfall() {
+            let _ = writeln!(out, "  {shortfall}");
+        }
     }
     out
 }
@@ -224,6 +259,9 @@ fn render_json(previews: &[Preview<'_>]) -> Value {
                     "fixed_time": preview.timing.cron.is_fixed_time(),
                     "enabled": preview.spec.enabled,
                     "slots": slots,
+                    "requested": preview.requested,
+                    "look_ahead_end": preview.horizon.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "shortfall": preview.shortfall(),
                 })
             })
             .collect(),
@@ -256,6 +294,29 @@ target = { project = "gh/acme/api", branch = "main" }
 
     fn instant(text: &str) -> DateTime<Utc> {
         parse_instant(text).unwrap()
+    }
+
+    /// A file with one schedule, `cron` in `zone`.
+    fn one_schedule(cron: &str, zone: &str) -> shared::config::TriggersFile {
+        file(&format!(
+            r#"
+[[schedule]]
+name = "one"
+cron = "{cron}"
+timezone = "{zone}"
+target = {{ project = "gh/acme/api", branch = "main" }}
+"#
+        ))
+    }
+
+    /// The previews of every schedule of `triggers`.
+    fn previews_of<'a>(
+        triggers: &'a shared::config::TriggersFile,
+        after: &str,
+        count: usize,
+    ) -> Vec<Preview<'a>> {
+        let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().collect();
+        preview(&specs, instant(after), count).unwrap()
     }
 
     #[test]
@@ -330,6 +391,47 @@ nightly  `30 2 * * *`  Europe/Berlin  (fixed-time)
         assert_eq!(nightly["slots"][1]["note"], Value::Null);
         assert_eq!(value[1]["enabled"], false);
         assert_eq!(value[1]["slots"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn asking_for_more_than_the_look_ahead_holds_says_so() {
+        let leap_day = one_schedule("0 2 29 2 *", "UTC");
+        let previews = previews_of(&leap_day, "2026-11-28T00:00:00Z", 1000);
+        // 2028 … 2124 (2100 is not a leap year): 24 leap days in the 100 × 366 days ahead.
+        assert_eq!(previews[0].slots.len(), 24);
+        let table = render_table(&previews);
+        let last = table.lines().last().unwrap();
+        assert_eq!(
+            last,
+            "  only 24 of the 1000 fire times asked for before 2127-02-12 00:00 UTC (`next` looks 100 years ahead)"
+        );
+        let value = render_json(&previews);
+        assert_eq!(value[0]["requested"], 1000);
+        assert_eq!(value[0]["look_ahead_end"], "2127-02-12T00:00:00Z");
+        assert_eq!(value[0]["shortfall"], last.trim());
+
+        // Asking for what exists adds nothing.
+        let enough = previews_of(&leap_day, "2026-11-28T00:00:00Z", 24);
+        assert!(!render_table(&enough).contains("fire times asked for"));
+        assert_eq!(render_json(&enough)[0]["shortfall"], Value::Null);
+    }
+
+    #[test]
+    fn a_spring_forward_merge_is_one_shifted_row_that_says_how_many_times_it_stands_for() {
+        let gap = one_schedule("0,30 2,3 * * *", "Europe/Berlin");
+        let previews = previews_of(&gap, "2026-03-28T12:00:00Z", 2);
+        let value = render_json(&previews);
+        let merged = &value[0]["slots"][0];
+        assert_eq!(merged["at"], "2026-03-29T01:00:00Z");
+        assert_eq!(merged["local"], "2026-03-29T03:00:00+02:00");
+        assert_eq!(merged["nominal_local"], "2026-03-29T02:00:00");
+        assert_eq!(merged["kind"], "shifted_from_gap");
+        assert_eq!(
+            merged["note"],
+            "02:00 does not exist (clocks spring forward): fired at transition, once for 3 times of the expression"
+        );
+        assert_eq!(value[0]["slots"][1]["at"], "2026-03-29T01:30:00Z");
+        assert_eq!(value[0]["slots"][1]["kind"], "normal");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `serve`'s scheduler: the same [`Scheduler::tick`] as the Lambda, run at each exact slot
 //! time instead of once a minute.
 //!
-//! The loop ticks once at start (catching up whatever was missed while nothing ran, by each
-//! schedule's catch-up policy), then sleeps until the earliest next slot over the enabled
+//! The loop ticks once at start (the newest slot of each schedule is on time if it came at
+//! most the schedule's `grace` ago; the others were missed while nothing ran and go through
+//! its catch-up policy), then sleeps until the earliest next slot over the enabled
 //! schedules and ticks at that instant; it also wakes at least every [`SWEEP_INTERVAL`] so
 //! retries and stale claims are swept while no slot is due.
 //!

@@ -10,9 +10,12 @@
 //! 2. the evaluation window runs from the stored cursor to `now` (a new or changed schedule
 //!    starts at now: no backfill); a cursor older than [`MAX_SCAN`] is evaluated from there on
 //!    and the part before it is summarised;
-//! 3. the catch-up policy splits the due slots into fire / skip; every skipped slot, and every
-//!    slot of a paused schedule, is recorded as `skipped` with the reason (after a long outage
-//!    the newest [`MAX_SKIPPED_ROWS`] one by one and the older ones in one summary row);
+//! 3. the newest due slot is on time if `now` is within the schedule's `grace` of it, every
+//!    other due slot is missed (lateness is defined in `schedule::catch_up`); the catch-up
+//!    policy splits the missed ones into fire (recorded with `caught_up`) and skip; every
+//!    skipped slot, and every slot of a paused schedule, is recorded as `skipped` with the
+//!    reason (after a long outage the newest [`MAX_SKIPPED_ROWS`] one by one and the older
+//!    ones in one summary row);
 //! 4. each firing slot × target is claimed (`schedule#name#slot#target`, the slot being its
 //!    UTC instant), the concurrency policy is applied (forbid / replace against the previous
 //!    pipeline of the same target, see [`concurrency`]), and the action runs through the
@@ -50,8 +53,8 @@ use crate::store::{
     TriggerSource, TriggerStatus,
 };
 use crate::triggers::scheduled::calendar::{
-    DEFAULT_ON_TIME_GRACE, ScheduleCursor, ScheduleSlot, SkippedSlot, apply_catch_up, due_slots,
-    evaluation_window, next_slots,
+    ScheduleCursor, ScheduleSlot, SkippedSlot, apply_catch_up, due_slots, evaluation_window,
+    next_slots,
 };
 
 pub use event::{TickEvent, TickEventError, TickRequest};
@@ -347,7 +350,7 @@ impl Scheduler {
         let scan_from = window.from_exclusive.max(now - MAX_SCAN);
         let unscanned = (window.from_exclusive < scan_from).then_some(window.from_exclusive);
         let slots = due_slots(&timing, scan_from, window.to_inclusive);
-        let decision = apply_catch_up(&catch_up, slots, now, DEFAULT_ON_TIME_GRACE);
+        let decision = apply_catch_up(&catch_up, slots, now);
         let paused = match paused_all {
             Some(flag) => Some(flag.clone()),
             None => {
@@ -376,7 +379,11 @@ impl Scheduler {
             .map_err(|e| invalid(e.to_string()))?;
         for slot in &decision.fire {
             for target in schedule.targets() {
-                let intent = self.slot_intent(schedule, target, slot, now)?;
+                let mut intent = self.slot_intent(schedule, target, slot, now)?;
+                if decision.on_time != Some(*slot) {
+                    // Missed (see `schedule::catch_up`), fired by the catch-up policy.
+                    intent.detail.caught_up = true;
+                }
                 let fired = self
                     .decide(schedule, &policy, intent, paused.as_ref(), now)
                     .await?;

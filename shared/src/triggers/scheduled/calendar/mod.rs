@@ -8,8 +8,12 @@
 //! its local time happens twice, it fires once, at the first occurrence. A schedule whose
 //! minute or hour field starts with `*` (`*/15 * * * *`, `0 * * * *`, `5 */2 * * *`) follows
 //! the wall clock: its slots inside the skipped interval do not fire, and its slots inside the
-//! repeated interval fire again in the second occurrence. Several skipped times that land on
-//! the same transition instant fire once. The rules hold for any zone and any shift
+//! repeated interval fire again in the second occurrence. **One run per instant:** where
+//! cronie runs a fixed-time entry once per skipped time (`0,30 2 * * *` in Europe/Berlin: two
+//! runs at 03:00 CEST), every time that lands on the transition instant — the skipped ones and
+//! the transition's own wall time if the expression names it (`0,30 2,3 * * *`) — fires as one
+//! slot, labelled [`SlotKind::ShiftedFromGap`] with the earliest skipped time and a count of the
+//! times it stands for ([`ScheduleSlot::cron_times`]). The rules hold for any zone and any shift
 //! (Australia/Lord_Howe moves by 30 minutes); zones without DST (UTC, Asia/Tokyo) never need
 //! them. Time-zone data is chrono-tz's compiled IANA database (transitions up to 2099).
 //!
@@ -18,17 +22,17 @@
 //! cron or zone changed, starts from now ([`evaluation_window`]): no backfill.
 //!
 //! Catch-up (`skip | latest | all`, capped by count and age) is applied to the due slots by
-//! [`apply_catch_up`].
+//! [`apply_catch_up`], which also defines lateness: only the newest due slot of a tick can be
+//! on time, and only within the schedule's `grace`.
 
 mod catch_up;
 mod slots;
 mod window;
 
 pub use catch_up::{
-    CatchUpDecision, DEFAULT_ON_TIME_GRACE, SkipReason, SkippedSlot, apply_catch_up,
-    oldest_relevant_slot,
+    CatchUpDecision, SkipReason, SkippedSlot, apply_catch_up, oldest_relevant_slot,
 };
-pub use slots::{ScheduleSlot, SlotKind, due_slots, next_slots};
+pub use slots::{LOOK_AHEAD_YEARS, ScheduleSlot, SlotKind, due_slots, look_ahead_end, next_slots};
 pub use triggers_config::schedule::{
     CatchUpMode, CatchUpPolicy, ConcurrencyMode, ConcurrencyPolicy, ScheduleError, ScheduleSpec,
     ScheduleTiming,

@@ -13,7 +13,8 @@ pub enum SlotKind {
     /// The local time exists once; the slot fires then.
     Normal,
     /// Fixed-time entry whose local time was skipped (clocks sprang forward): fires once at the
-    /// transition.
+    /// transition, also standing for every other time of the expression that lands on that
+    /// instant ([`ScheduleSlot::cron_times`]).
     ShiftedFromGap,
     /// Fixed-time entry whose local time happened twice (clocks fell back): fires at the first
     /// occurrence only.
@@ -47,11 +48,13 @@ impl SlotKind {
     }
 
     /// Merge order when two candidate slots fall on the same instant: the higher one is kept.
+    /// A skipped time wins, so the one run at a spring-forward transition says it was shifted
+    /// even when the expression also names the transition's own wall time.
     fn precedence(self) -> u8 {
         match self {
-            SlotKind::Normal => 3,
+            SlotKind::ShiftedFromGap => 3,
             SlotKind::RepeatedFirstOnly | SlotKind::RepeatedFirst | SlotKind::RepeatedSecond => 2,
-            SlotKind::ShiftedFromGap => 1,
+            SlotKind::Normal => 1,
         }
     }
 }
@@ -61,9 +64,14 @@ impl SlotKind {
 pub struct ScheduleSlot {
     /// The instant it fires; a slot's identity (claim keys use it).
     pub at: DateTime<Utc>,
-    /// The nominal wall time the cron expression named (for a shifted slot, the skipped time).
+    /// The nominal wall time the cron expression named (for a shifted slot, the earliest
+    /// skipped time it stands for).
     pub local: NaiveDateTime,
     pub kind: SlotKind,
+    /// How many times of the cron expression fire as this one slot: 1, except at a
+    /// spring-forward transition, where every skipped time (and the transition's own wall
+    /// time, if named) lands on the same instant and fires once — cronie would run each.
+    pub cron_times: u16,
 }
 
 impl ScheduleSlot {
@@ -121,16 +129,26 @@ pub fn due_slots(
     by_instant.into_values().collect()
 }
 
-/// The next `count` slots strictly after `after`, ascending. Looks at most 100 years ahead.
+/// How far [`next_slots`] looks ahead, in years.
+pub const LOOK_AHEAD_YEARS: i64 = 100;
+
+/// The end of [`next_slots`]' look-ahead from `after`: [`LOOK_AHEAD_YEARS`] later, or the end
+/// of the supported range if that comes first. Fewer slots than asked for means none other
+/// falls before this instant.
+pub fn look_ahead_end(after: DateTime<Utc>) -> DateTime<Utc> {
+    after
+        .checked_add_signed(Duration::days(LOOK_AHEAD_YEARS * 366))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .min(latest_supported())
+}
+
+/// The next `count` slots strictly after `after`, ascending, up to [`look_ahead_end`].
 pub fn next_slots(
     timing: &ScheduleTiming,
     after: DateTime<Utc>,
     count: usize,
 ) -> Vec<ScheduleSlot> {
-    let horizon = after
-        .checked_add_signed(Duration::days(100 * 366))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-        .min(latest_supported());
+    let horizon = look_ahead_end(after);
     let mut found = Vec::with_capacity(count.min(1024));
     let mut from = after;
     // Windows double in length, so a rare date (29 February) costs a handful of calls and a
@@ -166,22 +184,34 @@ fn local_date(zone: Tz, instant: DateTime<Utc>) -> NaiveDate {
     instant.with_timezone(&zone).date_naive()
 }
 
+/// One slot per instant: candidates on the same instant (only at a spring-forward transition)
+/// become one slot with the kind of the highest precedence and the earliest local time of that
+/// kind, counting every candidate in `cron_times`.
 fn merge(by_instant: &mut BTreeMap<DateTime<Utc>, ScheduleSlot>, slot: ScheduleSlot) {
     by_instant
         .entry(slot.at)
         .and_modify(|kept| {
             let better = slot.kind.precedence() > kept.kind.precedence()
                 || (slot.kind.precedence() == kept.kind.precedence() && slot.local < kept.local);
+            let cron_times = kept.cron_times.saturating_add(slot.cron_times);
             if better {
                 *kept = slot;
             }
+            kept.cron_times = cron_times;
         })
         .or_insert(slot);
 }
 
 /// The slots (none, one or two) a matching local time produces.
 fn resolve(timing: &ScheduleTiming, local: NaiveDateTime) -> [Option<ScheduleSlot>; 2] {
-    let slot = |at: DateTime<Utc>, kind| Some(ScheduleSlot { at, local, kind });
+    let slot = |at: DateTime<Utc>, kind| {
+        Some(ScheduleSlot {
+            at,
+            local,
+            kind,
+            cron_times: 1,
+        })
+    };
     match timing.zone.from_local_datetime(&local) {
         LocalResult::Single(at) => [slot(at.to_utc(), SlotKind::Normal), None],
         LocalResult::Ambiguous(one, other) => {
@@ -282,17 +312,22 @@ mod tests {
     }
 
     #[test]
-    fn same_instant_candidates_merge_and_normal_wins() {
-        // 02:00 is skipped in Berlin on 2026-03-29 and shifts to 01:00 UTC, which is 03:00 CEST.
-        let two_and_three = timing("0 2,3 29 3 *", "Europe/Berlin");
+    fn same_instant_candidates_merge_into_one_shifted_slot() {
+        // 02:00 and 02:30 are skipped in Berlin on 2026-03-29 and shift to 01:00 UTC, which is
+        // also 03:00 CEST: three times of the expression, one run, labelled shifted.
+        let two_and_three = timing("0,30 2,3 29 3 *", "Europe/Berlin");
         let slots = due_slots(
             &two_and_three,
             utc("2026-03-29T00:00:00Z"),
             utc("2026-03-29T03:00:00Z"),
         );
-        assert_eq!(slots.len(), 1, "{slots:?}");
-        assert_eq!(slots[0].kind, SlotKind::Normal);
+        assert_eq!(slots.len(), 2, "{slots:?}");
+        assert_eq!(slots[0].kind, SlotKind::ShiftedFromGap);
         assert_eq!(slots[0].at, utc("2026-03-29T01:00:00Z"));
-        assert_eq!(slots[0].local.to_string(), "2026-03-29 03:00:00");
+        assert_eq!(slots[0].local.to_string(), "2026-03-29 02:00:00");
+        assert_eq!(slots[0].cron_times, 3);
+        assert_eq!(slots[1].kind, SlotKind::Normal);
+        assert_eq!(slots[1].at, utc("2026-03-29T01:30:00Z"));
+        assert_eq!(slots[1].cron_times, 1);
     }
 }
