@@ -66,7 +66,22 @@ pub struct ActionFields<'a> {
 #[error("{}", .0.join("; "))]
 pub struct InvalidAction(pub Vec<String>);
 
-impl ActionFields<'_> {
+impl<'a> ActionFields<'a> {
+    /// The fields as every spec type stores them.
+    pub fn new(
+        action: ActionKind,
+        job: &'a Option<String>,
+        jobs: &'a Option<Vec<String>>,
+        from_failed: Option<bool>,
+    ) -> Self {
+        Self {
+            action,
+            job: job.as_deref(),
+            jobs: jobs.as_deref(),
+            from_failed,
+        }
+    }
+
     /// Validates the fields, reporting each problem at its field under `path`, and returns
     /// the spec when there was none. The one rule set for schedules, chains and endpoints:
     /// `approve` takes one `job`; `rerun` takes `jobs`, or `from_failed = true`, or neither

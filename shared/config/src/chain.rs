@@ -810,12 +810,7 @@ fn literal_of(text: &Option<String>) -> Option<String> {
 impl ChainAction {
     /// The action fields as written, for [`ActionFields::read`].
     pub fn action_fields(&self) -> ActionFields<'_> {
-        ActionFields {
-            action: self.action,
-            job: self.job.as_deref(),
-            jobs: self.jobs.as_deref(),
-            from_failed: self.from_failed,
-        }
+        ActionFields::new(self.action, &self.job, &self.jobs, self.from_failed)
     }
 
     fn validate(&self, path: &FieldPath, upstream: &UpstreamFacts, problems: &mut Problems) {

@@ -471,12 +471,7 @@ fn description(text: &Option<String>, path: &FieldPath, problems: &mut Problems)
 impl EndpointSpec {
     /// The action fields as written, for [`ActionFields::read`].
     pub fn action_fields(&self) -> ActionFields<'_> {
-        ActionFields {
-            action: self.action,
-            job: self.job.as_deref(),
-            jobs: self.jobs.as_deref(),
-            from_failed: self.from_failed,
-        }
+        ActionFields::new(self.action, &self.job, &self.jobs, self.from_failed)
     }
 
     fn validate(&self, path: &FieldPath, settings: &CircleCiSettings, problems: &mut Problems) {
