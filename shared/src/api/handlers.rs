@@ -368,7 +368,7 @@ async fn reader(
     Ok(client.name().to_owned())
 }
 
-/// A trigger of one of the client's endpoints, refreshed from CircleCI while its pipeline
+/// One of this client's own calls, refreshed from CircleCI while its pipeline
 /// is not final.
 #[utoipa::path(
     get,
@@ -379,7 +379,7 @@ async fn reader(
     responses(
         (status = 200, description = "The trigger", body = TriggerView),
         (status = 401, description = "No valid client key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No trigger of that id among this client's endpoints", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No trigger of that id among this client's own calls", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "This client's rate is used up", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 500, description = "Internal error or misconfiguration (logged); nothing was triggered", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Temporarily unavailable", body = ProblemDoc, content_type = "application/problem+json"),
@@ -422,7 +422,7 @@ pub(crate) struct ListQuery {
     cursor: Option<String>,
 }
 
-/// The triggers of the client's endpoints (every client's calls of them), newest first.
+/// This client's own calls of its endpoints (never another client's), newest first.
 #[utoipa::path(
     get,
     path = "/v1/triggers",

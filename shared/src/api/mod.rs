@@ -410,13 +410,13 @@ impl TriggerApi {
         Ok(WorkflowSelector::Pipelines(pipelines))
     }
 
-    /// Whether a caller may see a record: clients see HTTP triggers of their endpoints;
-    /// an operator sees everything.
+    /// Whether a caller may see a record: a client sees its own calls of endpoints it may
+    /// still call (not another client's of the same endpoint); an operator sees everything.
     pub fn visible_to(&self, record: &TriggerRecord, caller: &Caller) -> bool {
         match caller {
             Caller::Cli { .. } => true,
             Caller::Client(name) => {
-                record.source.kind == SourceKind::Http
+                history::is_own(record, name)
                     && self
                         .inner
                         .catalog
