@@ -71,3 +71,77 @@ pub fn metric_line(
     );
     serde_json::Value::Object(root).to_string()
 }
+
+/// Lets through at most `per_window` log lines per `window` and counts the rest, so a flood
+/// of the same event (unauthenticated requests) cannot flood the log: each line that is
+/// let through says how many were left out before it.
+#[derive(Debug)]
+pub struct LogSampler {
+    window: std::time::Duration,
+    per_window: u32,
+    state: std::sync::Mutex<SamplerState>,
+}
+
+#[derive(Debug, Default)]
+struct SamplerState {
+    window_start: Option<std::time::Instant>,
+    passed: u32,
+    suppressed: u64,
+}
+
+impl LogSampler {
+    pub const fn new(window: std::time::Duration, per_window: u32) -> Self {
+        Self {
+            window,
+            per_window,
+            state: std::sync::Mutex::new(SamplerState {
+                window_start: None,
+                passed: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(left out since the last line)` when a line may be logged at `now`.
+    pub fn admit(&self, now: std::time::Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let expired = state
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= self.window);
+        if expired {
+            state.window_start = Some(now);
+            state.passed = 0;
+        }
+        if state.passed < self.per_window {
+            state.passed += 1;
+            Some(std::mem::take(&mut state.suppressed))
+        } else {
+            state.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_sampler_passes_a_few_lines_per_window_and_counts_the_rest() {
+        let sampler = LogSampler::new(Duration::from_secs(60), 3);
+        let start = Instant::now();
+        let passed: Vec<Option<u64>> = (0..1_000).map(|_| sampler.admit(start)).collect();
+        assert_eq!(&passed[..4], &[Some(0), Some(0), Some(0), None]);
+        assert_eq!(passed.iter().flatten().count(), 3);
+        // Still the same window: nothing more.
+        assert_eq!(sampler.admit(start + Duration::from_secs(59)), None);
+        // The next window's first line reports everything left out.
+        assert_eq!(sampler.admit(start + Duration::from_secs(60)), Some(998));
+        assert_eq!(sampler.admit(start + Duration::from_secs(61)), Some(0));
+    }
+}

@@ -28,7 +28,7 @@ api_url = "http://127.0.0.1:9/api/v2"
 
 [[chain]]
 name = "release-gate"
-when = { project = "gh/acme/api", workflow = "build" }
+when = { project = "gh/acme/api", workflow = "build", branch = "main" }
 [[chain.then]]
 action = "approve"
 project = "gh/acme/deploy"

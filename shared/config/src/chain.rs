@@ -61,6 +61,11 @@ pub struct ChainSpec {
     /// The actions, run in order of declaration (each one claimed separately).
     #[serde(default)]
     pub then: Vec<ChainAction>,
+    /// The opt-out of the trust rule (see [`crate::trust`]): actions that act on existing
+    /// work or carry event values run for *any* upstream the matcher accepts, including a
+    /// branch anyone with push access (or a fork PR) can build. Named to be seen in review.
+    #[serde(default)]
+    pub dangerously_trust_any_upstream: bool,
 }
 
 impl ChainSpec {
@@ -99,6 +104,18 @@ pub struct UpstreamMatcher {
     pub tag: Option<Patterns>,
     /// Default `["success"]`. Not allowed in fan-in matchers (they wait for success).
     pub status: Option<OneOrMany<CompletionStatus>>,
+    /// `"ours"`: only pipelines this service started count (looked up by pipeline id, a
+    /// consistent read); an event about any other pipeline is refused (a `rejected` row).
+    pub upstream: Option<UpstreamOrigin>,
+}
+
+/// Whose pipelines an upstream matcher accepts (`upstream = "ours"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamOrigin {
+    /// Only pipelines a trigger of this service started (any kind: schedule, chain, HTTP,
+    /// CLI), as recorded in trigger history.
+    Ours,
 }
 
 impl UpstreamMatcher {
@@ -593,6 +610,7 @@ impl ChainSpec {
         for (index, action) in self.then.iter().enumerate() {
             action.validate(&path.key("then").index(index), &upstream, problems);
         }
+        crate::trust::validate(self, path, problems);
     }
 
     fn validate_fan_in(&self, path: &FieldPath, problems: &mut Problems) {

@@ -21,7 +21,10 @@
 //! **Parameters** are a closed schema: a caller may set only declared parameters, each
 //! checked for type, `enum`, `pattern` (unanchored, like JSON Schema: write `^...$`),
 //! `max_length`, `minimum` / `maximum`; defaults fill what the caller leaves out. Values
-//! fixed in `target.parameters` are always sent and cannot be set by a caller.
+//! fixed in `target.parameters` are always sent and cannot be set by a caller. A string
+//! parameter with neither `pattern` nor `enum` accepts only plain text
+//! ([`check_plain_text`]): a caller's value is data, never shell syntax, whatever the
+//! downstream `config.yml` does with it. Declare a `pattern` to accept more.
 //!
 //! **Branch policy**: `target.branch` / `target.tag` fix the ref (a caller may repeat it but
 //! not change it); `target.branches` / `target.tags` let the caller choose from a glob
@@ -281,10 +284,16 @@ impl CompiledParameter {
                     .min(rules::MAX_PARAMETER_VALUE_LEN);
                 if length > limit {
                     found.push(format!("{length} characters; at most {limit} are allowed"));
-                } else if let Some(pattern) = &self.pattern
-                    && !pattern.is_match(text)
+                } else if let Some(pattern) = &self.pattern {
+                    if !pattern.is_match(text) {
+                        found.push(format!("does not match the pattern `{}`", pattern.as_str()));
+                    }
+                } else if schema.allowed.is_none()
+                    && let Err(reason) = check_plain_text(text)
                 {
-                    found.push(format!("does not match the pattern `{}`", pattern.as_str()));
+                    found.push(format!(
+                        "{reason} (the rule for a string parameter without `pattern`)"
+                    ));
                 }
             }
             ParameterValue::Integer(number) => {
@@ -303,6 +312,29 @@ impl CompiledParameter {
         }
         found
     }
+}
+
+/// The characters besides ASCII letters and digits that [`check_plain_text`] accepts.
+pub const PLAIN_TEXT_PUNCTUATION: &str = "._/:@+=,-";
+
+/// The default class of a string parameter without `pattern` or `enum`: ASCII letters,
+/// digits and `. _ / : @ + = , -`, not starting with `-` (empty is allowed). No spaces,
+/// quotes, `$`, backticks, `;`, `&`, `|`, `<`, `>`, brackets, `*`, `?`, `\`, `#`, `!`, `~`,
+/// `%`, control characters or non-ASCII look-alikes: what reaches a shell through
+/// `<< pipeline.parameters.x >>` is one plain word. The reason never quotes the value.
+pub fn check_plain_text(value: &str) -> Result<(), &'static str> {
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || PLAIN_TEXT_PUNCTUATION.contains(c))
+    {
+        return Err(
+            "may only contain ASCII letters, digits and `. _ / : @ + = , -` (no spaces or shell metacharacters)",
+        );
+    }
+    if value.starts_with('-') {
+        return Err("must not start with `-`");
+    }
+    Ok(())
 }
 
 fn article(kind: ParameterType) -> &'static str {
@@ -656,10 +688,8 @@ impl ParameterSchema {
             }
             for (index, value) in allowed.iter().enumerate() {
                 if let Some(compiled) = &compiled {
-                    // Only the value's own rules: a value is trivially one of the list.
-                    let mut own = compiled.clone();
-                    own.schema.allowed = None;
-                    for reason in own.violations(value) {
+                    // A value is trivially one of the list: only its own rules can fail.
+                    for reason in compiled.violations(value) {
                         problems.add(
                             &enum_path.index(index),
                             format!("can never be accepted: {reason}"),
@@ -794,7 +824,9 @@ mod tests {
 
     #[test]
     fn the_circleci_length_limit_applies_without_max_length() {
-        let compiled = schema(ParameterType::String).compile().unwrap();
+        let mut any = schema(ParameterType::String);
+        any.pattern = Some(".*".into());
+        let compiled = any.compile().unwrap();
         assert!(
             compiled
                 .violations(&ParameterValue::String("é".repeat(512)))
@@ -803,6 +835,75 @@ mod tests {
         );
         let found = compiled.violations(&ParameterValue::String("x".repeat(513)));
         assert!(found[0].contains("at most 512"), "{found:?}");
+    }
+
+    #[test]
+    fn strings_without_a_pattern_are_plain_text_only() {
+        let plain = schema(ParameterType::String).compile().unwrap();
+        for good in [
+            "",
+            "1.4.2",
+            "release/1.4",
+            "user@example.com",
+            "a=b,c:d+e",
+            "x_y-z",
+        ] {
+            assert!(
+                plain
+                    .violations(&ParameterValue::String(good.into()))
+                    .is_empty(),
+                "{good:?}"
+            );
+        }
+        for hostile in [
+            "$(id)",
+            "`id`",
+            "a;id",
+            "a\nid",
+            "a b",
+            "it's",
+            "\"q\"",
+            "a|b",
+            "a&b",
+            "a>b",
+            "${HOME}",
+            "-rf",
+            "ma\u{0456}n",
+            "\u{ff11}",
+        ] {
+            let found = plain.violations(&ParameterValue::String(hostile.into()));
+            assert_eq!(found.len(), 1, "{hostile:?}: {found:?}");
+            assert!(found[0].contains("without `pattern`"), "{found:?}");
+            assert!(
+                !found[0].contains(hostile),
+                "the value is not echoed: {found:?}"
+            );
+        }
+        let huge = plain.violations(&ParameterValue::String("a".repeat(10 * 1024)));
+        assert!(huge[0].contains("at most 512"), "{huge:?}");
+        // A pattern or an enum is the author's class instead.
+        let mut spaced = schema(ParameterType::String);
+        spaced.pattern = Some("^[a-z ]+$".into());
+        let spaced = spaced.compile().unwrap();
+        assert!(
+            spaced
+                .violations(&ParameterValue::String("two words".into()))
+                .is_empty()
+        );
+        let mut listed = schema(ParameterType::String);
+        listed.allowed = Some(vec![ParameterValue::String("eu west".into())]);
+        let listed = listed.compile().unwrap();
+        assert!(
+            listed
+                .violations(&ParameterValue::String("eu west".into()))
+                .is_empty()
+        );
+        assert_eq!(
+            listed
+                .violations(&ParameterValue::String("$(id)".into()))
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod slug;
 pub mod target;
 pub mod template;
+pub mod trust;
 
 use std::path::Path;
 

@@ -136,7 +136,12 @@ pub fn git_ref(value: &str, path: &FieldPath, problems: &mut Problems) {
     }
 }
 
-/// The same rule as [`git_ref`], for callers outside the triggers file (HTTP requests).
+/// The same rule as [`git_ref`], for callers outside the triggers file (HTTP requests,
+/// rendered chain templates, the CircleCI client).
+///
+/// Stricter than git on purpose: a ref may reach a shell wherever a `config.yml` interpolates
+/// `<< pipeline.git.branch >>` or a parameter, so only ASCII letters, digits and `. _ / + -`
+/// are accepted (no `$`, backticks, `;`, quotes, spaces or look-alike Unicode).
 pub fn check_git_ref(value: &str) -> Result<(), &'static str> {
     if value.is_empty() || value.len() > 255 {
         return Err("must be 1 to 255 bytes");
@@ -146,6 +151,11 @@ pub fn check_git_ref(value: &str) -> Result<(), &'static str> {
         .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
     {
         return Err("contains a space, a control character or one of ~^:?*[\\");
+    }
+    if !value.chars().all(is_ref_char) {
+        return Err(
+            "may only contain ASCII letters, digits and `. _ / + -` (no shell metacharacters)",
+        );
     }
     if value.contains("..") || value.contains("//") || value.contains("@{") {
         return Err("contains `..`, `//` or `@{`");
@@ -158,6 +168,11 @@ pub fn check_git_ref(value: &str) -> Result<(), &'static str> {
         return Err("has a path component starting with `.`");
     }
     Ok(())
+}
+
+/// The characters a branch or tag may contain here.
+fn is_ref_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '+' | '-')
 }
 
 /// 8-4-4-4-12 hex digits.
@@ -244,7 +259,13 @@ mod tests {
 
     #[test]
     fn git_refs_reject_traversal_and_control_characters() {
-        for good in ["main", "release/1.2", "feature/x_y-z", "v1.4.2"] {
+        for good in [
+            "main",
+            "release/1.2",
+            "feature/x_y-z",
+            "v1.4.2",
+            "v1.0.0+build.7",
+        ] {
             assert!(check_git_ref(good).is_ok(), "{good}");
         }
         for bad in [
@@ -259,6 +280,14 @@ mod tests {
             "a:b",
             "a/.hidden",
             "",
+            "x$(id)",
+            "x`id`",
+            "a;b",
+            "a|b",
+            "a&b",
+            "it's",
+            "ma\u{0456}n", // Cyrillic і
+            "main\u{200b}",
         ] {
             assert!(check_git_ref(bad).is_err(), "{bad:?}");
         }

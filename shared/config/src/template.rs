@@ -4,6 +4,12 @@
 //! braces are configuration errors) and rendered against the normalised webhook event.
 //! There is deliberately nothing else: no expressions, filters, loops or code — a template
 //! is literal text with named holes, so what a rule sends is obvious from reading it.
+//!
+//! **Values are data, not code.** Every variable has one declared [`ValueClass`]; a value
+//! outside it (a branch named `$(id)`, a job name with a newline, a look-alike Unicode
+//! letter, 10 KB of anything) is a [`RenderError::OutOfClass`] and the action is refused:
+//! whatever the downstream `config.yml` does with a parameter, it only ever sees text of
+//! the declared shape. The value itself is never echoed in the error.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -59,6 +65,20 @@ impl Variable {
         }
     }
 
+    /// The one class of values this variable may render.
+    pub fn class(self) -> ValueClass {
+        match self {
+            Variable::Revision => ValueClass::Revision,
+            Variable::Branch | Variable::Tag => ValueClass::GitRef,
+            Variable::WorkflowId | Variable::PipelineId => ValueClass::Uuid,
+            Variable::PipelineNumber => ValueClass::Number,
+            Variable::WorkflowName
+            | Variable::JobName
+            | Variable::ProjectSlug
+            | Variable::Status => ValueClass::Name,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
@@ -78,6 +98,84 @@ impl fmt::Display for Variable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The shape a template value must have. Each [`Variable`] declares one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueClass {
+    /// A full commit SHA: exactly 40 hexadecimal digits.
+    Revision,
+    /// A decimal number: 1 to 20 ASCII digits.
+    Number,
+    /// A UUID: 8-4-4-4-12 hexadecimal digits.
+    Uuid,
+    /// A branch or tag: git's ref rules, and only ASCII letters, digits and `. _ / + -`
+    /// ([`crate::rules::check_git_ref`]).
+    GitRef,
+    /// A name (workflow, job, project slug, status): 1 to [`MAX_NAME_LEN`] ASCII letters,
+    /// digits and `. _ / -`, not starting with `-`.
+    Name,
+}
+
+/// Longest value of the [`ValueClass::Name`] class.
+pub const MAX_NAME_LEN: usize = 255;
+
+impl ValueClass {
+    /// A short description for messages and documentation.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ValueClass::Revision => "a commit SHA (40 hex digits)",
+            ValueClass::Number => "a number (digits)",
+            ValueClass::Uuid => "a UUID",
+            ValueClass::GitRef => "a branch or tag name (ASCII letters, digits and `. _ / + -`)",
+            ValueClass::Name => "a name (ASCII letters, digits and `. _ / -`)",
+        }
+    }
+
+    /// Why `value` is not of this class, if it is not. The reason never quotes the value.
+    pub fn check(self, value: &str) -> Result<(), &'static str> {
+        match self {
+            ValueClass::Revision => {
+                if value.len() == 40 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(())
+                } else {
+                    Err("must be exactly 40 hexadecimal digits")
+                }
+            }
+            ValueClass::Number => {
+                if (1..=20).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(())
+                } else {
+                    Err("must be 1 to 20 digits")
+                }
+            }
+            ValueClass::Uuid => {
+                if crate::rules::looks_like_uuid(value) {
+                    Ok(())
+                } else {
+                    Err("must be a UUID (8-4-4-4-12 hex digits)")
+                }
+            }
+            ValueClass::GitRef => crate::rules::check_git_ref(value),
+            ValueClass::Name => check_name(value),
+        }
+    }
+}
+
+fn check_name(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() || value.len() > MAX_NAME_LEN {
+        return Err("must be 1 to 255 characters");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
+    {
+        return Err("may only contain ASCII letters, digits and `. _ / -`");
+    }
+    if value.starts_with('-') {
+        return Err("must not start with `-`");
+    }
+    Ok(())
 }
 
 /// Where rendered values come from (the webhook event implements it in `shared`).
@@ -120,6 +218,15 @@ pub enum TemplateError {
 pub enum RenderError {
     #[error("the event has no `{0}` for the template")]
     Missing(Variable),
+    /// The event's value is not of the variable's class: the action is refused.
+    #[error(
+        "the event's `{variable}` is not {class} ({reason}); refused, nothing is sent",
+        class = variable.class().describe()
+    )]
+    OutOfClass {
+        variable: Variable,
+        reason: &'static str,
+    },
 }
 
 const OPEN: &str = "{{";
@@ -190,6 +297,13 @@ impl Template {
                     let value = context
                         .lookup(*variable)
                         .ok_or(RenderError::Missing(*variable))?;
+                    variable
+                        .class()
+                        .check(&value)
+                        .map_err(|reason| RenderError::OutOfClass {
+                            variable: *variable,
+                            reason,
+                        })?;
                     out.push_str(&value);
                 }
             }
@@ -241,9 +355,11 @@ mod tests {
         }
     }
 
+    const REVISION: &str = "1dc6aa69d4c3a0d7b8e92d6f2f0a3c9e5b7d1e40";
+
     fn values() -> Values {
         Values(BTreeMap::from([
-            (Variable::Revision, "1dc6aa69"),
+            (Variable::Revision, REVISION),
             (Variable::Branch, "main"),
             (Variable::PipelineNumber, "130"),
             (Variable::WorkflowName, "build"),
@@ -264,7 +380,7 @@ mod tests {
         );
         assert_eq!(
             template.render(&values()).unwrap(),
-            "sha=1dc6aa69/main #130"
+            format!("sha={REVISION}/main #130")
         );
         assert!(!template.is_literal());
     }
@@ -280,7 +396,7 @@ mod tests {
         let json = Template::parse(r#"{"sha":{"v":"{{ revision }}"}}"#).unwrap();
         assert_eq!(
             json.render(&values()).unwrap(),
-            r#"{"sha":{"v":"1dc6aa69"}}"#
+            format!(r#"{{"sha":{{"v":"{REVISION}"}}}}"#)
         );
     }
 
@@ -299,6 +415,124 @@ mod tests {
             template.render(&values()),
             Err(RenderError::Missing(Variable::Tag))
         );
+    }
+
+    /// A context where every variable has the same value.
+    struct Everywhere(String);
+
+    impl TemplateContext for Everywhere {
+        fn lookup(&self, _: Variable) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(&self.0))
+        }
+    }
+
+    fn render_one(variable: Variable, value: &str) -> Result<String, RenderError> {
+        Template::parse(&format!("x-{{{{ {} }}}}", variable.name()))
+            .unwrap()
+            .render(&Everywhere(value.to_owned()))
+    }
+
+    #[test]
+    fn every_variable_has_a_class_and_hostile_values_are_refused() {
+        let hostile = [
+            "$(id)".to_owned(),
+            "`id`".to_owned(),
+            "main;id".to_owned(),
+            "main\nid".to_owned(),
+            "main && id".to_owned(),
+            "ma\u{0456}n".to_owned(),      // Cyrillic і for i
+            "\u{0661}\u{0662}".to_owned(), // Arabic-Indic digits
+            "\u{ff10}".repeat(40),         // fullwidth zeros
+            "a".repeat(10 * 1024),
+            "1".repeat(10 * 1024),
+            "-rf".to_owned(),
+            String::new(),
+        ];
+        for variable in Variable::ALL {
+            for value in &hostile {
+                let error = render_one(variable, value).unwrap_err();
+                assert!(
+                    matches!(error, RenderError::OutOfClass { variable: v, .. } if v == variable),
+                    "{variable} accepted {:?}",
+                    value.chars().take(20).collect::<String>()
+                );
+                let message = error.to_string();
+                assert!(message.len() < 300, "{message}");
+                if value.len() > 3 {
+                    assert!(
+                        !message.contains(value.as_str()),
+                        "the value is echoed: {message}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_class_accepts_its_shape_and_nothing_else() {
+        let uuid = "5034460f-c7c4-4c43-9457-de07e2029e7b";
+        let cases: [(Variable, &[&str], &[&str]); 6] = [
+            (
+                Variable::Revision,
+                &[REVISION],
+                &["1dc6aa69", &"g".repeat(40), uuid],
+            ),
+            (
+                Variable::PipelineNumber,
+                &["1", "130"],
+                &["1.0", "-1", "0x1F", "12a"],
+            ),
+            (
+                Variable::PipelineId,
+                &[uuid],
+                &["5034460f", "5034460f-c7c4-4c43-9457-de07e2029e7z"],
+            ),
+            (
+                Variable::Branch,
+                &["main", "release/1.4", "dependabot/npm_and_yarn/x-4.17.21"],
+                &["attacker/$(id)", "a..b", "feature/#12", "it's", "a b"],
+            ),
+            (
+                Variable::Tag,
+                &["v1.4.2", "v1.0.0+build.7"],
+                &["v1;id", "v1\u{2024}2"],
+            ),
+            (
+                Variable::WorkflowName,
+                &["build", "e2e-nightly", "deploy_prod.v2"],
+                &["build test", "build|x", "build:x", "build\u{00a0}"],
+            ),
+        ];
+        for (variable, good, bad) in cases {
+            for value in good {
+                assert_eq!(
+                    render_one(variable, value).as_deref(),
+                    Ok(format!("x-{value}").as_str()),
+                    "{variable} refused {value:?}"
+                );
+            }
+            for value in bad {
+                assert!(
+                    render_one(variable, value).is_err(),
+                    "{variable} accepted {value:?}"
+                );
+            }
+        }
+        assert_eq!(
+            render_one(Variable::ProjectSlug, "gh/acme/api").as_deref(),
+            Ok("x-gh/acme/api")
+        );
+        assert_eq!(
+            render_one(Variable::Status, "not_run").as_deref(),
+            Ok("x-not_run")
+        );
+        assert_eq!(
+            render_one(Variable::Status, "terminated-unknown").as_deref(),
+            Ok("x-terminated-unknown")
+        );
+        // Literal text around a variable is the author's, not the event's.
+        let template = Template::parse("a b;c {{ branch }}").unwrap();
+        assert_eq!(template.render(&values()).unwrap(), "a b;c main");
     }
 
     #[test]

@@ -51,7 +51,7 @@ branch = "{{ branch }}"
 
 [[chain]]
 name = "release-gate"
-when = { project = "gh/acme/e2e", workflow = "e2e", status = ["success"] }
+when = { project = "gh/acme/e2e", workflow = "e2e", branch = "main", status = ["success"] }
 [[chain.then]]
 action = "approve"
 project = "gh/acme/deploy"
@@ -60,7 +60,7 @@ select = "origin"
 
 [[chain]]
 name = "retry-flaky-lint"
-when = { project = ["gh/acme/api", "github/acme/web"], job = ["lint", "lint-*"], status = "failed" }
+when = { project = ["gh/acme/api", "github/acme/web"], job = ["lint", "lint-*"], upstream = "ours", status = "failed" }
 [[chain.then]]
 action = "rerun"
 project = "gh/acme/tools"
@@ -172,7 +172,7 @@ fn unknown_fields_are_rejected_at_every_level() {
 fn template_errors_point_at_the_templated_field() {
     let rule = |then: &str| {
         format!(
-            "[[chain]]\nname = \"a\"\nwhen = {{ project = \"gh/a/b\" }}\n[[chain.then]]\nproject = \"gh/a/c\"\n{then}\n"
+            "[[chain]]\nname = \"a\"\nwhen = {{ project = \"gh/a/b\", branch = \"main\" }}\n[[chain.then]]\nproject = \"gh/a/c\"\n{then}\n"
         )
     };
     single_issue(
@@ -214,7 +214,7 @@ fn template_errors_point_at_the_templated_field() {
     );
     // `{{ job.name }}` is fine on job-completed rules.
     parse_str(
-        "[[chain]]\nname = \"a\"\nwhen = { project = \"gh/a/b\", job = \"t\" }\n[[chain.then]]\nproject = \"gh/a/c\"\nbranch = \"main\"\nparameters = { j = \"{{ job.name }}\" }\n",
+        "[[chain]]\nname = \"a\"\nwhen = { project = \"gh/a/b\", job = \"t\", branch = \"main\" }\n[[chain.then]]\nproject = \"gh/a/c\"\nbranch = \"main\"\nparameters = { j = \"{{ job.name }}\" }\n",
         "t.toml",
     )
     .unwrap();
@@ -311,7 +311,7 @@ fn rule_level_errors() {
 fn action_errors_by_kind() {
     let rule = |then: &str| {
         format!(
-            "[[chain]]\nname = \"a\"\nwhen = {{ project = \"gh/a/b\" }}\n[[chain.then]]\n{then}\n"
+            "[[chain]]\nname = \"a\"\nwhen = {{ project = \"gh/a/b\", branch = \"main\" }}\n[[chain.then]]\n{then}\n"
         )
     };
     single_issue(
@@ -425,7 +425,7 @@ fn action_errors_by_kind() {
 fn revision_selection_and_correlation_stay_within_one_repository() {
     let approve = |upstream: &str| {
         format!(
-            "[[chain]]\nname = \"a\"\nwhen = {{ project = \"{upstream}\", workflow = \"build\" }}\n[[chain.then]]\naction = \"approve\"\nproject = \"gh/acme/api\"\njob = \"hold\"\nselect = \"revision\"\nworkflow = \"deploy\"\n"
+            "[[chain]]\nname = \"a\"\nwhen = {{ project = \"{upstream}\", workflow = \"build\", branch = \"main\" }}\n[[chain.then]]\naction = \"approve\"\nproject = \"gh/acme/api\"\njob = \"hold\"\nselect = \"revision\"\nworkflow = \"deploy\"\n"
         )
     };
     single_issue(
@@ -576,7 +576,7 @@ fn rules_that_trigger_each_other_are_rejected_as_a_loop() {
 #[test]
 fn a_rule_that_acts_on_its_own_upstream_is_a_loop() {
     // "Rerun when it fails" never stops on a test that always fails.
-    let source = "[[chain]]\nname = \"retry\"\nwhen = { project = \"gh/acme/api\", status = \"failed\" }\n[[chain.then]]\naction = \"rerun\"\nproject = \"gh/acme/api\"\nfrom_failed = true\nselect = \"revision\"\n";
+    let source = "[[chain]]\nname = \"retry\"\nwhen = { project = \"gh/acme/api\", upstream = \"ours\", status = \"failed\" }\n[[chain.then]]\naction = \"rerun\"\nproject = \"gh/acme/api\"\nfrom_failed = true\nselect = \"revision\"\n";
     single_issue(source, 6, "chain[0].then[0].project", "retry → retry");
     // Same-as-upstream branch: unknown at check time, so assumed to match.
     single_issue(
@@ -584,7 +584,7 @@ fn a_rule_that_acts_on_its_own_upstream_is_a_loop() {
             "self",
             "github/acme/api",
             "gh/acme/api",
-            "",
+            ", branch = \"release/*\"",
             "branch = \"{{ branch }}\"",
         ),
         5,
@@ -618,7 +618,7 @@ fn rules_that_cannot_reach_each_other_are_not_a_loop() {
     );
     parse_str(&format!("{a}{b}"), "t.toml").unwrap();
     // Cancelling produces only `canceled` completions, which a success rule ignores.
-    let cancel = "[[chain]]\nname = \"stop\"\nwhen = { project = \"gh/acme/api\", status = \"failed\" }\n[[chain.then]]\naction = \"cancel\"\nproject = \"gh/acme/api\"\nselect = \"origin\"\n";
+    let cancel = "[[chain]]\nname = \"stop\"\nwhen = { project = \"gh/acme/api\", branch = \"main\", status = \"failed\" }\n[[chain.then]]\naction = \"cancel\"\nproject = \"gh/acme/api\"\nselect = \"origin\"\n";
     parse_str(cancel, "t.toml").unwrap();
     // ...but not one that reacts to cancellations.
     let loops = cancel.replace("status = \"failed\"", "status = [\"failed\", \"canceled\"]");
@@ -639,7 +639,7 @@ fn several_problems_are_reported_together() {
 fn workflow_actions_only_feed_rules_watching_that_workflow() {
     let approve = |watched: &str, approved: &str| {
         format!(
-            "[[chain]]\nname = \"gate\"\nwhen = {{ project = \"gh/acme/api\", workflow = \"{watched}\" }}\n[[chain.then]]\naction = \"approve\"\nproject = \"gh/acme/api\"\njob = \"hold\"\nselect = \"origin\"\nworkflow = \"{approved}\"\n"
+            "[[chain]]\nname = \"gate\"\nwhen = {{ project = \"gh/acme/api\", workflow = \"{watched}\", branch = \"main\" }}\n[[chain.then]]\naction = \"approve\"\nproject = \"gh/acme/api\"\njob = \"hold\"\nselect = \"origin\"\nworkflow = \"{approved}\"\n"
         )
     };
     // Approving `deploy` lets `deploy` finish; the rule watches `build`.

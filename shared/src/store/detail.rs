@@ -64,9 +64,6 @@ pub struct RecordDetail {
     /// The authenticated client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
-    /// The client name a refused request claimed (not authenticated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claimed_client: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// The operator who triggered it from the CLI.

@@ -9,7 +9,9 @@ mod chained_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chained_support::{ALICE_TOKEN, Harness, rfc3339};
+use chained_support::{
+    ALICE_TOKEN, Harness, Options, StoreKind, WorkflowEvent, rfc3339, triggers_file,
+};
 use circleci_sim::{
     Faults, JobSpec, JobStatus as SimJobStatus, ParameterSpec, ProjectSpec, Simulator,
     WorkflowSpec, WorkflowStatus as SimWorkflowStatus,
@@ -66,7 +68,12 @@ async fn simulator() -> Simulator {
 
 /// Starts a pipeline as a person or another system would: not through a trigger of ours.
 async fn start_pipeline(harness: &Harness, project: &str) -> Uuid {
-    let request = PipelineRequest::on_branch(project.parse().unwrap(), "main");
+    start_pipeline_on(harness, project, "main").await
+}
+
+/// [`start_pipeline`] on another branch (anyone who can push one can do this).
+async fn start_pipeline_on(harness: &Harness, project: &str, branch: &str) -> Uuid {
+    let request = PipelineRequest::on_branch(project.parse().unwrap(), branch);
     harness
         .circleci
         .trigger_pipeline("default", &request)
@@ -239,7 +246,7 @@ async fn end_to_end_duplicated_deliveries_still_start_the_downstream_once() {
 const RELEASE_GATE: &str = r#"
 [[chain]]
 name = "release-gate"
-when = { project = "gh/acme/e2e", workflow = "e2e", status = ["success"] }
+when = { project = "gh/acme/e2e", workflow = "e2e", branch = "main", status = ["success"] }
 [[chain.then]]
 action = "approve"
 project = "gh/acme/deploy"
@@ -407,7 +414,7 @@ async fn rerun_from_failed_reruns_the_latest_failed_workflow() {
     let rules = r#"
 [[chain]]
 name = "rerun-flaky-after-api"
-when = { project = "gh/acme/api", workflow = "build" }
+when = { project = "gh/acme/api", workflow = "build", branch = "main" }
 [[chain.then]]
 action = "rerun"
 project = "gh/acme/flaky"
@@ -451,7 +458,7 @@ async fn cancel_stops_the_running_workflow_of_the_latest_pipeline() {
     let rules = r#"
 [[chain]]
 name = "stop-smoke-when-broken"
-when = { project = "gh/acme/broken", workflow = "build", status = ["failed"] }
+when = { project = "gh/acme/broken", workflow = "build", branch = "main", status = ["failed"] }
 [[chain.then]]
 action = "cancel"
 project = "gh/acme/smoke"
@@ -626,4 +633,246 @@ parameters = { api_sha = "{{ revision }}", api_pipeline = "{{ job.name }}" }
     assert_eq!(deploy[0].branch.as_deref(), Some("main"));
     assert_eq!(deploy[0].parameters["api_sha"], API_SHA);
     assert_eq!(deploy[0].parameters["api_pipeline"], "package");
+}
+
+// ----- the trust rule at run time ----------------------------------------------------------
+
+/// The release gate as the example file shipped it before the trust rule: approve the
+/// production deploy's hold after a successful e2e run, on any branch.
+const SHIPPED_RELEASE_GATE: &str = r#"
+[[chain]]
+name = "release-gate"
+when = { project = "gh/acme/e2e", workflow = "e2e", branch = "main", status = ["success"] }
+[[chain.then]]
+action = "approve"
+project = "gh/acme/deploy"
+branch = "main"
+job = "hold-release"
+select = "latest"
+"#;
+
+/// POST requests CircleCI received (approvals, pipelines, reruns, cancels).
+fn posts(sim: &Simulator) -> Vec<String> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path)
+        .collect()
+}
+
+/// A deploy on main, waiting at its `hold-release` approval.
+async fn production_deploy_on_hold(harness: &Harness) -> Uuid {
+    let deploy = start_pipeline(harness, DEPLOY).await;
+    harness.sim.run_until_idle().await;
+    assert_eq!(
+        harness.sim.workflows(deploy)[0].status,
+        SimWorkflowStatus::OnHold
+    );
+    deploy
+}
+
+#[tokio::test]
+async fn the_shipped_release_gate_is_refused_at_run_time_for_an_attacker_branch() {
+    let sim = simulator().await;
+    // The unpinned shape, as if the file had never been through `check`.
+    let mut file = triggers_file(&sim, SHIPPED_RELEASE_GATE);
+    file.chain[0].when.as_mut().unwrap().branch = None;
+    let harness = Harness::start_with_file(&sim, file, Options::default()).await;
+    harness.register(E2E, &["workflow-completed"]);
+    let deploy = production_deploy_on_hold(&harness).await;
+
+    // An attacker pushes a branch; its e2e build succeeds and CircleCI signs the webhook.
+    start_pipeline_on(&harness, E2E, "attacker/x").await;
+    sim.clear_requests();
+    sim.run_until_idle().await;
+
+    let delivery = &sim.deliveries()[0];
+    assert_eq!(
+        delivery.status,
+        Some(200),
+        "a decided refusal is answered 2xx"
+    );
+    let gate = harness.rule_records("release-gate").await;
+    assert_eq!(gate.len(), 1);
+    assert_eq!(gate[0].status, TriggerStatus::Rejected);
+    let reason = gate[0].reason.as_deref().unwrap();
+    assert!(
+        reason.contains("acts on existing work") && reason.contains("pins no upstream"),
+        "{reason}"
+    );
+    assert!(
+        posts(&sim).is_empty(),
+        "nothing was sent: {:?}",
+        posts(&sim)
+    );
+    sim.run_until_idle().await;
+    assert_eq!(
+        sim.workflows(deploy)[0].status,
+        SimWorkflowStatus::OnHold,
+        "the production deploy is still held"
+    );
+    // A redelivery replays the refusal.
+    let body = delivery.body.clone();
+    let again = harness.post_signed(&body).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(again.body["actions"][0]["disposition"], "replayed");
+    assert_eq!(harness.rule_records("release-gate").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_pinned_release_gate_ignores_an_attacker_branch_and_approves_main() {
+    let sim = simulator().await;
+    let harness = Harness::start(&sim, SHIPPED_RELEASE_GATE).await;
+    harness.register(E2E, &["workflow-completed"]);
+    let deploy = production_deploy_on_hold(&harness).await;
+
+    start_pipeline_on(&harness, E2E, "attacker/x").await;
+    sim.clear_requests();
+    sim.run_until_idle().await;
+    assert_eq!(sim.deliveries()[0].status, Some(200));
+    assert!(harness.rule_records("release-gate").await.is_empty());
+    assert!(posts(&sim).is_empty(), "{:?}", posts(&sim));
+    assert_eq!(sim.workflows(deploy)[0].status, SimWorkflowStatus::OnHold);
+
+    // The same build on the pinned branch does what the rule is for.
+    start_pipeline(&harness, E2E).await;
+    sim.run_until_idle().await;
+    let gate = harness.rule_records("release-gate").await;
+    assert_eq!(
+        gate[0].status,
+        TriggerStatus::Triggered,
+        "{:?}",
+        gate[0].reason
+    );
+    sim.run_until_idle().await;
+    assert_eq!(sim.workflows(deploy)[0].status, SimWorkflowStatus::Success);
+}
+
+const GATE_FOR_OUR_RUNS: &str = r#"
+[[chain]]
+name = "release-gate"
+when = { project = "gh/acme/e2e", workflow = "e2e", upstream = "ours" }
+[[chain.then]]
+action = "approve"
+project = "gh/acme/deploy"
+job = "hold-release"
+select = "origin"
+"#;
+
+async fn upstream_ours_refuses_pipelines_we_did_not_start(store: StoreKind) {
+    let sim = simulator().await;
+    let options = Options {
+        store,
+        ..Options::default()
+    };
+    let harness = Harness::start_with(&sim, GATE_FOR_OUR_RUNS, options).await;
+    harness.register(E2E, &["workflow-completed"]);
+    let slot = "2026-11-30T02:00:00Z";
+    let deploy = fire_scheduled(&harness, "nightly", slot, DEPLOY).await;
+    sim.run_until_idle().await;
+
+    // Someone runs e2e on main by hand: a real, signed, successful event — not ours.
+    let by_hand = start_pipeline(&harness, E2E).await;
+    sim.clear_requests();
+    sim.run_until_idle().await;
+    let gate = harness.rule_records("release-gate").await;
+    assert_eq!(gate.len(), 1);
+    assert_eq!(gate[0].status, TriggerStatus::Rejected);
+    let reason = gate[0].reason.as_deref().unwrap();
+    assert!(
+        reason.contains("upstream = \"ours\"") && reason.contains(&by_hand.to_string()),
+        "{reason}"
+    );
+    assert!(posts(&sim).is_empty(), "{:?}", posts(&sim));
+    assert_eq!(
+        sim.workflows(pipeline_of(&deploy))[0].status,
+        SimWorkflowStatus::OnHold
+    );
+
+    // The e2e run of the same nightly slot is ours: found by pipeline id, it approves.
+    fire_scheduled(&harness, "nightly", slot, E2E).await;
+    sim.run_until_idle().await;
+    let gate = harness.rule_records("release-gate").await;
+    assert_eq!(gate.len(), 2);
+    assert_eq!(
+        gate[0].status,
+        TriggerStatus::Triggered,
+        "{:?}",
+        gate[0].reason
+    );
+    sim.run_until_idle().await;
+    assert_eq!(
+        sim.workflows(pipeline_of(&deploy))[0].status,
+        SimWorkflowStatus::Success
+    );
+}
+
+#[tokio::test]
+async fn upstream_ours_refuses_a_pipeline_we_did_not_start_on_sqlite() {
+    upstream_ours_refuses_pipelines_we_did_not_start(StoreKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn upstream_ours_refuses_a_pipeline_we_did_not_start_on_dynamodb() {
+    upstream_ours_refuses_pipelines_we_did_not_start(StoreKind::Dynamo).await;
+}
+
+#[tokio::test]
+async fn hostile_branch_names_refuse_the_action_and_send_nothing() {
+    let sim = simulator().await;
+    let rules = r#"
+[[chain]]
+name = "deploy-release"
+when = { project = "gh/acme/api", workflow = "build", branch = "release/*" }
+[[chain.then]]
+action = "pipeline"
+project = "gh/acme/deploy"
+branch = "main"
+parameters = { api_pipeline = "{{ branch }}" }
+"#;
+    let harness = Harness::start(&sim, rules).await;
+    let hostile = [
+        "release/$(id)",
+        "release/`id`",
+        "release/x;id",
+        "release/x\nid",
+        "release/ma\u{0456}n",
+    ];
+    for branch in hostile {
+        let event = WorkflowEvent::new(API, "build", "success", sim.now()).branch(Some(branch));
+        let answer = harness.post_signed(&event.json()).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let action = &answer.body["actions"][0];
+        assert_eq!(action["status"], "rejected", "{branch:?}: {action}");
+        let reason = action["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("`branch`") && reason.contains("refused"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains(branch),
+            "the value is not echoed: {reason}"
+        );
+    }
+    assert!(
+        sim.pipelines().iter().all(|p| p.project_slug != DEPLOY),
+        "nothing was started"
+    );
+    // 10 KB of branch name is not an event at all: refused before any rule sees it.
+    let huge = format!("release/{}", "a".repeat(10 * 1024));
+    let event = WorkflowEvent::new(API, "build", "success", sim.now()).branch(Some(&huge));
+    assert_eq!(harness.post_signed(&event.json()).await.status, 400);
+    let records = harness.rule_records("deploy-release").await;
+    assert_eq!(records.len(), hostile.len());
+    assert!(records.iter().all(|r| r.status == TriggerStatus::Rejected));
+
+    let fine = WorkflowEvent::new(API, "build", "success", sim.now()).branch(Some("release/1.4"));
+    assert_eq!(harness.post_signed(&fine.json()).await.status, 200);
+    let deploy: Vec<_> = sim
+        .pipelines()
+        .into_iter()
+        .filter(|p| p.project_slug == DEPLOY)
+        .collect();
+    assert_eq!(deploy.len(), 1);
+    assert_eq!(deploy[0].parameters["api_pipeline"], "release/1.4");
 }

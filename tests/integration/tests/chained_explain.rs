@@ -59,7 +59,7 @@ branch_map = [{ from = "release/*", to = "staging" }]
 
 [[chain]]
 name = "rerun-on-failure"
-when = { project = "circleci/DdaVtNusHqi24D4YT3X4eu/*", workflow = "build", status = ["failed"] }
+when = { project = "circleci/DdaVtNusHqi24D4YT3X4eu/*", workflow = "build", branch = "main", status = ["failed"] }
 [[chain.then]]
 action = "rerun"
 project = "gh/acme/flaky"
@@ -69,7 +69,7 @@ branch = "{{ branch }}"
 
 [[chain]]
 name = "both-built"
-after = [{ project = "gh/circleci/webhook-service", workflow = "build-test-deploy" }, { project = "gh/acme/web", workflow = "build" }]
+after = [{ project = "gh/circleci/webhook-service", workflow = "build-test-deploy", branch = "main" }, { project = "gh/acme/web", workflow = "build", branch = "main" }]
 correlate = "branch"
 window = "90m"
 [[chain.then]]

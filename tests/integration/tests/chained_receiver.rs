@@ -36,7 +36,7 @@ parameters = {{ upstream_sha = "{{{{ revision }}}}", upstream = "{{{{ project.sl
 
 [[chain]]
 name = "oauth-job"
-when = {{ project = "gh/circleci/webhook-service", job = "test" }}
+when = {{ project = "gh/circleci/webhook-service", job = "test", branch = "main" }}
 [[chain.then]]
 action = "pipeline"
 project = "{DEPLOY}"
@@ -45,7 +45,7 @@ parameters = {{ upstream_sha = "{{{{ revision }}}}", upstream = "job {{{{ job.na
 
 [[chain]]
 name = "app-workflow-failed"
-when = {{ project = "{APP_PROJECT}", workflow = "build", status = ["failed"] }}
+when = {{ project = "{APP_PROJECT}", workflow = "build", branch = "main", status = ["failed"] }}
 [[chain.then]]
 action = "pipeline"
 project = "{DEPLOY}"
@@ -54,7 +54,7 @@ parameters = {{ upstream_sha = "{{{{ revision }}}}", upstream = "build {{{{ stat
 
 [[chain]]
 name = "app-job"
-when = {{ project = "{APP_PROJECT}", job = "say-hello" }}
+when = {{ project = "{APP_PROJECT}", job = "say-hello", branch = "main" }}
 [[chain.then]]
 action = "pipeline"
 project = "{DEPLOY}"

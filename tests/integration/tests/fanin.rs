@@ -476,3 +476,42 @@ impl NowUtc for ManualClock {
         shared::clock::Clock::now(self)
     }
 }
+
+#[tokio::test]
+async fn an_upstream_ours_fan_in_refuses_arrivals_from_pipelines_we_did_not_start() {
+    let sim = simulator().await;
+    let rules = fan_in("branch", "2h").replace(
+        "workflow = \"build\" }",
+        "workflow = \"build\", upstream = \"ours\" }",
+    );
+    assert_eq!(rules.matches("upstream = \"ours\"").count(), 2);
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let options = Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    };
+    let harness = Harness::start_with(&sim, &rules, options).await;
+    let t0 = clock.now_utc();
+    // Both upstreams built by someone else: signed, successful, on the same branch.
+    for project in [API, WEB] {
+        let answer = harness
+            .post_signed(&build(project, "success", t0).json())
+            .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert!(
+            answer.body["joins"].as_array().unwrap().is_empty(),
+            "{:?}",
+            answer.body
+        );
+        assert_eq!(answer.body["actions"][0]["status"], "rejected");
+        let reason = answer.body["actions"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("not counted") && reason.contains("upstream = \"ours\""),
+            "{reason}"
+        );
+    }
+    assert_eq!(e2e_pipelines(&sim), 0, "the join never formed");
+    let records = harness.rule_records("e2e-when-both-built").await;
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r.status == TriggerStatus::Rejected));
+}

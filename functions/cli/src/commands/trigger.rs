@@ -186,7 +186,6 @@ pub fn run(config: &Path, args: TriggerArgs) -> anyhow::Result<ExitCode> {
                             kind: SourceKind::Cli,
                             endpoint: Some(&args.endpoint),
                             client: None,
-                            claimed_client: None,
                             idempotency_key: args.idempotency_key.as_deref(),
                             error: &error.clone().into(),
                         })

@@ -143,9 +143,16 @@ pub(super) async fn run_planned(
             return record_row(receiver, event, upstream, row).await;
         }
         ActionPlan::Invalid(error) => {
-            let reason = format!("the rule cannot be applied to this event: {error}");
-            let row = row(TriggerStatus::Failed, reason);
-            return record_row(receiver, event, upstream, row).await;
+            let (status, reason) = if error.is_refusal() {
+                (
+                    TriggerStatus::Rejected,
+                    format!("the event was refused: {error}"),
+                )
+            } else {
+                let reason = format!("the rule cannot be applied to this event: {error}");
+                (TriggerStatus::Failed, reason)
+            };
+            return record_row(receiver, event, upstream, row(status, reason)).await;
         }
     };
     if let Some(reason) = paused.reason(planned.rule) {

@@ -9,6 +9,7 @@
 //!   ├─ replay window ──────────────▶ 400 + a `rejected` row per matching action
 //!   └─ within the deadline (8 s):
 //!        upstream = history.find_by_pipeline(event.pipeline)     origin, upstream trigger id
+//!        trust: `upstream = "ours"` needs that record; unpinned exposed actions ─▶ `rejected` row
 //!        when-rules → one claim per (event, rule, action index) → Engine::fire
 //!        fan-in     → JoinStore::join_arrive → fires once per join generation
 //!        closed loop: the pipeline is ours → record the workflow outcome (+ pipeline_final)
@@ -16,15 +17,18 @@
 //!      the claims make the redelivery safe); otherwise 200 with what was decided.
 //! ```
 //!
-//! The modules: [`http`] (the axum router and status mapping), `dispatch` (when-rules and
-//! the action each planned request becomes), `fanin`, `closed_loop`, [`explain`] (the CLI's
-//! dry run) and [`setup`] (registering the receiver's webhook on CircleCI projects).
+//! The modules: [`webhook`] (CircleCI's payloads and the v1 signature), [`rules`] (matching,
+//! planning, fan-in joins), [`http`] (the axum router and status mapping), `dispatch`
+//! (when-rules and the action each planned request becomes), `trust` (whether the upstream
+//! may drive the action), `fanin` and `closed_loop`. The CLI's dry run and webhook setup
+//! live in [`crate::operator`].
 
 mod closed_loop;
 mod dispatch;
 pub(crate) mod fanin;
 pub mod http;
 pub mod rules;
+mod trust;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -156,11 +160,29 @@ impl Receiver {
         let mut report = DeliveryReport::new(event);
         let paused = dispatch::paused_rules(self, event).await?;
         for matched in self.rules.matching(event) {
-            let outcome =
-                dispatch::run_matched(self, event, upstream.as_ref(), &paused, matched).await;
+            let (rule, index) = (matched.rule.as_str(), matched.action_index);
+            let outcome = match trust::action_refusal(self, rule, index, event, upstream.as_ref()) {
+                Some(reason) => {
+                    let status = TriggerStatus::Rejected;
+                    let upstream = upstream.as_ref();
+                    dispatch::record_without_action(
+                        self, event, upstream, rule, index, status, reason,
+                    )
+                    .await
+                }
+                None => {
+                    dispatch::run_matched(self, event, upstream.as_ref(), &paused, matched).await
+                }
+            };
             report.actions.push(outcome);
         }
         for arrival in self.rules.join_arrivals(event) {
+            if let Some(reason) = trust::arrival_refusal(self, &arrival, event, upstream.as_ref()) {
+                let rows =
+                    fanin::reject_arrival(self, event, upstream.as_ref(), &arrival, &reason).await;
+                report.actions.extend(rows);
+                continue;
+            }
             let (join, rows) =
                 fanin::arrive(self, event, upstream.as_ref(), &paused, arrival).await?;
             report.joins.push(join);

@@ -83,7 +83,7 @@ fn a_placeholder_names_the_project_kind_and_token_only() {
         r#"
 [[chain]]
 name = "gate"
-when = { project = "gh/acme/e2e", workflow = "e2e" }
+when = { project = "gh/acme/e2e", workflow = "e2e", branch = "main" }
 [[chain.then]]
 action = "approve"
 project = "gh/acme/deploy"

@@ -1,10 +1,13 @@
 //! Client keys: `Authorization: Bearer <client>.<secret>`, checked against the SHA-256
 //! hashes in the client keys secret (several per client during a rotation).
 //!
-//! An unknown client and a wrong secret get the same answer, after the same work: the
-//! presented secret is hashed and compared in constant time against every stored hash, or
-//! against a placeholder when the client has none. The presented secret is never logged,
-//! stored or echoed; it lives in a [`SecretString`] until it is hashed.
+//! An unknown client and a wrong secret get the same answer after the same work: the client
+//! keys secret is read for every request (the same cache read, or the same Secrets Manager
+//! call when the cache expired, whether or not the name is a client), the presented secret
+//! is hashed once, and that hash is compared in constant time against [`KEY_SLOTS`] slots —
+//! the client's hashes, the rest [`ClientKeyHash::placeholder`] — with no early exit. The
+//! presented secret is never logged, stored or echoed; it lives in a [`SecretString`] until
+//! it is hashed.
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -12,6 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
+use subtle::{Choice, ConstantTimeEq};
 
 use super::catalog::{Catalog, Client};
 use crate::secrets::{ClientKeyHash, Secrets, SecretsError};
@@ -20,6 +24,12 @@ use crate::secrets::{ClientKeyHash, Secrets, SecretsError};
 const SECRET_BYTES: usize = 32;
 /// Longest Authorization header considered (a key is about 110 characters).
 const MAX_AUTHORIZATION_LEN: usize = 1024;
+/// Hashes compared for every request (a client has one key, two or three while rotating);
+/// a client with more is compared against all of them.
+pub const KEY_SLOTS: usize = 8;
+/// The name the client keys secret is asked about when the presented one is not a client:
+/// not a valid client name, so it never has keys.
+const NOT_A_CLIENT: &str = "(not a client)";
 
 /// Why a request is not authenticated.
 #[derive(Debug)]
@@ -69,11 +79,22 @@ fn presented(headers: &HeaderMap) -> Option<Presented> {
     })
 }
 
-/// Whether any hash matches, comparing against all of them (no early exit).
+/// What the presented hash is compared with: every stored hash, then placeholders up to
+/// [`KEY_SLOTS`], each with whether it is a real key.
+fn slots(hashes: &[ClientKeyHash]) -> impl Iterator<Item = (ClientKeyHash, Choice)> + '_ {
+    (0..hashes.len().max(KEY_SLOTS)).map(move |index| match hashes.get(index) {
+        Some(hash) => (hash.clone(), Choice::from(1)),
+        None => (ClientKeyHash::placeholder(), Choice::from(0)),
+    })
+}
+
+/// Whether a real slot matches the secret: one hash, every slot compared in constant time.
 fn any_matches(hashes: &[ClientKeyHash], secret: &SecretString) -> bool {
-    hashes
-        .iter()
-        .fold(false, |found, hash| hash.matches(secret) | found)
+    let presented = ClientKeyHash::of(secret.expose_secret());
+    let found = slots(hashes).fold(Choice::from(0), |found, (hash, real)| {
+        found | (hash.ct_eq(&presented) & real)
+    });
+    bool::from(found)
 }
 
 /// The configured client the request's key belongs to.
@@ -86,22 +107,14 @@ pub async fn authenticate<'c>(
         return Err(AuthFailure::Missing);
     };
     let client = catalog.client(&presented.client);
-    let hashes = match client {
-        Some(client) => match secrets.client_key_hashes(client.name()).await {
-            Ok(hashes) => hashes,
-            Err(error) if error.is_retryable() => return Err(AuthFailure::Unavailable(error)),
-            Err(error) => return Err(AuthFailure::Misconfigured(error)),
-        },
-        None => Vec::new(),
+    // The secret is read for an unknown name too: the same cache read (or fetch).
+    let asked = client.map_or(NOT_A_CLIENT, Client::name);
+    let hashes = match secrets.client_key_hashes(asked).await {
+        Ok(hashes) => hashes,
+        Err(error) if error.is_retryable() => return Err(AuthFailure::Unavailable(error)),
+        Err(error) => return Err(AuthFailure::Misconfigured(error)),
     };
-    // Same work whether the client exists and has keys or not.
-    let placeholder = [ClientKeyHash::of("no key matches this placeholder")];
-    let checked: &[ClientKeyHash] = if hashes.is_empty() {
-        &placeholder
-    } else {
-        &hashes
-    };
-    let matched = any_matches(checked, &presented.secret) && !hashes.is_empty();
+    let matched = any_matches(&hashes, &presented.secret);
     match client {
         Some(client) if matched => Ok(client),
         Some(client) => {
@@ -278,16 +291,87 @@ endpoints = ["deploy"]
         ));
     }
 
+    /// Counts reads of the client keys secret, then asks the real cache.
+    struct Counting {
+        inner: CachedSecrets<LocalSecretSource>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Secrets for Counting {
+        async fn circleci_token(&self, name: &str) -> Result<SecretString, SecretsError> {
+            self.inner.circleci_token(name).await
+        }
+        async fn webhook_signing_secrets(&self) -> Result<Vec<SecretString>, SecretsError> {
+            self.inner.webhook_signing_secrets().await
+        }
+        async fn client_key_hashes(
+            &self,
+            client: &str,
+        ) -> Result<Vec<ClientKeyHash>, SecretsError> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.client_key_hashes(client).await
+        }
+        async fn refresh(&self, kind: crate::secrets::SecretKind) {
+            self.inner.refresh(kind).await;
+        }
+    }
+
     #[tokio::test]
-    async fn a_missing_secret_is_a_misconfiguration_not_a_rejection() {
+    async fn an_unknown_client_costs_the_same_work_as_a_wrong_secret() {
+        let minted = mint_key("bot");
+        let secrets = Counting {
+            inner: secrets(&[&minted.hash, &mint_key("bot").hash]),
+            reads: Default::default(),
+        };
+        let catalog = catalog();
+        let secret = secret_part(&minted.key).unwrap();
+        for key in [
+            format!("bot.{}x", secret.expose_secret()),
+            format!("stranger.{}", secret.expose_secret()),
+            format!("keyless.{}", secret.expose_secret()),
+        ] {
+            let before = secrets.reads.load(std::sync::atomic::Ordering::SeqCst);
+            let refused = authenticate(&catalog, &secrets, &bearer(&key)).await;
+            assert!(
+                matches!(refused, Err(AuthFailure::Rejected { .. })),
+                "{key}"
+            );
+            assert_eq!(
+                secrets.reads.load(std::sync::atomic::Ordering::SeqCst),
+                before + 1,
+                "{key}: one read of the client keys secret"
+            );
+        }
+        // Whatever a client has, one hash is compared against the same number of slots.
+        let real = |hashes: &[ClientKeyHash]| {
+            let compared: Vec<(ClientKeyHash, Choice)> = slots(hashes).collect();
+            let real = compared.iter().filter(|(_, r)| bool::from(*r)).count();
+            (compared.len(), real)
+        };
+        let two = [minted.hash.clone(), mint_key("bot").hash];
+        assert_eq!(real(&[]), (KEY_SLOTS, 0));
+        assert_eq!(real(&two[..1]), (KEY_SLOTS, 1));
+        assert_eq!(real(&two), (KEY_SLOTS, 2));
+        // With no keys nothing matches; with keys, the right secret does.
+        assert!(!any_matches(&[], &SecretString::from(String::new())));
+        assert!(any_matches(&two, &secret));
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_is_a_misconfiguration_for_unknown_and_known_names_alike() {
         let catalog = catalog();
         let source = LocalSecretSource::from_vars(Vec::<(String, String)>::new(), "default");
         let secrets = CachedSecrets::new(source, Duration::from_secs(60));
-        let minted = mint_key("bot");
-        assert!(matches!(
-            authenticate(&catalog, &secrets, &bearer(minted.key.expose_secret())).await,
-            Err(AuthFailure::Misconfigured(_))
-        ));
+        for key in ["bot.x", "stranger.x"] {
+            assert!(
+                matches!(
+                    authenticate(&catalog, &secrets, &bearer(key)).await,
+                    Err(AuthFailure::Misconfigured(_))
+                ),
+                "{key}"
+            );
+        }
     }
 
     #[test]

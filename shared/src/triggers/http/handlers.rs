@@ -3,8 +3,15 @@
 //! Checks run cheapest and least revealing first: authentication (401, the same answer for
 //! an unknown client and a wrong key), the endpoint (404), the client's scope (403), its
 //! request rate (429), the media type (415), the body size (413), the body itself (400,
-//! 422). Every refused `POST` leaves a `rejected` trigger record; the presented key never
-//! reaches a record or a log.
+//! 422). Every `POST` of an authenticated client that is refused leaves a `rejected`
+//! trigger record; the presented key never reaches a record or a log.
+//!
+//! **Unauthenticated requests cost nothing durable.** A request without a valid key (and a
+//! 405 on an endpoint, answered before authentication) writes no record and stores none of
+//! its text (Idempotency-Key, body, endpoint name): it counts in the `ApiAuthFailures`
+//! metric, and at most a few log lines a minute describe such requests, each with the
+//! number left out before it. Otherwise anyone could fill the history (and the bill) and
+//! plant text that clients and operators later read.
 
 use std::time::Duration;
 
@@ -64,7 +71,34 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, FieldError> {
     Ok(Some(text.to_owned()))
 }
 
-/// The answer to a failed authentication (no audit: callers of the GET routes).
+/// The metric counting requests refused for their key (missing, unknown client, wrong key).
+pub const AUTH_FAILURE_METRIC: &str = "ApiAuthFailures";
+
+/// Notes a failed authentication without writing anything durable: the metric, and a
+/// sampled log line (never the presented key; a client name only when it is configured).
+fn unauthenticated(api: &TriggerApi, failure: &AuthFailure, route: &'static str) {
+    let claimed = match failure {
+        AuthFailure::Missing => None,
+        AuthFailure::Rejected { claimed } => claimed.as_deref(),
+        // Our own failures (secrets unreadable) are logged by `auth_error`.
+        AuthFailure::Unavailable(_) | AuthFailure::Misconfigured(_) => return,
+    };
+    crate::telemetry::emit_metric(AUTH_FAILURE_METRIC, 1.0, &[]);
+    if let Some(left_out) = api.sample_unauthenticated_log() {
+        tracing::warn!(
+            route,
+            key = match failure {
+                AuthFailure::Missing => "missing",
+                _ => "rejected",
+            },
+            claimed_client = claimed.unwrap_or(""),
+            left_out,
+            "unauthenticated request refused (nothing recorded)"
+        );
+    }
+}
+
+/// The answer to a failed authentication.
 fn auth_error(failure: AuthFailure) -> ApiError {
     match failure {
         AuthFailure::Missing | AuthFailure::Rejected { .. } => {
@@ -189,8 +223,15 @@ pub(crate) async fn fire_endpoint(
     let requested = path.ok().map(|Path(name)| name);
     let key = idempotency_key(&headers);
     let audit_key: Option<String> = key.as_ref().ok().cloned().flatten();
-    let mut audit_client: Option<String> = None;
-    let mut claimed_client: Option<String> = None;
+    // Only an authenticated request is recorded when refused.
+    let client = match authenticate(api.catalog(), api.secrets(), &headers).await {
+        Ok(client) => client,
+        Err(failure) => {
+            unauthenticated(&api, &failure, "POST /v1/endpoints/{name}");
+            return respond(&auth_error(failure), None);
+        }
+    };
+    let audit_client = Some(client.name().to_owned());
     macro_rules! refuse {
         ($error:expr) => {{
             let error = ApiError::from($error);
@@ -199,7 +240,6 @@ pub(crate) async fn fire_endpoint(
                     kind: SourceKind::Http,
                     endpoint: requested.as_deref(),
                     client: audit_client.as_deref(),
-                    claimed_client: claimed_client.as_deref(),
                     idempotency_key: audit_key.as_deref(),
                     error: &error,
                 })
@@ -214,20 +254,6 @@ pub(crate) async fn fire_endpoint(
         }};
     }
 
-    let client = match authenticate(api.catalog(), api.secrets(), &headers).await {
-        Ok(client) => client,
-        Err(failure) => {
-            if let AuthFailure::Rejected { claimed } = &failure {
-                tracing::warn!(
-                    claimed_client = claimed.as_deref().unwrap_or(""),
-                    "client key rejected"
-                );
-                claimed_client.clone_from(claimed);
-            }
-            refuse!(auth_error(failure))
-        }
-    };
-    audit_client = Some(client.name().to_owned());
     let Some(name) = requested.as_deref() else {
         refuse!(ApiError::Call(CallError::EndpointNotFound))
     };
@@ -325,36 +351,30 @@ pub(crate) async fn fire_endpoint(
     }
 }
 
-/// Any method but POST on an endpoint: 405, recorded like every refused trigger request.
-async fn endpoint_method_not_allowed(
-    State(api): State<TriggerApi>,
-    path: Result<Path<String>, PathRejection>,
-) -> Response {
-    let requested = path.ok().map(|Path(name)| name);
-    let error = ApiError::MethodNotAllowed { allow: "POST" };
-    let audit = api
-        .audit_rejection(Rejection {
-            kind: SourceKind::Http,
-            endpoint: requested.as_deref(),
-            client: None,
-            claimed_client: None,
-            idempotency_key: None,
-            error: &error,
-        })
-        .await;
-    respond(&error, audit)
+/// Any method but POST on an endpoint: 405, answered before authentication, so nothing
+/// is recorded (see the module documentation).
+async fn endpoint_method_not_allowed() -> Response {
+    respond(&ApiError::MethodNotAllowed { allow: "POST" }, None)
 }
 
 /// The client a GET request comes from, admitted by its rate.
-async fn reader(api: &TriggerApi, headers: &HeaderMap) -> Result<String, ApiError> {
-    let client = authenticate(api.catalog(), api.secrets(), headers)
-        .await
-        .map_err(auth_error)?;
+async fn reader(
+    api: &TriggerApi,
+    headers: &HeaderMap,
+    route: &'static str,
+) -> Result<String, ApiError> {
+    let client = match authenticate(api.catalog(), api.secrets(), headers).await {
+        Ok(client) => client,
+        Err(failure) => {
+            unauthenticated(api, &failure, route);
+            return Err(auth_error(failure));
+        }
+    };
     admit(api, client).await?;
     Ok(client.name().to_owned())
 }
 
-/// A trigger of one of the client's endpoints, refreshed from CircleCI while its pipeline
+/// One of this client's own calls, refreshed from CircleCI while its pipeline
 /// is not final.
 #[utoipa::path(
     get,
@@ -365,7 +385,7 @@ async fn reader(api: &TriggerApi, headers: &HeaderMap) -> Result<String, ApiErro
     responses(
         (status = 200, description = "The trigger", body = TriggerView),
         (status = 401, description = "No valid client key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No trigger of that id among this client's endpoints", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No trigger of that id among this client's own calls", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "This client's rate is used up", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 500, description = "Internal error or misconfiguration (logged); nothing was triggered", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Temporarily unavailable", body = ProblemDoc, content_type = "application/problem+json"),
@@ -377,7 +397,7 @@ pub(crate) async fn get_trigger(
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let client = match reader(&api, &headers).await {
+    let client = match reader(&api, &headers, "GET /v1/triggers/{id}").await {
         Ok(client) => client,
         Err(error) => return respond(&error, None),
     };
@@ -408,7 +428,7 @@ pub(crate) struct ListQuery {
     cursor: Option<String>,
 }
 
-/// The triggers of the client's endpoints (every client's calls of them), newest first.
+/// This client's own calls of its endpoints (never another client's), newest first.
 #[utoipa::path(
     get,
     path = "/v1/triggers",
@@ -432,7 +452,7 @@ pub(crate) async fn list_triggers(
     query: Result<Query<ListQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let client = match reader(&api, &headers).await {
+    let client = match reader(&api, &headers, "GET /v1/triggers").await {
         Ok(client) => client,
         Err(error) => return respond(&error, None),
     };

@@ -1,10 +1,17 @@
 //! Trigger history for clients: one record (refreshed from CircleCI while its pipeline
 //! runs) and pages of the records of the client's endpoints, newest first.
 //!
-//! A client may call several endpoints; its history is the merge of one listing per
-//! endpoint. The page cursor holds, per endpoint, the store cursor where its last page
-//! started and how many of that page were already shown, so a page can stop in the middle
-//! of one endpoint's page and the next continues exactly there.
+//! A client sees only its own calls: the records of its endpoints whose `detail.client` is
+//! its name (another client of the same endpoint never sees its Idempotency-Keys or
+//! parameters). Its history is the merge of one listing per endpoint, filtered. The page
+//! cursor holds, per endpoint, the store cursor where its last page started and how many of
+//! that page were already consumed (shown, or skipped as another client's), so a page can
+//! stop in the middle of one endpoint's page and the next continues exactly there.
+//!
+//! Filtering means a store page may hold few of the client's records. The merge therefore
+//! never shows a record older than the oldest one read from an endpoint that has more
+//! (its *horizon*): what lies beyond it is unread. A page is filled over a few rounds of
+//! reads; when it is not full after them, it is shorter and `next_cursor` continues.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -70,7 +77,47 @@ fn invalid_cursor() -> CallError {
     }
 }
 
-/// One page of the history of `sources`, newest first, as `client` may see it.
+/// Rounds of store reads one listing page may take to fill itself.
+const MAX_ROUNDS: usize = 4;
+/// Records read per endpoint and round at least: other clients' calls are skipped in bulk.
+const READ_AHEAD: u32 = 100;
+
+/// How many records a round reads past an endpoint's position to show `wanted`.
+fn read_size(wanted: u32) -> u32 {
+    wanted.clamp(READ_AHEAD, MAX_PAGE_SIZE / 2)
+}
+
+/// Where a record sorts in a listing: newest first is largest first.
+type SortKey = (chrono::DateTime<chrono::Utc>, crate::store::TriggerId);
+
+fn sort_key(record: &TriggerRecord) -> SortKey {
+    (record.created_at, record.id)
+}
+
+/// Whether `record` is one of `client`'s own calls.
+pub fn is_own(record: &TriggerRecord, client: &str) -> bool {
+    record.source.kind == SourceKind::Http && record.detail.client.as_deref() == Some(client)
+}
+
+/// One endpoint's store page, from the listing's position on.
+struct Fetched {
+    /// The page's records after those already consumed.
+    raw: Vec<TriggerRecord>,
+    /// Indices into `raw` of the client's own records.
+    own: Vec<usize>,
+    next: Option<Cursor>,
+}
+
+impl Fetched {
+    /// Nothing of this endpoint older than this was read (it has more pages); `None`: all read.
+    /// A page that returned nothing while promising more bounds nothing: it blocks the merge.
+    fn horizon(&self) -> Option<Option<SortKey>> {
+        self.next.as_ref().map(|_| self.raw.last().map(sort_key))
+    }
+}
+
+/// One page of the history of `sources`, newest first, as `client` may see it (its own
+/// calls only).
 pub async fn list(
     api: &TriggerApi,
     client: &str,
@@ -78,7 +125,6 @@ pub async fn list(
     limit: u32,
     cursor: Option<&str>,
 ) -> Result<(Vec<TriggerRecord>, Option<String>), CallError> {
-    let store = api.engine().store();
     let tag = query_tag(client, sources);
     let mut positions = match cursor {
         None => vec![Position::default(); sources.len()],
@@ -97,85 +143,14 @@ pub async fn list(
             parsed.p
         }
     };
-    let limit = limit.clamp(1, MAX_PAGE_SIZE / 2);
-
-    // One page per endpoint, enough to fill this page from any of them.
-    let mut pages: Vec<(Vec<TriggerRecord>, Option<Cursor>)> = Vec::with_capacity(sources.len());
-    for (source, position) in sources.iter().zip(&positions) {
-        if position.d {
-            pages.push((Vec::new(), None));
-            continue;
+    let limit = limit.clamp(1, MAX_PAGE_SIZE / 2) as usize;
+    let mut shown = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        if shown.len() >= limit || positions.iter().all(|p| p.d) {
+            break;
         }
-        let request = PageRequest {
-            limit: position.k + limit,
-            cursor: position.c.clone().map(Cursor::from_token),
-        };
-        let page = store
-            .list_by_source(source, request)
-            .await
-            .map_err(|error| match error {
-                crate::store::StoreError::InvalidCursor => invalid_cursor(),
-                other => store_error(other),
-            })?;
-        let skip = (position.k as usize).min(page.items.len());
-        let mut items = page.items;
-        items.drain(..skip);
-        pages.push((items, page.next));
-    }
-
-    // Merge, newest first, keeping each endpoint's own order.
-    let mut heads = vec![0_usize; pages.len()];
-    let mut merged = Vec::new();
-    while merged.len() < limit as usize {
-        let newest = pages
-            .iter()
-            .enumerate()
-            .filter_map(|(index, (items, _))| items.get(heads[index]).map(|item| (index, item)))
-            .max_by(|(_, a), (_, b)| (a.created_at, a.id).cmp(&(b.created_at, b.id)))
-            .map(|(index, _)| index);
-        let Some(index) = newest else { break };
-        merged.push(pages[index].0[heads[index]].clone());
-        heads[index] += 1;
-    }
-
-    // Advance each endpoint's position past what was shown.
-    for (index, (items, next)) in pages.iter().enumerate() {
-        let position = &mut positions[index];
-        if position.d {
-            continue;
-        }
-        let shown = heads[index];
-        if shown == items.len() {
-            match next {
-                Some(next) => {
-                    position.c = Some(next.as_token().to_owned());
-                    position.k = 0;
-                }
-                None => position.d = true,
-            }
-        } else {
-            position.k += u32::try_from(shown).unwrap_or(u32::MAX);
-        }
-        // Keep the next request's page within the store's maximum.
-        if position.k + limit > MAX_PAGE_SIZE {
-            let skipped = store
-                .list_by_source(
-                    &sources[index],
-                    PageRequest {
-                        limit: position.k,
-                        cursor: position.c.clone().map(Cursor::from_token),
-                    },
-                )
-                .await
-                .map_err(store_error)?;
-            match skipped.next {
-                Some(next) => {
-                    position.c = Some(next.as_token().to_owned());
-                    position.k = 0;
-                }
-                None => position.d = true,
-            }
-        }
+        let wanted = u32::try_from(limit - shown.len()).unwrap_or(u32::MAX);
+        shown.extend(round(api, client, sources, &mut positions, wanted).await?);
     }
     let next = if positions.iter().all(|p| p.d) {
         None
@@ -189,7 +164,141 @@ pub async fn list(
         })?;
         Some(URL_SAFE_NO_PAD.encode(json))
     };
-    Ok((merged, next))
+    Ok((shown, next))
+}
+
+/// One read of every endpoint's listing, merged: at most `wanted` of the client's records,
+/// newest first, and every position moved past what this round consumed.
+async fn round(
+    api: &TriggerApi,
+    client: &str,
+    sources: &[TriggerSource],
+    positions: &mut [Position],
+    wanted: u32,
+) -> Result<Vec<TriggerRecord>, CallError> {
+    let store = api.engine().store();
+    let mut pages: Vec<Option<Fetched>> = Vec::with_capacity(sources.len());
+    for (source, position) in sources.iter().zip(positions.iter()) {
+        if position.d {
+            pages.push(None);
+            continue;
+        }
+        let request = PageRequest {
+            limit: position.k + read_size(wanted),
+            cursor: position.c.clone().map(Cursor::from_token),
+        };
+        let page = store
+            .list_by_source(source, request)
+            .await
+            .map_err(|error| match error {
+                crate::store::StoreError::InvalidCursor => invalid_cursor(),
+                other => store_error(other),
+            })?;
+        let mut raw = page.items;
+        raw.drain(..(position.k as usize).min(raw.len()));
+        let own = (0..raw.len())
+            .filter(|&i| is_own(&raw[i], client))
+            .collect();
+        pages.push(Some(Fetched {
+            raw,
+            own,
+            next: page.next,
+        }));
+    }
+
+    // Nothing older than the newest horizon may be shown: an endpoint with more to read
+    // may hold newer records of the client beyond its page.
+    let horizons: Vec<Option<SortKey>> = pages
+        .iter()
+        .flatten()
+        .filter_map(Fetched::horizon)
+        .collect();
+    let blocked = horizons.iter().any(Option::is_none);
+    let horizon = horizons.into_iter().flatten().max();
+    let mut heads = vec![0_usize; pages.len()];
+    let mut merged: Vec<TriggerRecord> = Vec::new();
+    while merged.len() < wanted as usize && !blocked {
+        let newest = pages
+            .iter()
+            .enumerate()
+            .filter_map(|(index, page)| {
+                let page = page.as_ref()?;
+                page.own.get(heads[index]).map(|&i| (index, &page.raw[i]))
+            })
+            .max_by_key(|(_, record)| sort_key(record));
+        let Some((index, record)) = newest else { break };
+        if horizon.is_some_and(|h| sort_key(record) < h) {
+            break;
+        }
+        merged.push(record.clone());
+        heads[index] += 1;
+    }
+    // What this round consumed: every record at or above the boundary was shown (if the
+    // client's) or skipped. Blocked: only the page that returned nothing moves on.
+    let consumed_from = |raw: &[TriggerRecord]| -> usize {
+        let boundary = if merged.len() == wanted as usize {
+            merged.last().map(sort_key)
+        } else if blocked {
+            return 0;
+        } else {
+            horizon
+        };
+        match boundary {
+            Some(boundary) => raw.iter().take_while(|r| sort_key(r) >= boundary).count(),
+            None => raw.len(),
+        }
+    };
+    for (index, page) in pages.iter().enumerate() {
+        let Some(page) = page else { continue };
+        let position = &mut positions[index];
+        let consumed = consumed_from(&page.raw);
+        if consumed == page.raw.len() {
+            match &page.next {
+                Some(next) => {
+                    position.c = Some(next.as_token().to_owned());
+                    position.k = 0;
+                }
+                None => position.d = true,
+            }
+        } else {
+            position.k += u32::try_from(consumed).unwrap_or(u32::MAX);
+        }
+        normalise(api, &sources[index], position, wanted).await?;
+    }
+    Ok(merged)
+}
+
+/// Keeps the next request's page within the store's maximum: a position deep into a page
+/// moves to the page that starts there.
+async fn normalise(
+    api: &TriggerApi,
+    source: &TriggerSource,
+    position: &mut Position,
+    wanted: u32,
+) -> Result<(), CallError> {
+    if position.d || position.k + read_size(wanted) <= MAX_PAGE_SIZE {
+        return Ok(());
+    }
+    let skipped = api
+        .engine()
+        .store()
+        .list_by_source(
+            source,
+            PageRequest {
+                limit: position.k,
+                cursor: position.c.clone().map(Cursor::from_token),
+            },
+        )
+        .await
+        .map_err(store_error)?;
+    match skipped.next {
+        Some(next) => {
+            position.c = Some(next.as_token().to_owned());
+            position.k = 0;
+        }
+        None => position.d = true,
+    }
+    Ok(())
 }
 
 /// The HTTP sources a client may read: all its endpoints, or the one it names.
@@ -322,9 +431,15 @@ target = { project = "gh/acme/h" }
 [[client]]
 name = "bot"
 endpoints = ["c", "a", "b"]
+[[client]]
+name = "other"
+endpoints = ["a", "b"]
 "#;
 
-    async fn api_with_records() -> (TriggerApi, Vec<String>) {
+    /// Records of two clients on the same endpoints, interleaved, with long runs of the
+    /// other client's calls (a store page of them holds none of bot's). Returns the ids each
+    /// client may list, newest first.
+    async fn api_with_records() -> (TriggerApi, BTreeMap<&'static str, Vec<String>>) {
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap(),
         ));
@@ -344,26 +459,78 @@ endpoints = ["c", "a", "b"]
         )
         .unwrap();
         let api = TriggerApi::from_context(&context, ApiSettings::default()).unwrap();
-        // Uneven and interleaved: a has 9 records, b 3, c none, hidden 2.
-        let order = [
-            "a", "b", "a", "hidden", "a", "a", "b", "a", "a", "hidden", "a", "b", "a", "a",
+        let mut order: Vec<(&str, &str)> = vec![
+            ("a", "bot"),
+            ("b", "bot"),
+            ("a", "other"),
+            ("hidden", "bot"),
+            ("a", "bot"),
         ];
-        let mut visible = Vec::new();
-        for name in order {
+        order.extend(std::iter::repeat_n(("a", "other"), 130));
+        order.extend([
+            ("b", "other"),
+            ("a", "bot"),
+            ("b", "bot"),
+            ("a", "bot"),
+            ("hidden", "bot"),
+            ("c", "bot"),
+        ]);
+        order.extend(std::iter::repeat_n(("b", "other"), 7));
+        order.extend([("a", "bot"), ("b", "bot"), ("a", "bot"), ("a", "bot")]);
+        let mut visible: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for (name, client) in order {
             clock.advance(chrono::Duration::seconds(1));
-            let record = TriggerRecord::new(
+            let mut record = TriggerRecord::new(
                 TriggerSource::new(SourceKind::Http, name),
                 TriggerTarget::project(format!("gh/acme/{name}")),
                 ActionKind::Pipeline,
                 clock.now(),
             );
+            record.detail.client = Some(client.to_owned());
+            record.detail.idempotency_key = Some(format!("{client}-secret-plan"));
             let record = store.create_record(record).await.unwrap();
-            if name != "hidden" {
-                visible.push(record.id.to_string());
+            let (reader, may_read) = match client {
+                "bot" => ("bot", name != "hidden"),
+                _ => ("other", name == "a" || name == "b"),
+            };
+            if may_read {
+                visible
+                    .entry(reader)
+                    .or_default()
+                    .push(record.id.to_string());
             }
         }
-        visible.reverse();
+        for ids in visible.values_mut() {
+            ids.reverse();
+        }
         (api, visible)
+    }
+
+    /// Every page of `client`'s listing of `sources`.
+    async fn list_all(
+        api: &TriggerApi,
+        client: &str,
+        sources: &[TriggerSource],
+        limit: u32,
+    ) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1_000 {
+            let (records, next) = list(api, client, sources, limit, cursor.as_deref())
+                .await
+                .unwrap();
+            assert!(records.len() <= limit as usize);
+            assert!(
+                records.iter().all(|r| is_own(r, client)),
+                "only {client}'s own"
+            );
+            seen.extend(records.iter().map(|r| r.id.to_string()));
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return seen,
+            }
+        }
+        panic!("the listing never ended");
     }
 
     #[tokio::test]
@@ -372,21 +539,26 @@ endpoints = ["c", "a", "b"]
         let sources = client_sources(&api, "bot", None).unwrap();
         assert_eq!(sources.len(), 3);
         for limit in [1, 2, 3, 5, 100] {
-            let mut seen = Vec::new();
-            let mut cursor: Option<String> = None;
-            for _ in 0..20 {
-                let (records, next) = list(&api, "bot", &sources, limit, cursor.as_deref())
-                    .await
-                    .unwrap();
-                assert!(records.len() <= limit as usize);
-                seen.extend(records.iter().map(|r| r.id.to_string()));
-                match next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
-            assert_eq!(seen, expected, "limit {limit}");
+            assert_eq!(
+                list_all(&api, "bot", &sources, limit).await,
+                expected["bot"],
+                "limit {limit}"
+            );
         }
+        let others = client_sources(&api, "other", None).unwrap();
+        assert_eq!(
+            list_all(&api, "other", &others, 20).await,
+            expected["other"]
+        );
+        assert_eq!(expected["other"].len(), 139);
+        // Behind the other client's long run a page comes back short, never out of order:
+        // what it shows is the start of the listing, and its cursor continues it.
+        let (first, next) = list(&api, "bot", &sources, 10, None).await.unwrap();
+        let first: Vec<String> = first.iter().map(|r| r.id.to_string()).collect();
+        assert!(!first.is_empty(), "{}", first.len());
+        assert_eq!(first[..], expected["bot"][..first.len()]);
+        assert!(next.is_some());
+
         let caller = Caller::Client("bot".into());
         let hidden = api
             .engine()
@@ -404,6 +576,39 @@ endpoints = ["c", "a", "b"]
             client_sources(&api, "bot", Some("hidden")),
             Err(CallError::Forbidden { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_client_never_sees_another_clients_call_of_the_same_endpoint() {
+        let (api, _) = api_with_records().await;
+        let a = TriggerSource::new(SourceKind::Http, "a");
+        let page = api
+            .engine()
+            .store()
+            .list_by_source(&a, PageRequest::first(100))
+            .await
+            .unwrap();
+        let (mine, theirs): (Vec<_>, Vec<_>) = page.items.iter().partition(|r| is_own(r, "bot"));
+        assert!(!mine.is_empty() && !theirs.is_empty());
+        let bot = Caller::Client("bot".into());
+        let other = Caller::Client("other".into());
+        assert!(
+            mine.iter()
+                .all(|r| api.visible_to(r, &bot) && !api.visible_to(r, &other))
+        );
+        assert!(
+            theirs
+                .iter()
+                .all(|r| api.visible_to(r, &other) && !api.visible_to(r, &bot))
+        );
+        for record in &theirs {
+            assert!(matches!(
+                api.trigger(record.id, &bot).await,
+                Err(CallError::TriggerNotFound)
+            ));
+        }
+        let operator = Caller::Cli { user: "ops".into() };
+        assert!(theirs.iter().all(|r| api.visible_to(r, &operator)));
     }
 
     #[tokio::test]

@@ -12,8 +12,9 @@
 //! selection): the same key and request replays the stored answer, another request under
 //! the key is refused (422), and a duplicate while the first is still running gets 409 with
 //! Retry-After. Without a key, each call gets a fresh one. Requests refused before they are
-//! claimed (authentication, scope, validation, limits) do not consume the key; each leaves
-//! its own `rejected` record.
+//! claimed (scope, validation, limits) do not consume the key; each leaves its own
+//! `rejected` record. A request without a valid key leaves nothing durable (no record, none
+//! of its text stored): a metric and a rate-limited log line (see `handlers`).
 //!
 //! **Retries.** HTTP records are never retried by the scheduler's sweep: the answer tells
 //! the caller whether and how to retry (see [`problem`]).
@@ -58,6 +59,11 @@ use crate::store::{
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// Longest Idempotency-Key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// At most this many log lines about unauthenticated requests per window (each says how
+/// many were left out before it); the `ApiAuthFailures` metric counts every one.
+const UNAUTHENTICATED_LOG_LINES: u32 = 10;
+const UNAUTHENTICATED_LOG_WINDOW: Duration = Duration::from_secs(60);
+
 /// Tunables of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -124,6 +130,8 @@ struct Inner {
     limiter: StoreRateLimiter,
     settings: ApiSettings,
     app_url: String,
+    /// Log lines about unauthenticated requests (they leave nothing else behind).
+    unauthenticated_log: crate::telemetry::LogSampler,
 }
 
 /// The HTTP trigger core. Cheap to clone.
@@ -152,6 +160,10 @@ impl TriggerApi {
                 circleci,
                 limiter,
                 settings,
+                unauthenticated_log: crate::telemetry::LogSampler::new(
+                    UNAUTHENTICATED_LOG_WINDOW,
+                    UNAUTHENTICATED_LOG_LINES,
+                ),
             }),
         })
     }
@@ -188,6 +200,14 @@ impl TriggerApi {
 
     pub fn rate_limiter(&self) -> &StoreRateLimiter {
         &self.inner.limiter
+    }
+
+    /// Whether a line about an unauthenticated request may be logged now: `Some(left out
+    /// since the last one)`.
+    pub(crate) fn sample_unauthenticated_log(&self) -> Option<u64> {
+        self.inner
+            .unauthenticated_log
+            .admit(std::time::Instant::now())
     }
 
     /// How a record is shown.
@@ -331,13 +351,13 @@ impl TriggerApi {
         Ok(WorkflowSelector::Pipelines(pipelines))
     }
 
-    /// Whether a caller may see a record: clients see HTTP triggers of their endpoints;
-    /// an operator sees everything.
+    /// Whether a caller may see a record: a client sees its own calls of endpoints it may
+    /// still call (not another client's of the same endpoint); an operator sees everything.
     pub fn visible_to(&self, record: &TriggerRecord, caller: &Caller) -> bool {
         match caller {
             Caller::Cli { .. } => true,
             Caller::Client(name) => {
-                record.source.kind == SourceKind::Http
+                history::is_own(record, name)
                     && self
                         .inner
                         .catalog
@@ -385,7 +405,6 @@ impl TriggerApi {
         record.reason = Some(rejection.error.audit_reason());
         *record.detail = RecordDetail {
             client: rejection.client.map(str::to_owned),
-            claimed_client: rejection.claimed_client.map(str::to_owned),
             idempotency_key: rejection.idempotency_key.map(str::to_owned),
             http_status: Some(rejection.error.status().as_u16()),
             problem: Some(rejection.error.kind().to_owned()),
@@ -425,11 +444,8 @@ pub struct Rejection<'a> {
     pub kind: SourceKind,
     /// The endpoint name as requested (may not exist).
     pub endpoint: Option<&'a str>,
-    /// The authenticated client.
+    /// The authenticated client (only authenticated requests are recorded).
     pub client: Option<&'a str>,
-    /// A configured client the key named although it did not authenticate (never the
-    /// presented secret, nor a name that is not configured).
-    pub claimed_client: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     pub error: &'a ApiError,
 }

@@ -161,6 +161,15 @@ impl Harness {
     }
 
     pub async fn start_with(sim: &Simulator, rules: &str, options: Options) -> Harness {
+        Self::start_with_file(sim, triggers_file(sim, rules), options).await
+    }
+
+    /// Over a triggers file as given (tests use it for a file that skipped `check`).
+    pub async fn start_with_file(
+        sim: &Simulator,
+        triggers: TriggersFile,
+        options: Options,
+    ) -> Harness {
         let clock: Arc<dyn Clock> = match &options.clock {
             Some(manual) => manual.clone(),
             None => Arc::new(SimClock(sim.clone())),
@@ -201,7 +210,6 @@ impl Harness {
             clock.clone(),
             options.engine,
         );
-        let triggers = triggers_file(sim, rules);
         let receiver = Arc::new(
             Receiver::new(engine.clone(), secrets_port, &triggers)
                 .unwrap()

@@ -314,9 +314,10 @@ async fn approve_acts_on_the_workflow_the_callers_trigger_started() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn history_shows_the_clients_endpoints_newest_first_in_pages() {
+async fn history_shows_the_clients_own_calls_newest_first_in_pages() {
     let h = Harness::start().await;
     let mut bot_visible = Vec::new();
+    let mut cms_calls = Vec::new();
     for (endpoint, key, body) in [
         (
             "deploy-staging",
@@ -347,9 +348,12 @@ async fn history_shows_the_clients_endpoints_newest_first_in_pages() {
         ),
     ] {
         h.clock.advance(Delta::seconds(1));
-        let answer = h.call(endpoint, key, None, body).await;
-        if endpoint != "deploy-prod" {
+        let idempotency_key = format!("private-plan-{}", bot_visible.len() + cms_calls.len());
+        let answer = h.call(endpoint, key, Some(&idempotency_key), body).await;
+        if key == &h.keys.bot {
             bot_visible.push(answer.trigger_id().to_string());
+        } else if key == &h.keys.cms {
+            cms_calls.push((answer.trigger_id().to_string(), idempotency_key));
         }
     }
     bot_visible.reverse();
@@ -381,14 +385,41 @@ async fn history_shows_the_clients_endpoints_newest_first_in_pages() {
         .get("/v1/triggers?source=approve-release", &h.keys.bot)
         .await;
     assert_eq!(only.body["items"].as_array().unwrap().len(), 1);
+    // Clients of the same endpoint see only their own calls, keys and parameters.
     let staging = h
         .get("/v1/triggers?source=deploy-staging", &h.keys.cms)
         .await;
+    let items = staging.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", staging.body);
+    let (cms_id, cms_key) = &cms_calls[0];
+    assert_eq!(items[0]["id"], cms_id.as_str());
+    assert_eq!(items[0]["idempotency_key"], cms_key.as_str());
+    let listed = h.get("/v1/triggers", &h.keys.bot).await.body.to_string();
+    assert!(!listed.contains(cms_key.as_str()) && !listed.contains("1.0.1"));
+    let cross = h.get(&format!("/v1/triggers/{cms_id}"), &h.keys.bot).await;
     assert_eq!(
-        staging.body["items"].as_array().unwrap().len(),
-        4,
-        "a client sees every call of its endpoints"
+        (cross.status, cross.kind()),
+        (404, "not-found"),
+        "another client's call of the same endpoint does not exist for this one"
     );
+    assert!(!cross.body.to_string().contains(cms_key.as_str()));
+    let back = h
+        .get(&format!("/v1/triggers/{}", bot_visible[0]), &h.keys.cms)
+        .await;
+    assert_eq!(back.status, 404);
+    h.clock.advance(Delta::seconds(61)); // cms's own rate: 3 a minute
+    let own = h.get(&format!("/v1/triggers/{cms_id}"), &h.keys.cms).await;
+    assert_eq!(own.status, 200);
+    // Nor can it act through another client's trigger.
+    let borrowed = h
+        .call(
+            "approve-release",
+            &h.keys.bot,
+            None,
+            json!({"select": format!("trigger:{cms_id}")}),
+        )
+        .await;
+    assert_eq!(borrowed.status, 422, "{}", borrowed.body);
 
     let forbidden = h.get("/v1/triggers?source=deploy-prod", &h.keys.bot).await;
     assert_eq!(forbidden.status, 403);

@@ -43,6 +43,7 @@ parameters.version = {{ type = "string", pattern = '^\d+\.\d+\.\d+$', required =
 parameters.dry_run = {{ type = "boolean", default = false }}
 parameters.region = {{ type = "string", enum = ["eu", "us"], default = "eu" }}
 parameters.shards = {{ type = "integer", minimum = 1, maximum = 8, default = 2 }}
+parameters.note = {{ type = "string" }}
 
 [[endpoint]]
 name = "approve-release"

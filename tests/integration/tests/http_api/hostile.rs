@@ -180,3 +180,52 @@ async fn odd_idempotency_keys_and_endpoint_names_are_refused() {
     let encoded = h.call("deploy%2Fstaging", &h.keys.bot, None, body).await;
     assert_refused(&h, &encoded, 404, "no such endpoint").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shell_syntax_in_a_ref_or_an_unpatterned_string_is_422() {
+    let h = Harness::start().await;
+    // `release/*` allows the caller to choose a release branch, not shell syntax.
+    for branch in [
+        "release/$(id)",
+        "release/`id`",
+        "release/x;id",
+        "release/ma\u{0456}n",
+    ] {
+        let answer = h
+            .call(
+                "deploy-staging",
+                &h.keys.bot,
+                None,
+                json!({"branch": branch, "parameters": {"version": "1.0.0"}}),
+            )
+            .await;
+        assert_eq!(answer.body["errors"][0]["pointer"], "/branch", "{branch:?}");
+        assert_refused(&h, &answer, 422, "shell metacharacters").await;
+    }
+    // `note` declares no pattern: it takes plain text only.
+    for note in ["$(id)", "`id`", "a; id", "a\nb", "-rf", "\u{ff04}(id)"] {
+        let answer = h
+            .call(
+                "deploy-staging",
+                &h.keys.bot,
+                None,
+                json!({"parameters": {"version": "1.0.0", "note": note}}),
+            )
+            .await;
+        assert_eq!(
+            answer.body["errors"][0]["pointer"], "/parameters/note",
+            "{note:?}: {}",
+            answer.body
+        );
+        assert_refused(&h, &answer, 422, "without `pattern`").await;
+    }
+    let fine = h
+        .call(
+            "deploy-staging",
+            &h.keys.bot,
+            None,
+            json!({"branch": "release/1.4", "parameters": {"version": "1.4.0", "note": "ticket:OPS-12"}}),
+        )
+        .await;
+    assert_eq!(fine.status, 202, "{}", fine.body);
+}

@@ -94,6 +94,20 @@ pub enum PlanError {
     NoRevision,
 }
 
+impl PlanError {
+    /// Whether the event itself is refused (a template value outside its variable's class:
+    /// recorded `rejected`), rather than the rule not fitting the event (`failed`).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            PlanError::Render {
+                source: RenderError::OutOfClass { .. },
+                ..
+            }
+        )
+    }
+}
+
 #[derive(Debug)]
 enum ParameterTemplate {
     Fixed(ParameterValue),

@@ -203,7 +203,7 @@ fn app_style_projects_match_by_opaque_slug() {
         r#"
 [[chain]]
 name = "on-failure"
-when = { project = "circleci/DdaVtNusHqi24D4YT3X4eu/*", workflow = "build", status = ["failed", "error"] }
+when = { project = "circleci/DdaVtNusHqi24D4YT3X4eu/*", workflow = "build", branch = "main", status = ["failed", "error"] }
 [[chain.then]]
 project = "gh/acme/alerts"
 branch = "main"
@@ -309,7 +309,7 @@ fn job_rules_rerun_and_cancel_with_their_selection() {
         r#"
 [[chain]]
 name = "retry-lint"
-when = { project = "gh/acme/api", job = "lint*", status = "failed" }
+when = { project = "gh/acme/api", job = "lint*", branch = "main", status = "failed" }
 [[chain.then]]
 action = "rerun"
 project = "gh/acme/tools"
@@ -379,7 +379,7 @@ fn approve_by_revision_and_origin() {
         r#"
 [[chain]]
 name = "release-gate"
-when = { project = "gh/acme/api", workflow = "build" }
+when = { project = "gh/acme/api", workflow = "build", branch = "main" }
 [[chain.then]]
 action = "approve"
 project = "github/acme/api"
@@ -490,7 +490,7 @@ fn branch_maps_take_the_first_matching_entry() {
         r#"
 [[chain]]
 name = "map"
-when = { project = "gh/acme/api" }
+when = { project = "gh/acme/api", upstream = "ours" }
 [[chain.then]]
 project = "gh/acme/deploy"
 branch_map = [{ from = "feature/*", to = "preview" }, { from = "main", to = "production" }, { from = "*", to = "staging-{{ pipeline.number }}" }]
@@ -506,7 +506,7 @@ fn rendered_values_are_checked_before_anything_is_sent() {
         r#"
 [[chain]]
 name = "r"
-when = { project = "gh/acme/api" }
+when = { project = "gh/acme/api", branch = "main" }
 [[chain.then]]
 project = "gh/acme/deploy"
 branch = "x/{{ status }}.lock"
@@ -552,7 +552,7 @@ fn several_rules_match_in_file_order() {
 const FAN_IN: &str = r#"
 [[chain]]
 name = "e2e-when-both-built"
-after = [{ project = "gh/acme/api", workflow = "build" }, { project = "gh/acme/web", workflow = "build" }]
+after = [{ project = "gh/acme/api", workflow = "build", upstream = "ours" }, { project = "gh/acme/web", workflow = "build", upstream = "ours" }]
 correlate = "origin"
 window = "2h"
 [[chain.then]]
@@ -737,4 +737,69 @@ fn unvalidated_rules_fail_to_compile_instead_of_misbehaving() {
     let mut file = parse_str(FAN_IN, "t.toml").unwrap();
     file.chain[0].window = None;
     assert!(ChainRules::from_file(&file).is_err());
+}
+
+#[test]
+fn hostile_event_values_refuse_the_action_instead_of_reaching_a_parameter() {
+    // `release/*` pins the upstream, but a branch is only a name: whoever can push
+    // `release/$(id)` still chooses its text. Its value class refuses it.
+    let event_on = |branch: &str| {
+        let mut body = own_fixture("workflow-completed.oauth.json").raw().clone();
+        body["pipeline"]["vcs"]["branch"] = json!(branch);
+        parse_event(&serde_json::to_vec(&body).unwrap()).unwrap()
+    };
+    let rules = rules(
+        r#"
+[[chain]]
+name = "deploy-release"
+when = { project = "gh/acme/api", branch = "release/*" }
+[[chain.then]]
+project = "gh/acme/deploy"
+branch = "{{ branch }}"
+[[chain.then]]
+project = "gh/acme/deploy"
+branch = "main"
+parameters = { from = "{{ branch }}" }
+"#,
+    );
+    for hostile in [
+        "release/$(id)",
+        "release/`id`",
+        "release/x;id",
+        "release/x\nid",
+        "release/ma\u{0456}n",
+    ] {
+        let actions = rules.matching(&event_on(hostile));
+        assert_eq!(actions.len(), 2, "{hostile:?} matches the pinned pattern");
+        for action in &actions {
+            match &action.plan {
+                ActionPlan::Invalid(error) => {
+                    assert!(error.is_refusal(), "{hostile:?}: {error}");
+                    assert!(
+                        matches!(
+                            error,
+                            PlanError::Render {
+                                source: RenderError::OutOfClass {
+                                    variable: Variable::Branch,
+                                    ..
+                                },
+                                ..
+                            }
+                        ),
+                        "{error:?}"
+                    );
+                    assert!(!error.to_string().contains(hostile), "{error}");
+                }
+                other => panic!("{hostile:?} was planned: {other:?}"),
+            }
+        }
+    }
+    let fine = rules.matching(&event_on("release/1.4"));
+    assert_eq!(pipeline(&fine[0]).branch.as_deref(), Some("release/1.4"));
+    assert_eq!(
+        pipeline(&fine[1]).parameters.get("from"),
+        Some(&ParameterValue::String("release/1.4".into()))
+    );
+    // A rule that cannot be applied (not a refusal of the event) stays a failure.
+    assert!(!PlanError::NoRevision.is_refusal());
 }
