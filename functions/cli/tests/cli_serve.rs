@@ -53,6 +53,33 @@ fn check_exits_1_with_file_line_errors() {
 }
 
 #[test]
+fn check_refuses_an_approval_gate_that_any_branch_could_open() {
+    // The release gate as the example file shipped it before the trust rule.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gate.toml");
+    std::fs::write(
+        &path,
+        "[[chain]]\nname = \"release-gate\"\n\
+         when = { project = \"gh/acme/e2e\", workflow = \"e2e\", status = [\"success\"] }\n\
+         [[chain.then]]\naction = \"approve\"\nproject = \"gh/acme/deploy\"\nbranch = \"main\"\n\
+         job = \"hold-release\"\nselect = \"latest\"\n",
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3:1: chain[0].when:", path.display()))
+            && stderr.contains("acts on existing work")
+            && stderr.contains("upstream = \"ours\""),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_reports_a_missing_file() {
     let output = Command::new(BIN)
         .args(["check", "--config", "/nonexistent/triggers.toml"])
