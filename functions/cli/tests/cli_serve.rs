@@ -28,26 +28,46 @@ fn check_accepts_the_example_file() {
     assert!(String::from_utf8_lossy(&output.stdout).contains(": ok"));
 }
 
-#[test]
-fn check_exits_1_with_file_line_errors() {
+/// Runs `check` on `text` written to a file; asserts exit code 1 and returns the file's
+/// path and stderr.
+fn check_refuses(text: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[circleci]\ntoken = \"ok\"\nworkflow_parameter = \"9lives\"\n",
-    )
-    .unwrap();
+    let path = dir.path().join("refused.toml");
+    std::fs::write(&path, text).unwrap();
     let output = Command::new(BIN)
         .args(["check", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    (
+        path.display().to_string(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_exits_1_with_file_line_errors() {
+    let (path, stderr) =
+        check_refuses("[circleci]\ntoken = \"ok\"\nworkflow_parameter = \"9lives\"\n");
     assert!(
-        stderr.contains(&format!(
-            "{}:3:1: circleci.workflow_parameter:",
-            path.display()
-        )),
+        stderr.contains(&format!("{path}:3:1: circleci.workflow_parameter:")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_refuses_an_approval_gate_that_any_branch_could_open() {
+    // The release gate as the example file shipped it before the trust rule.
+    let (path, stderr) = check_refuses(
+        "[[chain]]\nname = \"release-gate\"\n\
+         when = { project = \"gh/acme/e2e\", workflow = \"e2e\", status = [\"success\"] }\n\
+         [[chain.then]]\naction = \"approve\"\nproject = \"gh/acme/deploy\"\nbranch = \"main\"\n\
+         job = \"hold-release\"\nselect = \"latest\"\n",
+    );
+    assert!(
+        stderr.contains(&format!("{path}:3:1: chain[0].when:"))
+            && stderr.contains("acts on existing work")
+            && stderr.contains("upstream = \"ours\""),
         "{stderr}"
     );
 }

@@ -395,12 +395,11 @@ async fn an_approve_with_nothing_to_select_is_a_recorded_failure_that_touches_no
         "{:?}",
         gate[0].reason
     );
-    let posts: Vec<_> = sim
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .collect();
-    assert!(posts.is_empty(), "nothing was approved: {posts:?}");
+    assert!(
+        posts(&sim).is_empty(),
+        "nothing was approved: {:?}",
+        posts(&sim)
+    );
     assert_eq!(
         sim.deliveries()[0].status,
         Some(200),

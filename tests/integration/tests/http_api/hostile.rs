@@ -84,7 +84,7 @@ async fn invalid_utf8_is_400() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn traversal_and_control_characters_in_refs_are_422() {
+async fn traversal_control_characters_and_shell_syntax_in_refs_are_422() {
     let h = Harness::start().await;
     for branch in [
         "../../etc/passwd",
@@ -93,6 +93,11 @@ async fn traversal_and_control_characters_in_refs_are_422() {
         "release/a\nb",
         "release/\u{1b}[31mred",
         "-rf",
+        // `release/*` lets the caller choose a release branch, not shell syntax.
+        "release/$(id)",
+        "release/`id`",
+        "release/x;id",
+        "release/ma\u{0456}n",
     ] {
         let answer = h
             .call(
@@ -182,26 +187,8 @@ async fn odd_idempotency_keys_and_endpoint_names_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn shell_syntax_in_a_ref_or_an_unpatterned_string_is_422() {
+async fn shell_syntax_in_an_unpatterned_string_is_422() {
     let h = Harness::start().await;
-    // `release/*` allows the caller to choose a release branch, not shell syntax.
-    for branch in [
-        "release/$(id)",
-        "release/`id`",
-        "release/x;id",
-        "release/ma\u{0456}n",
-    ] {
-        let answer = h
-            .call(
-                "deploy-staging",
-                &h.keys.bot,
-                None,
-                json!({"branch": branch, "parameters": {"version": "1.0.0"}}),
-            )
-            .await;
-        assert_eq!(answer.body["errors"][0]["pointer"], "/branch", "{branch:?}");
-        assert_refused(&h, &answer, 422, "shell metacharacters").await;
-    }
     // `note` declares no pattern: it takes plain text only.
     for note in ["$(id)", "`id`", "a; id", "a\nb", "-rf", "\u{ff04}(id)"] {
         let answer = h

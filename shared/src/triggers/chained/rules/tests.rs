@@ -77,6 +77,13 @@ fn target_on(project: &str, branch: Option<&str>, token: Option<&str>) -> Target
     }
 }
 
+/// Our OAuth-style `workflow-completed` sample (gh/acme/api, build) on another branch.
+fn event_on(branch: &str) -> WebhookEvent {
+    let mut body = own_fixture("workflow-completed.oauth.json").raw().clone();
+    body["pipeline"]["vcs"]["branch"] = json!(branch);
+    parse_event(&serde_json::to_vec(&body).unwrap()).unwrap()
+}
+
 fn mismatches(rules: &ChainRules, event: &WebhookEvent) -> Vec<Mismatch> {
     rules
         .evaluate(event)
@@ -261,18 +268,6 @@ fn an_unknown_status_matches_no_rule() {
 
 #[test]
 fn branch_patterns_stop_at_slashes() {
-    let event_on = |branch: &str| {
-        let mut body: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../tests/integration/fixtures/webhooks/workflow-completed.oauth.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        body["pipeline"]["vcs"]["branch"] = json!(branch);
-        parse_event(&serde_json::to_vec(&body).unwrap()).unwrap()
-    };
     let rules = rules(
         "[[chain]]\nname = \"r\"\nwhen = { project = \"gh/acme/api\", branch = [\"main\", \"release/*\"] }\n[[chain.then]]\nproject = \"gh/acme/deploy\"\nbranch = \"{{ branch }}\"\n",
     );
@@ -743,11 +738,6 @@ fn unvalidated_rules_fail_to_compile_instead_of_misbehaving() {
 fn hostile_event_values_refuse_the_action_instead_of_reaching_a_parameter() {
     // `release/*` pins the upstream, but a branch is only a name: whoever can push
     // `release/$(id)` still chooses its text. Its value class refuses it.
-    let event_on = |branch: &str| {
-        let mut body = own_fixture("workflow-completed.oauth.json").raw().clone();
-        body["pipeline"]["vcs"]["branch"] = json!(branch);
-        parse_event(&serde_json::to_vec(&body).unwrap()).unwrap()
-    };
     let rules = rules(
         r#"
 [[chain]]
