@@ -11,9 +11,8 @@ use circleci_sim::Faults;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use shared::http::with_problem_fallbacks;
 use shared::secrets::env_names;
-use shared::triggers::http::{ApiSettings, TriggerApi, api_router, mint_key};
+use shared::triggers::http::{ApiSettings, TriggerApi, function_router, mint_key};
 use shared::triggers::scheduled::Scheduler;
 use shared::wiring::ContextOptions;
 
@@ -153,7 +152,7 @@ pub async fn run_endpoints(
     )
     .await?;
     let api = TriggerApi::from_context(&system.context, ApiSettings::default())?;
-    let router = with_problem_fallbacks(api_router(api));
+    let router = function_router(api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1/endpoints/burst", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, router).await });

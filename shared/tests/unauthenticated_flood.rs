@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use shared::clock::SystemClock;
 use shared::secrets::{CachedSecrets, LocalSecretSource, env_names};
 use shared::store::{SharedStore, SqliteStore};
-use shared::triggers::http::{ApiSettings, TriggerApi, api_router, mint_key};
+use shared::triggers::http::{ApiSettings, TriggerApi, function_router, mint_key};
 use tower::ServiceExt;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -175,7 +175,7 @@ fn ten_thousand_unauthenticated_requests_leave_nothing_durable() {
         )
         .unwrap();
         let api = TriggerApi::from_context(&context, ApiSettings::default()).unwrap();
-        let router = shared::http::with_problem_fallbacks(api_router(api));
+        let router = function_router(api);
 
         // One refusal of an authenticated client first: the store is not trivially empty.
         let refused = router

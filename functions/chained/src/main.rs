@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use shared::config::{embedded_triggers_file, parse_str};
-use shared::http::{health_router, with_problem_fallbacks};
 use shared::telemetry::{LogFormat, init};
-use shared::triggers::chained::{Receiver, webhook_router};
+use shared::triggers::chained::{Receiver, function_router};
 use shared::wiring::lambda_context;
 
 #[tokio::main]
@@ -19,6 +18,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         rules = receiver.rules().specs().count(),
         "chained function ready"
     );
-    let router = webhook_router(receiver).merge(health_router());
-    lambda_http::run(with_problem_fallbacks(router)).await
+    lambda_http::run(function_router(receiver)).await
 }

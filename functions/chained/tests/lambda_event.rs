@@ -10,10 +10,9 @@ use lambda_http::tower::ServiceExt;
 use lambda_http::{Body, IntoResponse};
 use shared::clock::ManualClock;
 use shared::config::parse_str;
-use shared::http::{health_router, with_problem_fallbacks};
 use shared::secrets::{CachedSecrets, LocalSecretSource, env_names};
 use shared::store::{PageRequest, SourceKind, SqliteStore, TriggerSource, TriggerStatus};
-use shared::triggers::chained::{Receiver, webhook_router};
+use shared::triggers::chained::{Receiver, function_router};
 use shared::wiring::assemble;
 
 /// The secret the fixtures are signed with.
@@ -68,8 +67,8 @@ async fn invoke_all(events: &[String]) -> (Vec<Answer>, shared::store::SharedSto
     )
     .unwrap();
     let receiver = Arc::new(Receiver::from_context(&context).unwrap());
-    // The same composition as main.rs.
-    let router = with_problem_fallbacks(webhook_router(receiver).merge(health_router()));
+    // The router main.rs runs.
+    let router = function_router(receiver);
     let mut answers = Vec::new();
     for event in events {
         // Decoded as the runtime decodes it, answered as `lambda_http::run` answers.

@@ -1,9 +1,8 @@
 //! Lambda `http`: the HTTP API for external systems. Wiring only; the logic is in `shared`.
 
 use shared::config::{embedded_triggers_file, parse_str};
-use shared::http::with_problem_fallbacks;
 use shared::telemetry::{LogFormat, init};
-use shared::triggers::http::{ApiSettings, TriggerApi, api_router};
+use shared::triggers::http::{ApiSettings, TriggerApi, function_router};
 use shared::wiring::{ContextOptions, lambda_context};
 
 #[tokio::main]
@@ -16,5 +15,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         endpoints = api.catalog().endpoints().count(),
         "http function ready"
     );
-    lambda_http::run(with_problem_fallbacks(api_router(api))).await
+    lambda_http::run(function_router(api)).await
 }

@@ -30,8 +30,10 @@ use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
-use shared::triggers::chained::{Receiver, WEBHOOK_PATH, webhook_router};
-use shared::triggers::http::{ApiSettings, TriggerApi, api_router, mint_key};
+use shared::triggers::chained::{
+    Receiver, WEBHOOK_PATH, function_router as webhook_function_router,
+};
+use shared::triggers::http::{ApiSettings, TriggerApi, function_router, mint_key};
 use shared::triggers::scheduled::lambda::TickFailed;
 use shared::triggers::scheduled::{Scheduler, TickReport};
 use shared::wiring::{ContextOptions, LambdaContext, assemble};
@@ -388,12 +390,9 @@ impl System {
             },
         )
         .unwrap();
-        let (receiver_url, receiver_served) = serve(shared::http::with_problem_fallbacks(
-            webhook_router(Arc::new(receiver)),
-        ))
-        .await;
-        let (api_url, api_served) =
-            serve(shared::http::with_problem_fallbacks(api_router(api))).await;
+        let (receiver_url, receiver_served) =
+            serve(webhook_function_router(Arc::new(receiver))).await;
+        let (api_url, api_served) = serve(function_router(api)).await;
         Instance {
             context,
             scheduler,

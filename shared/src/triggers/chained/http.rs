@@ -45,6 +45,14 @@ const DEADLINE_RETRY_AFTER: u64 = 10;
 
 /// The receiver's routes. Merge it with others and add
 /// [`crate::http::with_problem_fallbacks`] around the result.
+/// Everything the `chained` function serves — the webhook route, `GET /healthz` and
+/// problem+json for unknown routes and methods — composed once for the Lambda and its tests.
+pub fn function_router(receiver: Arc<Receiver>) -> Router {
+    crate::http::with_problem_fallbacks(
+        webhook_router(receiver).merge(crate::http::health_router()),
+    )
+}
+
 pub fn webhook_router(receiver: Arc<Receiver>) -> Router {
     let limit = receiver.settings.max_body_bytes;
     Router::new()

@@ -45,7 +45,7 @@ use crate::triggers::chained::webhook::{MAX_BODY_BYTES, ReplayWindow, WebhookEve
 
 pub use dispatch::{action_for, selection_of};
 pub use fanin::{join_key, upstream_name};
-pub use http::{WEBHOOK_PATH, webhook_router};
+pub use http::{WEBHOOK_PATH, function_router, webhook_router};
 
 /// Tunables of the receiver.
 #[derive(Debug, Clone)]

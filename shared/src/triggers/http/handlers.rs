@@ -44,6 +44,13 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 ///
 /// Compose it with `shared::http::with_problem_fallbacks` (404/405 as problem+json for
 /// every other route); `serve` merges it with the webhook router.
+/// Everything the `http` function serves — the API, `GET /healthz` and problem+json for
+/// unknown routes and methods — composed once, so the Lambda and its tests run the same
+/// router (a route the template sends here cannot be forgotten in one of them).
+pub fn function_router(api: TriggerApi) -> Router {
+    crate::http::with_problem_fallbacks(api_router(api).merge(crate::http::health_router()))
+}
+
 pub fn api_router(api: TriggerApi) -> Router {
     Router::new()
         .route(

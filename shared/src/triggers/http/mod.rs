@@ -38,7 +38,7 @@ use uuid::Uuid;
 pub use auth::{AuthFailure, MintedKey, authenticate, mint_key};
 pub use catalog::{Catalog, CatalogError, Client, Endpoint};
 pub use error::CallError;
-pub use handlers::api_router;
+pub use handlers::{api_router, function_router};
 pub use problem::ApiError;
 pub use rate::{Admission, StoreRateLimiter};
 pub use request::{CallInput, FieldError, SelectSpec, ValidCall};

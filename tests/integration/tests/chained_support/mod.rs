@@ -20,7 +20,7 @@ use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
-use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH, webhook_router};
+use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH, function_router};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -215,7 +215,7 @@ impl Harness {
                 .unwrap()
                 .with_settings(options.settings),
         );
-        let router = shared::http::with_problem_fallbacks(webhook_router(receiver.clone()));
+        let router = function_router(receiver.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {

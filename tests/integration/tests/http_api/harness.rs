@@ -21,7 +21,7 @@ use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, StoreSettings, TriggerId, TriggerRecord,
     TriggerSource,
 };
-use shared::triggers::http::{ApiSettings, TriggerApi, api_router, mint_key};
+use shared::triggers::http::{ApiSettings, TriggerApi, function_router, mint_key};
 use shared::wiring::{ContextOptions, assemble};
 
 pub const TOKEN: &str = "tok-alice-http-api-0123456789";
@@ -235,7 +235,7 @@ impl Harness {
             },
         )
         .unwrap();
-        let router = shared::http::with_problem_fallbacks(api_router(api.clone()));
+        let router = function_router(api.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {

@@ -39,8 +39,7 @@ async fn oversized_bodies_are_413_whether_declared_or_streamed() {
     assert_refused(&h, &declared, 413, "65536 bytes").await;
 
     // No Content-Length: the limit holds while reading.
-    let router =
-        shared::http::with_problem_fallbacks(shared::triggers::http::api_router(h.api.clone()));
+    let router = shared::triggers::http::function_router(h.api.clone());
     let chunks = futures::stream::iter(
         huge.into_bytes()
             .chunks(64 * 1024)

@@ -36,8 +36,8 @@ struct LambdaAnswer {
 
 /// One invocation, converted both ways by `lambda_http`.
 async fn invoke(h: &Harness, event: LambdaRequest) -> LambdaAnswer {
-    let router =
-        shared::http::with_problem_fallbacks(shared::triggers::http::api_router(h.api.clone()));
+    // The router the `http` function's main.rs runs.
+    let router = shared::triggers::http::function_router(h.api.clone());
     let request: lambda_http::Request = event.into();
     let response = router.oneshot(request).await.unwrap();
     let response = response.into_response().await;
@@ -117,6 +117,22 @@ async fn api_gateway_and_function_url_events_reach_the_router() {
     assert_eq!(listed.status, 200, "{}", listed.body);
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(listed.body["items"][0]["id"], id.as_str());
+}
+
+/// The template routes `GET /healthz` to the `http` function too; it used to answer 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_health_route_answers_through_the_http_function() {
+    let h = Harness::start().await;
+    let health = invoke(&h, fixture("apigw-v2-get-healthz.json", "", "")).await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.body["status"], "ok");
+    assert_eq!(
+        health
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
