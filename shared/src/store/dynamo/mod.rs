@@ -208,6 +208,32 @@ fn cancellation_codes(
     }
 }
 
+/// Cancellation reasons that say "try again": a concurrent transaction on the same item
+/// (two fan-in arrivals at once) or throttling. DynamoDB reports them inside a
+/// `TransactionCanceledException`, whose own code says nothing about retrying.
+const RETRYABLE_CANCELLATIONS: &[&str] = &[
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded",
+];
+
+/// A failed transaction that no caller decided on: retryable when any item was cancelled
+/// for a reason that passes, otherwise as any other error.
+fn classify_transaction(error: &SdkError<TransactWriteItemsError, HttpResponse>) -> StoreError {
+    let codes = cancellation_codes(error).unwrap_or_default();
+    match codes
+        .iter()
+        .flatten()
+        .find(|code| RETRYABLE_CANCELLATIONS.contains(&code.as_str()))
+    {
+        Some(code) => StoreError::Unavailable {
+            message: format!("TransactWriteItems: cancelled ({code}); try again"),
+        },
+        None => classify("TransactWriteItems", error),
+    }
+}
+
 fn failed_condition(codes: &[Option<String>], index: usize) -> bool {
     codes
         .get(index)
@@ -902,7 +928,7 @@ impl DynamoStore {
                         },
                     })
                 }
-                _ => Err(classify("TransactWriteItems", &error)),
+                _ => Err(classify_transaction(&error)),
             },
         }
     }
@@ -1412,7 +1438,7 @@ impl DynamoStore {
             Err(error) => match cancellation_codes(&error) {
                 Some(codes) if failed_condition(&codes, 0) => Ok(None),
                 Some(codes) if failed_condition(&codes, 1) => Ok(Some(true)),
-                _ => Err(classify("TransactWriteItems", &error)),
+                _ => Err(classify_transaction(&error)),
             },
         }
     }
@@ -1634,5 +1660,64 @@ impl FlagStore for DynamoStore {
                 return Ok(flags);
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    /// A `TransactionCanceledException` as DynamoDB answers it (HTTP 400), with one
+    /// cancellation code per item (`None` for an item that was fine).
+    fn cancelled(codes: &[&str]) -> SdkError<TransactWriteItemsError, HttpResponse> {
+        let reasons = codes
+            .iter()
+            .map(|code| CancellationReason::builder().code(*code).build())
+            .collect();
+        let exception = TransactionCanceledException::builder()
+            .message(
+                "Transaction cancelled, please refer cancellation reasons for specific reasons",
+            )
+            .set_cancellation_reasons(Some(reasons))
+            .meta(
+                ErrorMetadata::builder()
+                    .code("TransactionCanceledException")
+                    .build(),
+            )
+            .build();
+        SdkError::service_error(
+            TransactWriteItemsError::TransactionCanceledException(exception),
+            HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::empty()),
+        )
+    }
+
+    #[test]
+    fn a_transaction_conflict_is_retryable_not_internal() {
+        // Two fan-in arrivals writing the same join at once: DynamoDB cancels one of them.
+        for codes in [
+            &["None", "TransactionConflict"][..],
+            &["ThrottlingError", "None"][..],
+        ] {
+            let error = classify_transaction(&cancelled(codes));
+            assert!(
+                matches!(error, StoreError::Unavailable { .. }),
+                "{codes:?}: {error:?}"
+            );
+            assert!(error.is_retryable());
+        }
+    }
+
+    #[test]
+    fn other_cancellations_keep_their_meaning() {
+        // A validation error inside a transaction does not heal by retrying.
+        let error = classify_transaction(&cancelled(&["None", "ValidationError"]));
+        assert!(!error.is_retryable(), "{error:?}");
     }
 }
