@@ -21,8 +21,8 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use globset::{GlobBuilder, GlobMatcher};
-use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 use crate::action::ActionFields;
 use crate::error::Problems;
@@ -297,7 +297,8 @@ impl Correlation {
 /// One `[[chain.then]]` action. Which fields apply depends on `action`; `check` rejects
 /// the ones that do not (serde's `flatten` cannot be combined with `deny_unknown_fields`,
 /// so the target fields are listed here rather than embedding a [`TargetSpec`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Serializable: the receiver names an action by a digest of what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainAction {
     #[serde(default)]
@@ -333,7 +334,7 @@ pub struct ChainAction {
 }
 
 /// One `branch_map` entry: `{ from = "release/*", to = "staging" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BranchMapping {
     /// A pattern over the upstream branch.

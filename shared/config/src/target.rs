@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Problems;
 use crate::path::FieldPath;
@@ -10,7 +10,7 @@ use crate::rules;
 use crate::slug::ProjectSlug;
 
 /// A pipeline parameter value: CircleCI accepts only these three types.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum ParameterValue {
     Boolean(bool),
@@ -19,7 +19,7 @@ pub enum ParameterValue {
 }
 
 /// A branch or a tag (exactly one), as in `pipeline/run`'s `config` and `checkout`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitRefSpec {
     pub branch: Option<String>,
@@ -48,7 +48,7 @@ pub struct TargetSpec {
 }
 
 /// What is done on a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     /// Start a pipeline.
@@ -74,7 +74,7 @@ impl ActionKind {
 }
 
 /// How an action on an existing workflow finds it. Anything but exactly one match fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Selection {
     /// The pipeline started under the same origin trigger (via history).

@@ -99,7 +99,7 @@ pub(super) async fn run_matched(
     let planned = Planned {
         rule: &matched.rule,
         action_index: matched.action_index,
-        key: webhook_key(event, &matched.rule, matched.action_index),
+        key: webhook_key(event, &matched.rule, &matched.action_id),
         origin: upstream.map(|record| record.origin),
         correlation: None,
         detail: Box::new(event_detail(event, Some(matched.action_index))),
@@ -265,15 +265,14 @@ pub(super) async fn record_without_action(
     receiver: &Receiver,
     event: &WebhookEvent,
     upstream: Option<&TriggerRecord>,
-    rule: &str,
-    action_index: usize,
+    matched: &MatchedAction,
     status: TriggerStatus,
     reason: String,
 ) -> ActionReport {
     let row = Row {
-        rule,
-        action_index: Some(action_index),
-        key: webhook_key(event, rule, action_index),
+        rule: &matched.rule,
+        action_index: Some(matched.action_index),
+        key: webhook_key(event, &matched.rule, &matched.action_id),
         status,
         reason,
         origin: upstream.map(|record| record.origin),
@@ -449,11 +448,10 @@ fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-pub(super) fn webhook_key(event: &WebhookEvent, rule: &str, action_index: usize) -> ClaimKey {
-    ClaimKey::new(
-        ClaimKind::Webhook,
-        &[event.id(), rule, &action_index.to_string()],
-    )
+/// One action of one rule for one event: `webhook#<event>#<rule>#<action id>` (the id is
+/// stable across reloads, see [`crate::triggers::chained::rules::action_ids`]).
+pub(super) fn webhook_key(event: &WebhookEvent, rule: &str, action_id: &str) -> ClaimKey {
+    ClaimKey::new(ClaimKind::Webhook, &[event.id(), rule, action_id])
 }
 
 pub(super) fn fingerprint(key: &ClaimKey) -> Fingerprint {

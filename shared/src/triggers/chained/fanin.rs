@@ -227,7 +227,7 @@ async fn fire(
                     &join.rule,
                     &correlation,
                     &format!("g{}", state.generation),
-                    &matched.action_index.to_string(),
+                    &matched.action_id,
                 ],
             ),
             origin,

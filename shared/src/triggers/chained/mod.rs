@@ -165,10 +165,8 @@ impl Receiver {
                 Some(reason) => {
                     let status = TriggerStatus::Rejected;
                     let upstream = upstream.as_ref();
-                    dispatch::record_without_action(
-                        self, event, upstream, rule, index, status, reason,
-                    )
-                    .await
+                    dispatch::record_without_action(self, event, upstream, &matched, status, reason)
+                        .await
                 }
                 None => {
                     dispatch::run_matched(self, event, upstream.as_ref(), &paused, matched).await
@@ -213,8 +211,7 @@ impl Receiver {
                     self,
                     event,
                     upstream.as_ref(),
-                    &matched.rule,
-                    matched.action_index,
+                    &matched,
                     TriggerStatus::Rejected,
                     reason.to_owned(),
                 )

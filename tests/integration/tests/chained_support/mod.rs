@@ -237,6 +237,27 @@ impl Harness {
         }
     }
 
+    /// Replaces the rules as a redeploy (Lambda) or a reload (`serve`) does: a new receiver
+    /// over the same store, engine and secrets, served at a new address (`url` follows).
+    pub async fn reload(&mut self, rules: &str) {
+        let triggers = triggers_file(&self.sim, rules);
+        let receiver = Arc::new(
+            Receiver::new(self.engine.clone(), self.secrets.port(), &triggers)
+                .unwrap()
+                .with_settings(self.receiver.settings().clone()),
+        );
+        let router = function_router(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        self.receiver = receiver;
+        self.triggers = triggers;
+        self.url = format!("http://{addr}{WEBHOOK_PATH}");
+        self._server = ServerTask(server);
+    }
+
     /// Registers the receiver as a webhook of `project` in the simulator.
     pub fn register(&self, project: &str, events: &[&str]) {
         self.sim

@@ -15,7 +15,8 @@ mod tests;
 
 use std::fmt;
 
-use triggers_config::chain::{ChainSpec, CompiledMatcher, EventKind, filter_accepts};
+use sha2::{Digest, Sha256};
+use triggers_config::chain::{ChainAction, ChainSpec, CompiledMatcher, EventKind, filter_accepts};
 use triggers_config::{ActionKind, TriggersFile};
 
 use crate::triggers::chained::webhook::WebhookEvent;
@@ -31,18 +32,45 @@ pub use plan::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatchedAction {
     pub rule: String,
-    /// Position in the rule's `then` list.
+    /// Position in the rule's `then` list (for people: reports and history).
     pub action_index: usize,
+    /// What names the action in claim keys: see [`action_ids`].
+    pub action_id: String,
     pub kind: ActionKind,
     pub plan: ActionPlan,
 }
 
 impl MatchedAction {
     /// The claim key that makes this action happen once per event, however often the
-    /// event is delivered: `<event id>#<rule>#<action index>`.
+    /// event is delivered: `<event id>#<rule>#<action id>`.
     pub fn dedupe_key(&self, event_id: &str) -> String {
-        format!("{event_id}#{}#{}", self.rule, self.action_index)
+        format!("{event_id}#{}#{}", self.rule, self.action_id)
     }
+}
+
+/// Stable names for a rule's actions: a digest of what each says (its fields as written), so
+/// a claim follows its action when others are inserted, removed or reordered around it and
+/// a redelivery after a reload neither repeats a performed action nor skips a new one. An
+/// action written twice in one rule gets `#2`, `#3`… by occurrence. Editing an action makes
+/// it a new one (a redelivery performs the edited action).
+pub fn action_ids(actions: &[ChainAction]) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    actions
+        .iter()
+        .map(|action| {
+            // Field order is the declaration order and parameters are a BTreeMap, so the
+            // text is the same for the same action on every build.
+            let text = serde_json::to_vec(action).unwrap_or_default();
+            let digest = hex::encode(&Sha256::digest(&text)[..8]);
+            let id = format!("a-{digest}");
+            let occurrence = seen.iter().filter(|earlier| **earlier == id).count();
+            seen.push(id.clone());
+            match occurrence {
+                0 => id,
+                n => format!("{id}#{}", n + 1),
+            }
+        })
+        .collect()
 }
 
 /// Why an upstream matcher did not accept an event (for `explain` and debug logs).
@@ -157,10 +185,12 @@ impl ChainRules {
                         .map(|m| m.compile().map_err(|e| error(e.to_string())))
                         .collect::<Result<_, _>>()?,
                     join,
-                    actions: spec
-                        .then
-                        .iter()
-                        .map(|action| plan::CompiledAction::compile(action).map_err(error))
+                    actions: action_ids(&spec.then)
+                        .into_iter()
+                        .zip(&spec.then)
+                        .map(|(id, action)| {
+                            plan::CompiledAction::compile(action, id).map_err(error)
+                        })
                         .collect::<Result<_, _>>()?,
                     spec: spec.clone(),
                 })
@@ -272,6 +302,7 @@ impl CompiledRule {
             .map(|(index, action)| MatchedAction {
                 rule: self.spec.name.clone(),
                 action_index: index,
+                action_id: action.id().to_owned(),
                 kind: action.kind(),
                 plan: action.plan(event),
             })

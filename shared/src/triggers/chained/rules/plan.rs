@@ -118,6 +118,8 @@ enum ParameterTemplate {
 #[derive(Debug)]
 pub(crate) struct CompiledAction {
     spec: ChainAction,
+    /// See [`super::action_ids`].
+    id: String,
     action: ActionSpec,
     project: ProjectSlug,
     branch: Option<Template>,
@@ -135,7 +137,7 @@ fn template(field: &str, text: &Option<String>) -> Result<Option<Template>, Stri
 
 impl CompiledAction {
     /// Fails only for an action `check` would reject.
-    pub(crate) fn compile(spec: &ChainAction) -> Result<Self, String> {
+    pub(crate) fn compile(spec: &ChainAction, id: String) -> Result<Self, String> {
         let project = spec
             .project
             .parse::<ProjectSlug>()
@@ -165,6 +167,7 @@ impl CompiledAction {
             .collect::<Result<_, String>>()?;
         let action = spec.action_fields().spec().map_err(|e| e.to_string())?;
         Ok(Self {
+            id,
             action,
             project,
             branch: template("branch", &spec.branch)?,
@@ -174,6 +177,10 @@ impl CompiledAction {
             parameters,
             spec: spec.clone(),
         })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
     }
 
     pub(crate) fn kind(&self) -> ActionKind {

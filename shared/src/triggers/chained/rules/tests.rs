@@ -117,7 +117,10 @@ fn the_design_example_starts_a_rendered_pipeline() {
     );
     assert_eq!(
         action.dedupe_key(event.id()),
-        "5f6e0c1a-1b2c-4d3e-8f40-0a1b2c3d4e5f#deploy-after-build#0"
+        format!(
+            "5f6e0c1a-1b2c-4d3e-8f40-0a1b2c3d4e5f#deploy-after-build#{}",
+            action.action_id
+        )
     );
     let target = pipeline(&action);
     assert_eq!(target.project, "gh/acme/deploy");
@@ -792,4 +795,31 @@ parameters = { from = "{{ branch }}" }
     );
     // A rule that cannot be applied (not a refusal of the event) stays a failure.
     assert!(!PlanError::NoRevision.is_refusal());
+}
+
+#[test]
+fn actions_are_named_by_what_they_do_not_where_they_stand() {
+    let deploy = rules(DEPLOY_AFTER_BUILD).specs().next().unwrap().then[0].clone();
+    let mut e2e = deploy.clone();
+    e2e.project = "gh/acme/e2e".into();
+    let before = action_ids(std::slice::from_ref(&deploy));
+    let after = action_ids(&[e2e.clone(), deploy.clone()]);
+    assert_eq!(
+        after[1], before[0],
+        "inserting an action keeps the others' names"
+    );
+    assert_ne!(after[0], after[1]);
+    assert!(
+        before[0].starts_with("a-") && before[0].len() == 18,
+        "{}",
+        before[0]
+    );
+    // The same action twice in one rule: two names, by occurrence.
+    let twice = action_ids(&[deploy.clone(), deploy.clone()]);
+    assert_eq!(twice[0], before[0]);
+    assert_eq!(twice[1], format!("{}#2", before[0]));
+    // An edited action is another action.
+    let mut edited = deploy;
+    edited.branch = Some("release".into());
+    assert_ne!(action_ids(&[edited])[0], before[0]);
 }
