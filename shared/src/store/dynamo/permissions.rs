@@ -240,8 +240,16 @@ const CHAINED_EXTRA: [StoreOperation; 5] = [
     StoreOperation::PauseFlags,
 ];
 
-/// The HTTP trigger API: an HTTP call is its own origin, so it needs no index.
-const HTTP_EXTRA: [StoreOperation; 1] = [StoreOperation::PauseFlag];
+/// `shared::triggers::http` (the HTTP trigger API).
+const HTTP_EXTRA: [StoreOperation; 4] = [
+    // `[[client]].rate_limit`: a client's window is a join of tickets.
+    StoreOperation::JoinArrive,
+    StoreOperation::JoinState,
+    // `GET /v1/triggers`: the caller's endpoints' records.
+    StoreOperation::ListBySource,
+    // `select = "trigger:<id>"`: the pipelines of that trigger's origin.
+    StoreOperation::ListByOrigin,
+];
 
 /// The three Lambda functions of the SAM template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -349,13 +357,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_webhook_receiver_checks_join_conditions() {
+    fn only_the_functions_that_join_check_conditions() {
+        // Fan-in (chained) and the per-client rate limit (http) are joins; the tick is not.
         for function in LambdaFunction::ALL {
             assert_eq!(
                 function
                     .dynamodb_grants()
                     .contains(&DynamoGrant::Table(CONDITION_CHECK_ITEM)),
-                function == LambdaFunction::Chained,
+                function != LambdaFunction::Scheduled,
                 "{function:?}"
             );
         }
