@@ -3,13 +3,16 @@
 //! function performs, and which secrets it reads.
 //!
 //! `infra/template.yaml` grants each function's role exactly the union of these, and
-//! `tests/integration/tests/infra.rs` keeps both sides honest:
+//! `tests/integration/tests/infra/` keeps both sides honest:
 //! - the template's policies must equal [`LambdaFunction::dynamodb_grants`] and
 //!   [`LambdaFunction::secrets`], nothing more, nothing less;
 //! - [`StoreOperation::access`] must cover every request the adapter really sends: the test
 //!   runs the store conformance suite through an SDK interceptor and maps each request to the
 //!   IAM action it needs (a `TransactWriteItems` needs the action of each item in it —
-//!   `PutItem`, `UpdateItem`, `DeleteItem`, `ConditionCheckItem` — never an action of its own).
+//!   `PutItem`, `UpdateItem`, `DeleteItem`, `ConditionCheckItem` — never an action of its own);
+//! - each function's role must equal what that function really sends (`infra/call_paths.rs`:
+//!   the functions wired as in Lambda, driven through every request path, each store operation
+//!   they call declared here for them).
 //!
 //! Adding a store operation to a function means adding it to that function's list here; the
 //! template then fails its test until the role is widened to match.

@@ -7,6 +7,9 @@
 //!   declaration covers every request the DynamoDB adapter really sends: the store conformance
 //!   suite runs against moto_server through an SDK interceptor that maps each request to the
 //!   IAM action it needs, attributed to the store operation that sent it.
+//! - Each role grants exactly what its function's request paths send (`call_paths`): the
+//!   three functions wired as their `main.rs` wires them, driven through every path, every
+//!   DynamoDB and Secrets Manager request recorded as the grant it needs.
 //! - Builds, environment, routes, alarms and the samconfig environments agree with the code.
 //!
 //! The template is parsed with serde_norway, which keeps CloudFormation's short tags
@@ -16,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -37,9 +41,11 @@ use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, DynamoStore,
     Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore,
     OwnerToken, Page, PageRequest, PauseFlag, PauseScope, ScheduleState, ScheduleStateStore,
-    StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource,
+    StoreError, StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource,
 };
 use shared::triggers::scheduled::TickEvent;
+
+mod call_paths;
 
 // ============================================================================ the template
 
@@ -704,7 +710,26 @@ async fn audited<T>(operation: StoreOperation, call: impl Future<Output = T>) ->
 
 /// The DynamoDB store with every call labelled for the audit. Implements every method of the
 /// port, so a new one fails to compile here until it has a declaration in permissions.rs.
-struct AuditedStore(DynamoStore);
+struct AuditedStore(DynamoStore, StoreFaults);
+
+/// Store failures a call-path test injects to reach the paths that only failures take.
+#[derive(Debug, Clone, Default)]
+struct StoreFaults {
+    /// The next N `mark_sending` calls answer `Unavailable` (the engine then releases).
+    failing_mark_sending: Arc<AtomicU32>,
+}
+
+impl StoreFaults {
+    fn fail_next_mark_sending(&self) {
+        self.failing_mark_sending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn take_mark_sending_failure(&self) -> bool {
+        self.failing_mark_sending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
 
 #[async_trait]
 impl ClaimStore for AuditedStore {
@@ -725,6 +750,11 @@ impl ClaimStore for AuditedStore {
         audited(StoreOperation::Renew, self.0.renew(key, owner, lease)).await
     }
     async fn mark_sending(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
+        if self.1.take_mark_sending_failure() {
+            return Err(StoreError::Unavailable {
+                message: "injected: the table is busy".into(),
+            });
+        }
         audited(StoreOperation::MarkSending, self.0.mark_sending(key, owner)).await
     }
     async fn complete(
@@ -903,7 +933,11 @@ impl StoreUnderTest for AuditedDynamo {
         );
         let clock = Arc::new(shared::clock::ManualClock::new(store_suite::start_time()));
         let store = DynamoStore::new(client, table, clock.clone()).with_settings(settings);
-        Fixture::new(Arc::new(AuditedStore(store)), clock, Some(Box::new(proxy)))
+        Fixture::new(
+            Arc::new(AuditedStore(store, StoreFaults::default())),
+            clock,
+            Some(Box::new(proxy)),
+        )
     }
 }
 

@@ -1,0 +1,575 @@
+//! Each role against what its function really sends.
+//!
+//! moto_server ignores IAM, so a role that misses an action passes every other test here and
+//! fails in AWS with AccessDenied. This test deploys the three functions the way their
+//! `main.rs` does (`wiring::assemble` over DynamoDB and Secrets Manager on moto_server, each
+//! function with only the secret ids its template environment sets), with an SDK interceptor
+//! on each function's clients that records every request as the IAM grant it needs
+//! (`dynamodb:<Action> on table | index/<name>`, transactions item by item,
+//! `secretsmanager:GetSecretValue on <secret parameter>`). It then drives every request path
+//! of each function against the CircleCI simulator: ticks and the sweep (a retryable failure,
+//! an ambiguous create), every chain rule kind (pipeline, fan-in, approve selecting by
+//! origin, the closed loop), every API route (a rate-limited client, listing, a trigger,
+//! an approve selecting `trigger:<id>`), and the rare path each function takes when the store
+//! refuses `mark_sending` (it gives the claim back).
+//!
+//! The role must grant exactly what was recorded: a recorded grant the role lacks would be
+//! AccessDenied in AWS; a granted action no path sent is more than the function needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use chrono::{DateTime, Utc};
+use circleci_sim::{Faults, JobSpec, ParameterSpec, ProjectSpec, Simulator, When, WorkflowSpec};
+use integration_tests::circleci_client::test_options;
+use integration_tests::moto::unique_name;
+use integration_tests::store_suite;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use shared::circleci::{ClientOptions, RateDefaults};
+use shared::clock::Clock;
+use shared::config::parse_str;
+use shared::secrets::{CachedSecrets, SecretIds, SecretKind, SecretsManagerSource};
+use shared::store::dynamo::create_table;
+use shared::store::dynamo::permissions::{LambdaFunction, StoreOperation};
+use shared::store::{DynamoStore, SharedStore, StoreSettings};
+use shared::triggers::chained::{ReceiverSettings, WEBHOOK_PATH};
+use shared::triggers::http::{ApiSettings, TriggerApi, mint_key};
+use shared::triggers::scheduled::Scheduler;
+use shared::wiring::{ContextOptions, LambdaContext, assemble};
+
+use super::{
+    AuditedStore, IamAudit, StoreFaults, function_properties, grants_of_role, logical_id,
+    secret_wiring,
+};
+
+const TOKEN: &str = "tok-iam-call-paths-0123456789";
+const WEBHOOK_SECRET: &str = "whsec-iam-call-paths";
+const API: &str = "gh/acme/api";
+const WEB: &str = "gh/acme/web";
+const E2E: &str = "gh/acme/e2e";
+const DEPLOY: &str = "gh/acme/deploy";
+
+/// Every feature whose requests differ: both schedule concurrency policies that read
+/// history, a plain chain, a fan-in, an approve that selects by origin (and requires the
+/// upstream to be ours: the closed loop), a rate-limited client and an approve endpoint.
+fn triggers_file(api_url: &str) -> String {
+    format!(
+        r#"
+[circleci]
+api_url = "{api_url}"
+token = "default"
+workflow_parameter = "run-workflow"
+
+[[schedule]]
+name = "nightly"
+cron = "* * * * *"
+timezone = "Europe/Berlin"
+concurrency = "forbid"
+targets = [
+  {{ project = "{API}", branch = "main", workflow = "nightly" }},
+  {{ project = "{WEB}", branch = "main", workflow = "nightly" }},
+]
+
+[[chain]]
+name = "deploy-after-api"
+when = {{ project = "{API}", workflow = "nightly", branch = "main", status = ["success"] }}
+[[chain.then]]
+action = "pipeline"
+project = "{DEPLOY}"
+branch = "main"
+workflow = "deploy"
+
+[[chain]]
+name = "e2e-when-both-built"
+after = [{{ project = "{API}", workflow = "nightly" }}, {{ project = "{WEB}", workflow = "nightly" }}]
+correlate = "origin"
+window = "2h"
+[[chain.then]]
+action = "pipeline"
+project = "{E2E}"
+branch = "main"
+workflow = "e2e"
+
+[[chain]]
+name = "release-gate"
+when = {{ project = "{E2E}", workflow = "e2e", branch = "main", upstream = "ours", status = ["success"] }}
+[[chain.then]]
+action = "approve"
+project = "{DEPLOY}"
+job = "hold-release"
+select = "origin"
+
+[[endpoint]]
+name = "deploy-staging"
+target = {{ project = "{DEPLOY}", branch = "main", workflow = "deploy" }}
+
+[[endpoint]]
+name = "approve-release"
+action = "approve"
+job = "hold-release"
+target = {{ project = "{DEPLOY}", branch = "main" }}
+
+[[client]]
+name = "release-bot"
+endpoints = ["deploy-staging", "approve-release"]
+rate_limit = "30/1m"
+"#
+    )
+}
+
+/// The simulator's time line for every function (webhooks are dated on it).
+struct SimClock(Simulator);
+
+impl Clock for SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now()
+    }
+}
+
+/// Secrets Manager requests as grants, by the template parameter that holds the secret id.
+#[derive(Debug, Clone, Default)]
+struct SecretsAudit {
+    parameters_by_id: Arc<BTreeMap<String, &'static str>>,
+    observed: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Intercept for SecretsAudit {
+    fn name(&self) -> &'static str {
+        "SecretsAudit"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let action = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|target| target.strip_prefix("secretsmanager."))
+            .ok_or("a Secrets Manager request without X-Amz-Target")?
+            .to_owned();
+        let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or(b"{}"))?;
+        let id = body["SecretId"].as_str().unwrap_or_default();
+        let resource = self
+            .parameters_by_id
+            .get(id)
+            .copied()
+            .unwrap_or("an unknown secret");
+        self.observed
+            .lock()
+            .unwrap()
+            .insert(format!("secretsmanager:{action} on {resource}"));
+        Ok(())
+    }
+}
+
+/// One function as deployed: its own clients, audits and store faults.
+struct Deployed {
+    dynamo: IamAudit,
+    secrets: SecretsAudit,
+    faults: StoreFaults,
+    context: LambdaContext,
+}
+
+impl Deployed {
+    /// What the function sent, as IAM grants.
+    fn observed(&self) -> BTreeSet<String> {
+        let mut observed: BTreeSet<String> = self
+            .dynamo
+            .observed
+            .lock()
+            .unwrap()
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        observed.extend(self.secrets.observed.lock().unwrap().iter().cloned());
+        observed
+    }
+}
+
+struct World {
+    sim: Simulator,
+    aws: aws_config::SdkConfig,
+    table: String,
+    /// Secret ARNs by the template parameter that holds them.
+    secret_ids: BTreeMap<&'static str, String>,
+    bot_key: String,
+    _proxy: store_suite::serial_proxy::SerialProxy,
+}
+
+impl World {
+    async fn start() -> World {
+        let sim = Simulator::start().await.unwrap();
+        sim.add_user("alice", TOKEN);
+        let select = |name: &str| When::equals("run-workflow", name);
+        let build = || JobSpec::new("build").duration(Duration::from_secs(60));
+        for project in [API, WEB] {
+            sim.add_project(
+                ProjectSpec::new(project)
+                    .parameter(ParameterSpec::string("run-workflow", ""))
+                    .workflow(
+                        WorkflowSpec::new("nightly")
+                            .when(select("nightly"))
+                            .job(build()),
+                    ),
+            );
+        }
+        sim.add_project(
+            ProjectSpec::new(E2E)
+                .parameter(ParameterSpec::string("run-workflow", ""))
+                .workflow(WorkflowSpec::new("e2e").when(select("e2e")).job(build())),
+        );
+        sim.add_project(
+            ProjectSpec::new(DEPLOY)
+                .parameter(ParameterSpec::string("run-workflow", ""))
+                .workflow(
+                    WorkflowSpec::new("deploy")
+                        .when(select("deploy"))
+                        .job(build())
+                        .job(JobSpec::approval("hold-release").requires(["build"]))
+                        .job(JobSpec::new("ship").requires(["hold-release"])),
+                ),
+        );
+
+        // moto applies conditional writes without a lock; the proxy serialises them.
+        let (aws, proxy) = store_suite::serialized_moto().await;
+        let table = unique_name("iam-call-paths");
+        create_table(&aws_sdk_dynamodb::Client::new(&aws), &table)
+            .await
+            .unwrap();
+        let bot = mint_key("release-bot");
+        let admin = aws_sdk_secretsmanager::Client::new(&aws);
+        let mut secret_ids = BTreeMap::new();
+        for (kind, value) in [
+            (SecretKind::CircleCiTokens, json!({ "default": TOKEN })),
+            (SecretKind::WebhookSigningSecrets, json!([WEBHOOK_SECRET])),
+            (
+                SecretKind::ClientKeyHashes,
+                json!({ "release-bot": [bot.hash.to_hex()] }),
+            ),
+        ] {
+            let created = admin
+                .create_secret()
+                .name(unique_name(&format!("iam-paths-{kind}")))
+                .secret_string(value.to_string())
+                .send()
+                .await
+                .unwrap();
+            secret_ids.insert(secret_wiring(kind).0, created.arn().unwrap().to_owned());
+        }
+        World {
+            sim,
+            aws,
+            table,
+            secret_ids,
+            bot_key: bot.key.expose_secret().to_owned(),
+            _proxy: proxy,
+        }
+    }
+
+    /// The function as its `main.rs` builds it, with the secret ids its template
+    /// environment sets and nothing else.
+    fn deploy(&self, function: LambdaFunction, options: ContextOptions) -> Deployed {
+        let triggers = parse_str(&triggers_file(&self.sim.base_url()), "triggers.toml").unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SimClock(self.sim.clone()));
+
+        let dynamo = IamAudit::default();
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.aws)
+                .interceptor(dynamo.clone())
+                .build(),
+        );
+        let faults = StoreFaults::default();
+        let store: SharedStore = Arc::new(AuditedStore(
+            DynamoStore::new(client, self.table.clone(), clock.clone())
+                .with_settings(StoreSettings::from_history(&triggers.history)),
+            faults.clone(),
+        ));
+
+        let environment = &function_properties(function)["Environment"]["Variables"];
+        let id_for = |kind: SecretKind| {
+            let (_, variable) = secret_wiring(kind);
+            environment
+                .get(variable)
+                .map(|_| self.secret_ids[secret_wiring(kind).0].clone())
+        };
+        let ids = SecretIds {
+            circleci_tokens: id_for(SecretKind::CircleCiTokens),
+            webhook_signing_secrets: id_for(SecretKind::WebhookSigningSecrets),
+            client_key_hashes: id_for(SecretKind::ClientKeyHashes),
+        };
+        let secrets = SecretsAudit {
+            parameters_by_id: Arc::new(
+                self.secret_ids
+                    .iter()
+                    .map(|(parameter, id)| (id.clone(), *parameter))
+                    .collect(),
+            ),
+            observed: Arc::default(),
+        };
+        let secrets_client = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&self.aws)
+                .interceptor(secrets.clone())
+                .build(),
+        );
+        let source = SecretsManagerSource::new(secrets_client, ids);
+        let port = Arc::new(CachedSecrets::new(source, options.secrets_ttl));
+        // The function's own deadline, with the tests' quick backoff and generous pacing.
+        let options = ContextOptions {
+            circleci: ClientOptions {
+                deadline: options.circleci.deadline,
+                rate: RateDefaults {
+                    burst: 200,
+                    per_second: 200.0,
+                },
+                ..test_options()
+            },
+            ..options
+        };
+        let context = assemble(triggers, clock, store, port, options).unwrap();
+        Deployed {
+            dynamo,
+            secrets,
+            faults,
+            context,
+        }
+    }
+}
+
+/// Serves `router` on a loopback port; the task ends with the test.
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    url
+}
+
+/// The EventBridge Scheduler input of the template, at `at`.
+fn tick_input(at: DateTime<Utc>) -> Value {
+    json!({
+        "source": "circleci-triggers.tick",
+        "scheduled_time": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+/// Runs jobs and delivers their webhooks until nothing new starts (chains start pipelines,
+/// whose completions are delivered in turn).
+async fn settle(sim: &Simulator) {
+    for _ in 0..6 {
+        let before = sim.pipelines().len();
+        sim.run_until_idle().await;
+        if sim.pipelines().len() == before {
+            return;
+        }
+    }
+}
+
+/// The role's grants the test can record: DynamoDB and Secrets Manager (logs, KMS and the
+/// failure destination are checked against the template's own wiring in `main.rs`).
+fn role_grants(function: LambdaFunction) -> BTreeSet<String> {
+    let props = function_properties(function);
+    let role_id = props["Role"]["Fn::GetAtt"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{} has a role of its own", logical_id(function)));
+    grants_of_role(role_id)
+        .into_iter()
+        .filter(|grant| grant.starts_with("dynamodb:") || grant.starts_with("secretsmanager:"))
+        .collect()
+}
+
+fn assert_role_matches(function: LambdaFunction, deployed: &Deployed) {
+    let called: BTreeSet<StoreOperation> = deployed
+        .dynamo
+        .observed
+        .lock()
+        .unwrap()
+        .keys()
+        .copied()
+        .collect();
+    let declared: BTreeSet<StoreOperation> = function.store_operations().iter().copied().collect();
+    // Declared but not reached here (AdoptAmbiguous, and PipelineRecorded / JoinState
+    // outside the tick) are rare paths whose actions other paths already need; the
+    // conformance-suite audit in `main.rs` checks each one's requests.
+    let undeclared: Vec<_> = called.difference(&declared).collect();
+    assert!(
+        undeclared.is_empty(),
+        "{function:?} calls store operations permissions.rs does not declare for it: \
+         {undeclared:?}"
+    );
+    let observed = deployed.observed();
+    let granted = role_grants(function);
+    let missing: Vec<_> = observed.difference(&granted).collect();
+    let unused: Vec<_> = granted.difference(&observed).collect();
+    assert!(
+        missing.is_empty() && unused.is_empty(),
+        "{}'s role in infra/template.yaml does not match its call paths:\n  \
+         sent but not granted (AccessDenied in AWS): {missing:#?}\n  \
+         granted but never sent: {unused:#?}",
+        logical_id(function)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
+    let world = World::start().await;
+    let sim = &world.sim;
+
+    let scheduled = world.deploy(LambdaFunction::Scheduled, ContextOptions::default());
+    let chained = world.deploy(
+        LambdaFunction::Chained,
+        shared::triggers::chained::Receiver::context_options(),
+    );
+    let http = world.deploy(LambdaFunction::Http, ContextOptions::for_http());
+
+    let scheduler = Scheduler::new(
+        scheduled.context.engine.clone(),
+        scheduled.context.triggers.clone(),
+    );
+    let receiver = Arc::new(
+        shared::triggers::chained::Receiver::from_context(&chained.context)
+            .unwrap()
+            .with_settings(ReceiverSettings::default()),
+    );
+    let webhook_url = format!(
+        "{}{WEBHOOK_PATH}",
+        serve(shared::triggers::chained::function_router(receiver)).await
+    );
+    for project in [API, WEB, E2E, DEPLOY] {
+        sim.add_webhook(
+            project,
+            &webhook_url,
+            WEBHOOK_SECRET,
+            &[
+                circleci_sim::WORKFLOW_COMPLETED,
+                circleci_sim::JOB_COMPLETED,
+            ],
+        )
+        .unwrap();
+    }
+    let api = TriggerApi::from_context(
+        &http.context,
+        ApiSettings {
+            refresh_interval: Duration::ZERO,
+            ..ApiSettings::default()
+        },
+    )
+    .unwrap();
+    let api_url = serve(shared::triggers::http::function_router(api)).await;
+    let tick = |at: DateTime<Utc>| {
+        let scheduler = scheduler.clone();
+        async move { shared::triggers::scheduled::lambda::handle(&scheduler, tick_input(at)).await }
+    };
+    let ticked = |answer: Result<Value, _>| {
+        let answer = answer.unwrap();
+        assert_eq!(answer["outcome"], "ticked", "{answer}");
+    };
+
+    // ---- scheduled: the first tick records where the schedule starts.
+    ticked(tick(sim.now()).await);
+    sim.advance(Duration::from_secs(60)).await;
+    // A slot whose creates fail (retryable: the next tick's sweep retries them)...
+    sim.set_faults(Faults {
+        fail_next: 2,
+        fail_methods: vec!["POST".into()],
+        fail_path_contains: Some("/pipeline".into()),
+        ..Faults::default()
+    });
+    ticked(tick(sim.now()).await);
+    // ...a slot with an ambiguous create (reconciled against CircleCI and the history)...
+    sim.set_faults(Faults {
+        create_then_502: 1,
+        ..Faults::default()
+    });
+    sim.advance(Duration::from_secs(60)).await;
+    ticked(tick(sim.now()).await);
+    sim.set_faults(Faults::default());
+    // ...and one the store refuses to mark sending (the claim is given back).
+    scheduled.faults.fail_next_mark_sending();
+    sim.advance(Duration::from_secs(60)).await;
+    // An invocation error: Lambda retries the async invocation, the next tick redoes it.
+    assert!(tick(sim.now()).await.is_err());
+    sim.advance(Duration::from_secs(60)).await;
+    ticked(tick(sim.now()).await);
+    let scheduled_pipelines = sim.pipelines().len();
+    assert!(
+        scheduled_pipelines >= 4,
+        "the ticks fired: {scheduled_pipelines}"
+    );
+
+    // ---- chained: the nightly runs complete; deploy-after-api, the fan-in and then the
+    // release gate's approval follow as the simulator delivers the webhooks.
+    settle(sim).await;
+    let e2e_runs = sim
+        .pipelines()
+        .iter()
+        .filter(|pipeline| pipeline.project_slug == E2E)
+        .count();
+    assert!(e2e_runs >= 1, "the fan-in started e2e");
+
+    // ---- http
+    let client = reqwest::Client::new();
+    let post = |endpoint: &str, body: Value| {
+        client
+            .post(format!("{api_url}/v1/endpoints/{endpoint}"))
+            .bearer_auth(&world.bot_key)
+            .json(&body)
+            .send()
+    };
+    let answer = post("deploy-staging", json!({})).await.unwrap();
+    assert_eq!(answer.status(), 202, "{:?}", answer.text().await);
+    let trigger: Value = answer.json().await.unwrap();
+    let trigger_id = trigger["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no trigger id in {trigger}"))
+        .to_owned();
+    settle(sim).await;
+    let approve = post(
+        "approve-release",
+        json!({ "select": format!("trigger:{trigger_id}") }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approve.status(), 202, "{:?}", approve.text().await);
+    for path in [
+        "/v1/triggers".to_owned(),
+        format!("/v1/triggers/{trigger_id}"),
+    ] {
+        let answer = client
+            .get(format!("{api_url}{path}"))
+            .bearer_auth(&world.bot_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+    http.faults.fail_next_mark_sending();
+    let refused = post("deploy-staging", json!({})).await.unwrap();
+    assert_eq!(refused.status(), 503, "{:?}", refused.text().await);
+
+    // ---- chained: a delivery whose action the store refuses to mark sending.
+    chained.faults.fail_next_mark_sending();
+    sim.advance(Duration::from_secs(60)).await;
+    ticked(tick(sim.now()).await);
+    settle(sim).await;
+
+    for (function, deployed) in [
+        (LambdaFunction::Scheduled, &scheduled),
+        (LambdaFunction::Chained, &chained),
+        (LambdaFunction::Http, &http),
+    ] {
+        assert_role_matches(function, deployed);
+    }
+}
