@@ -312,6 +312,37 @@ impl LambdaFunction {
         grants
     }
 
+    /// The partition keys the function's item requests may name, as IAM
+    /// `dynamodb:LeadingKeys` patterns (`ForAllValues:StringLike` on the role's table
+    /// statement; index queries are not narrowed). The key shapes are the adapter's
+    /// (`CLAIM#<claim key>`, `TRIGGER#<id>`, ...; claim keys start with their
+    /// [`crate::store::ClaimKind`] prefix). A function cannot touch another's claims, joins,
+    /// schedule cursors or pause flags: `http` never names `SCHEDULE#`, `FLAGS` or a schedule's
+    /// or a chain's claim; `chained` never names `SCHEDULE#` or a client's claim.
+    pub fn leading_keys(self) -> &'static [&'static str] {
+        match self {
+            // The sweep retries schedule and chain records (their `…#attempt<n>` claims).
+            LambdaFunction::Scheduled => {
+                &["CLAIM#*", "TRIGGER#*", "PIPELINE#*", "SCHEDULE#*", "FLAGS"]
+            }
+            LambdaFunction::Chained => &[
+                "CLAIM#webhook#*",
+                "CLAIM#join#*",
+                "JOIN#join#*",
+                "TRIGGER#*",
+                "PIPELINE#*",
+                "FLAGS",
+            ],
+            // `[[client]].rate_limit` windows are joins keyed `other#rate#<client>`.
+            LambdaFunction::Http => &[
+                "CLAIM#client#*",
+                "JOIN#other#rate#*",
+                "TRIGGER#*",
+                "PIPELINE#*",
+            ],
+        }
+    }
+
     /// The secrets the function reads (each one Secrets Manager secret in the cloud).
     pub fn secrets(self) -> &'static [SecretKind] {
         match self {

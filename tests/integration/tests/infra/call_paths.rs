@@ -45,7 +45,7 @@ use shared::triggers::scheduled::Scheduler;
 use shared::wiring::{ContextOptions, LambdaContext, assemble};
 
 use super::{
-    AuditedStore, IamAudit, StoreFaults, function_properties, grants_of_role, logical_id,
+    AuditedStore, IamAudit, StoreFaults, function_properties, grants_of_role, like, logical_id,
     secret_wiring,
 };
 
@@ -409,6 +409,23 @@ fn assert_role_matches(function: LambdaFunction, deployed: &Deployed) {
         "{function:?} calls store operations permissions.rs does not declare for it: \
          {undeclared:?}"
     );
+    let keys = deployed.dynamo.leading_keys.lock().unwrap().clone();
+    let patterns = function.leading_keys();
+    let outside: Vec<_> = keys
+        .iter()
+        .filter(|key| !patterns.iter().any(|pattern| like(pattern, key)))
+        .collect();
+    let unmatched: Vec<_> = patterns
+        .iter()
+        .filter(|pattern| !keys.iter().any(|key| like(pattern, key)))
+        .collect();
+    assert!(
+        outside.is_empty() && unmatched.is_empty(),
+        "{function:?}'s dynamodb:LeadingKeys (permissions.rs) do not match its requests:\n  \
+         keys outside every pattern (AccessDenied in AWS): {outside:#?}\n  \
+         patterns no request needed: {unmatched:#?}"
+    );
+
     let observed = deployed.observed();
     let granted = role_grants(function);
     let missing: Vec<_> = observed.difference(&granted).collect();

@@ -36,7 +36,7 @@ use integration_tests::moto::{sdk_config, unique_name};
 use integration_tests::store_suite::{self, Fixture, StoreUnderTest};
 use shared::secrets::{SecretIds, SecretKind, SecretSource, SecretsManagerSource};
 use shared::store::dynamo::permissions::{DynamoGrant, LambdaFunction, StoreOperation};
-use shared::store::dynamo::{TABLE_ENV, create_table, table_definition};
+use shared::store::dynamo::{PARTITION_KEY, TABLE_ENV, create_table, table_definition};
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, DynamoStore,
     Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore,
@@ -475,7 +475,9 @@ fn statement_grants(role_id: &str, statement: &Value, condition: Option<&str>) -
     if let Some(condition) = condition {
         suffix.push_str(&format!(" [if {condition}]"));
     }
-    if let Some(when) = statement.get("Condition") {
+    if let Some(when) = statement.get("Condition")
+        && leading_keys_condition(when).is_none()
+    {
         suffix.push_str(&format!(" [when {when}]"));
     }
     let mut grants = Vec::new();
@@ -490,6 +492,42 @@ fn statement_grants(role_id: &str, statement: &Value, condition: Option<&str>) -
         }
     }
     grants
+}
+
+/// The patterns of a `ForAllValues:StringLike` / `dynamodb:LeadingKeys` condition, when that
+/// is the whole condition.
+fn leading_keys_condition(when: &Value) -> Option<BTreeSet<String>> {
+    let operators = when.as_object()?;
+    let keys = operators.get("ForAllValues:StringLike")?.as_object()?;
+    if operators.len() != 1 || keys.len() != 1 {
+        return None;
+    }
+    Some(
+        one_or_many(keys.get("dynamodb:LeadingKeys")?)
+            .into_iter()
+            .map(|pattern| pattern.as_str().expect("patterns are strings").to_owned())
+            .collect(),
+    )
+}
+
+/// For each statement of the role on the table itself (not its indexes): its
+/// `dynamodb:LeadingKeys` patterns, `None` when it has no such condition.
+fn table_leading_keys(role_id: &str) -> Vec<Option<BTreeSet<String>>> {
+    let table = get_att("TriggersTable", "Arn");
+    one_or_many(&properties(role_id)["Policies"])
+        .into_iter()
+        .flat_map(|policy| one_or_many(&policy["PolicyDocument"]["Statement"]))
+        .filter(|statement| one_or_many(&statement["Resource"]).contains(&&table))
+        .map(|statement| statement.get("Condition").and_then(leading_keys_condition))
+        .collect()
+}
+
+/// Whether `key` matches an IAM `StringLike` pattern (only a trailing `*` is used here).
+fn like(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => key == pattern,
+    }
 }
 
 fn resource_name(role_id: &str, resource: &Value) -> String {
@@ -579,6 +617,23 @@ fn each_role_grants_exactly_what_its_function_uses() {
         assert_eq!(trust[0]["Principal"]["Service"], "lambda.amazonaws.com");
         assert_eq!(trust[0]["Action"], "sts:AssumeRole");
 
+        // Item access is narrowed to the function's own partitions on every table statement.
+        let declared: BTreeSet<String> = function
+            .leading_keys()
+            .iter()
+            .map(|pattern| (*pattern).to_owned())
+            .collect();
+        let narrowed = table_leading_keys(role_id);
+        assert!(!narrowed.is_empty(), "{role_id} has no table statement");
+        for keys in narrowed {
+            assert_eq!(
+                keys.as_ref(),
+                Some(&declared),
+                "{role_id}: each statement on the table carries ForAllValues:StringLike \
+                 dynamodb:LeadingKeys = LambdaFunction::leading_keys"
+            );
+        }
+
         let granted = grants_of_role(role_id);
         let expected = expected_grants(function);
         let extra: Vec<_> = granted.difference(&expected).collect();
@@ -637,6 +692,8 @@ tokio::task_local! {
 #[derive(Debug, Clone, Default)]
 struct IamAudit {
     observed: Arc<Mutex<BTreeMap<StoreOperation, BTreeSet<String>>>>,
+    /// The partition key of every item request on the table (IAM's `dynamodb:LeadingKeys`).
+    leading_keys: Arc<Mutex<BTreeSet<String>>>,
     unattributed: Arc<Mutex<Vec<String>>>,
 }
 
@@ -663,6 +720,10 @@ impl Intercept for IamAudit {
             _ => Value::Null,
         };
         let grants = iam_grants(&operation, &body);
+        self.leading_keys
+            .lock()
+            .unwrap()
+            .extend(leading_keys(&operation, &body));
         match CURRENT_OPERATION.try_with(|current| *current) {
             Ok(current) => self
                 .observed
@@ -701,6 +762,31 @@ fn iam_grants(operation: &str, body: &Value) -> Vec<String> {
             None => vec![format!("dynamodb:{operation} on table")],
         },
         other => vec![format!("dynamodb:{other} on table")],
+    }
+}
+
+/// The partition keys an item request names on the table (none for index queries and
+/// scans): what IAM evaluates `dynamodb:LeadingKeys` against.
+fn leading_keys(operation: &str, body: &Value) -> Vec<String> {
+    let partition = |item: &Value| {
+        item["Key"][PARTITION_KEY]["S"]
+            .as_str()
+            .or_else(|| item["Item"][PARTITION_KEY]["S"].as_str())
+            .map(str::to_owned)
+    };
+    match operation {
+        "TransactWriteItems" | "TransactGetItems" => one_or_many(&body["TransactItems"])
+            .into_iter()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(partition)
+            .collect(),
+        "Query" if body["IndexName"].is_null() => body["ExpressionAttributeValues"][":pk"]["S"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        "Query" | "Scan" => Vec::new(),
+        _ => partition(body).into_iter().collect(),
     }
 }
 
