@@ -1,5 +1,5 @@
 //! Cold start: each Lambda release binary started under the Runtime API emulator on
-//! loopback (`crate::runtime_api`), with the environment `infra/template.yaml` gives it,
+//! loopback (`integration_tests::runtime_api`), with the environment `infra/template.yaml` gives it,
 //! DynamoDB and Secrets Manager on moto_server, and the CircleCI simulator at the address
 //! compiled into the binaries (`bench/fixtures/coldstart-triggers.toml`). Each run is one
 //! process that handles two events: the first (cold) and a second (warm).
@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
@@ -21,8 +21,8 @@ use shared::triggers::http::mint_key;
 
 use crate::latency::Spread;
 use crate::moto::{ACCESS_KEY, Moto, REGION};
-use crate::runtime_api::{Invocation, RuntimeApi};
 use crate::setup::{TOKEN, UNCONSTRAINED_RATE, WEBHOOK_SECRET, add_projects};
+use integration_tests::runtime_api::{Invocation, RuntimeApi, lambda_variables, spawn_function};
 
 /// Where the simulator listens: the `api_url` of `bench/fixtures/coldstart-triggers.toml`,
 /// compiled into the binaries.
@@ -125,39 +125,29 @@ pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
     let authorization = format!("Bearer {}", minted.key.expose_secret());
 
     let common = |function: &str| -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = [
-            // What Lambda sets.
-            ("AWS_LAMBDA_FUNCTION_NAME", format!("bench-{function}")),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-            (
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/bench/{function}"),
-            ),
-            ("AWS_LAMBDA_LOG_STREAM_NAME", "bench".to_owned()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
-            ("AWS_REGION", REGION.to_owned()),
-            ("AWS_DEFAULT_REGION", REGION.to_owned()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", ACCESS_KEY.to_owned()),
-            ("AWS_SESSION_TOKEN", "bench".to_owned()),
-            ("_HANDLER", "bootstrap".to_owned()),
-            ("TZ", ":UTC".to_owned()),
-            ("LANG", "en_US.UTF-8".to_owned()),
-            // Instead of the real endpoints.
-            ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
-            // The template's Globals (LogLevel and Environment at their defaults).
-            (
-                "RUST_LOG",
-                "warn,shared=info,triggers_config=info,scheduled=info,chained=info,http=info"
-                    .to_owned(),
-            ),
-            ("TRIGGERS_ENVIRONMENT", "dev".to_owned()),
-            ("TOKENS_SECRET_ID", tokens.clone()),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect();
+        let mut env = lambda_variables(function, REGION);
+        env.extend(
+            [
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+                ("AWS_SECRET_ACCESS_KEY", ACCESS_KEY.to_owned()),
+                ("AWS_SESSION_TOKEN", "bench".to_owned()),
+                ("_HANDLER", "bootstrap".to_owned()),
+                ("TZ", ":UTC".to_owned()),
+                ("LANG", "en_US.UTF-8".to_owned()),
+                // Instead of the real endpoints.
+                ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+                // The template's Globals (LogLevel and Environment at their defaults).
+                (
+                    "RUST_LOG",
+                    "warn,shared=info,triggers_config=info,scheduled=info,chained=info,http=info"
+                        .to_owned(),
+                ),
+                ("TRIGGERS_ENVIRONMENT", "dev".to_owned()),
+                ("TOKENS_SECRET_ID", tokens.clone()),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value)),
+        );
         if let Ok(path) = std::env::var("PATH") {
             env.push(("PATH".to_owned(), path));
         }
@@ -273,18 +263,16 @@ async fn measure(
         for event in (launch.events)(run)? {
             api.push(event);
         }
-        let log = std::fs::File::create(logs.join(format!("{}-{run}.log", launch.name)))?;
+        let mut env = launch.env.clone();
+        env.push(("TRIGGERS_TABLE".to_owned(), table));
         let began = Instant::now();
-        let mut child = Command::new(&launch.program)
-            .args(&launch.args)
-            .env_clear()
-            .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("TRIGGERS_TABLE", &table)
-            .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()?;
+        let mut child = spawn_function(
+            &launch.program,
+            &launch.args,
+            &env,
+            &api,
+            &logs.join(format!("{}-{run}.log", launch.name)),
+        )?;
         let outcome = api.wait_answered(2, INVOCATION_TIMEOUT).await;
         let peak = peak_rss_kib(&child);
         stop(&mut child);

@@ -8,7 +8,6 @@ mod latency;
 mod moto;
 mod overhead;
 mod report;
-mod runtime_api;
 mod setup;
 mod storm;
 mod timing;

@@ -434,7 +434,7 @@ const SCENARIOS: [&str; 5] = [
      SQLite statements or one DynamoDB request).",
     "**coldstart**: each Lambda release binary (`target/release/{scheduled,chained,http}`) \
      started `--runs` times under a minimal Lambda Runtime API on loopback \
-     (`bench/src/runtime_api.rs`), with the variables Lambda sets and those \
+     (`tests/integration/src/runtime_api.rs`), with the variables Lambda sets and those \
      `infra/template.yaml` gives the function (table, secret ids, `RUST_LOG`, environment), \
      `AWS_ENDPOINT_URL` pointing at moto_server (a fresh table per run, the secrets created \
      once) and the CircleCI simulator at the `api_url` compiled in. Each process gets two \

@@ -1,6 +1,7 @@
 //! A minimal Lambda Runtime API on loopback: hands out queued events on
 //! `GET /2018-06-01/runtime/invocation/next` and records when each was asked for, handed
 //! out and answered. Enough for the `lambda_runtime` crate and for a plain Python loop.
+//! Used by the function binaries' tests (`functions/*/tests/runtime.rs`) and `bench coldstart`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,51 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:bench";
+
+/// The variables the Lambda service sets in a `provided.al2023` environment (the runtime API
+/// address is added by whoever starts the process), for a function named `function`.
+pub fn lambda_variables(function: &str, region: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_LAMBDA_FUNCTION_NAME", format!("bench-{function}")),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/bench/{function}"),
+        ),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "bench".to_owned()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+        ("AWS_REGION", region.to_owned()),
+        ("AWS_DEFAULT_REGION", region.to_owned()),
+        ("_HANDLER", "bootstrap".to_owned()),
+        ("TZ", ":UTC".to_owned()),
+        ("LANG", "en_US.UTF-8".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
+/// Starts a function binary against the emulator with exactly `env` (plus the runtime API
+/// address), its output to `log`.
+pub fn spawn_function(
+    program: &std::path::Path,
+    args: &[String],
+    env: &[(String, String)],
+    api: &RuntimeApi,
+    log: &std::path::Path,
+) -> std::io::Result<std::process::Child> {
+    let log = std::fs::File::create(log)?;
+    std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(log.try_clone()?))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+}
 
 /// What happened to one invocation.
 #[derive(Debug, Clone)]
@@ -210,6 +256,59 @@ async fn init_error(State(shared): State<Shared>, body: Bytes) -> StatusCode {
         .init_error = Some(String::from_utf8_lossy(&body).into_owned());
     shared.changed.notify_waiters();
     StatusCode::ACCEPTED
+}
+
+/// Runs a function binary as Lambda would (its variables, the caller's AWS endpoint and
+/// credentials, then `extra`), hands it `events` in order and returns the invocations once
+/// all are answered. The process is stopped before returning; its log is in the error.
+pub async fn invoke_binary(
+    program: &std::path::Path,
+    function: &str,
+    extra: &[(&str, String)],
+    events: Vec<Value>,
+) -> anyhow::Result<Vec<Invocation>> {
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+    let mut env = lambda_variables(function, &region);
+    for name in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_EC2_METADATA_DISABLED",
+        "PATH",
+    ] {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.to_owned(), value));
+        }
+    }
+    env.push(("RUST_LOG".to_owned(), "info".to_owned()));
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    let api = RuntimeApi::start().await?;
+    let count = events.len();
+    for event in events {
+        api.push(event);
+    }
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join(format!("{function}.log"));
+    let mut child = spawn_function(program, &[], &env, &api, &log)?;
+    let outcome = api.wait_answered(count, Duration::from_secs(30)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    match outcome {
+        Ok(()) => Ok(api.invocations()),
+        Err(error) => {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            anyhow::bail!("{function}: {error}; its log:\n{log}")
+        }
+    }
+}
+
+/// The API Gateway (HTTP API, payload 2.0) answer of an invocation: status and JSON body.
+pub fn http_answer(invocation: &Invocation) -> (u16, Value) {
+    let body = invocation.body.clone().unwrap_or(Value::Null);
+    let status = body["statusCode"].as_u64().unwrap_or(0) as u16;
+    let text = body["body"].as_str().unwrap_or_default();
+    let parsed = serde_json::from_str(text).unwrap_or(Value::String(text.to_owned()));
+    (status, parsed)
 }
 
 #[cfg(test)]
