@@ -352,10 +352,14 @@ impl DynamoStore {
         let state_list: Vec<String> = (0..allowed_states.len())
             .map(|i| format!(":st{i}"))
             .collect();
-        let condition = format!(
+        let mut condition = format!(
             "#owner = :owner AND #state IN ({}) AND #ttl > :now_s",
             state_list.join(", ")
         );
+        if op == HolderOp::MarkSending {
+            // A send needs a live lease (see `logic::check_holder`).
+            condition.push_str(" AND #lease > :now_ms");
+        }
         let mut values: HashMap<String, AttributeValue> = HashMap::from([
             (":owner".to_owned(), s(owner.to_string())),
             (":now_s".to_owned(), n(now.timestamp())),
@@ -368,6 +372,10 @@ impl DynamoStore {
             ("#state".to_owned(), "state".to_owned()),
             ("#ttl".to_owned(), TTL_ATTRIBUTE.to_owned()),
         ]);
+        if op == HolderOp::MarkSending {
+            names.insert("#lease".to_owned(), "lease_expires_at".to_owned());
+            values.insert(":now_ms".to_owned(), n(millis(now)));
+        }
         let key_item = HashMap::from([
             (PARTITION_KEY.to_owned(), s(claim_pk(key))),
             (SORT_KEY.to_owned(), s("CLAIM")),
