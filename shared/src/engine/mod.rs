@@ -39,7 +39,9 @@ use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::actions::{Action, ActionError, ActionOutcome, Actions, Reconciled, SendGuard};
+use crate::actions::{
+    Action, ActionError, ActionOutcome, Actions, CreateWindow, Reconciled, SendGuard,
+};
 use crate::clock::Clock;
 use crate::config::HistorySettings;
 use crate::store::{
@@ -59,8 +61,15 @@ pub struct EngineSettings {
     /// How long a claim is held before another invocation may take it over. Must exceed the
     /// longest function timeout plus a margin, so a live holder is never overtaken.
     pub lease: Duration,
-    /// Window around an ambiguous create in which reconciliation looks for the pipeline.
+    /// How long after an ambiguous create the recheck looks again (schedules and chains).
+    /// At least `send_budget` + `clock_skew`, so a pipeline CircleCI made exists by then.
     pub reconcile_window: Duration,
+    /// The deadline of one action, CircleCI calls included, from the start of the attempt:
+    /// shorter than `lease`, so a holder never sends after its lease could have been taken
+    /// over, and the upper bound of when an ambiguous create's pipeline can have been made.
+    pub send_budget: Duration,
+    /// How far CircleCI's clock may be from ours when matching `created_at`.
+    pub clock_skew: Duration,
     /// Attempts (first try included) before a retryable failure is given up.
     pub max_attempts: u32,
     /// First retry delay; doubled per attempt, capped at `max_retry_delay`.
@@ -75,6 +84,8 @@ impl Default for EngineSettings {
         Self {
             lease: Duration::from_secs(120),
             reconcile_window: Duration::from_secs(120),
+            send_budget: Duration::from_secs(60),
+            clock_skew: Duration::from_secs(5),
             max_attempts: 5,
             retry_delay: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(3600),
@@ -642,11 +653,15 @@ impl Engine {
         cause: &ActionError,
     ) -> Lookup {
         let ledger = StoreLedger::new(self.store.clone(), record.id);
-        match self
-            .actions
-            .reconcile_create(target, sent_at, self.settings.reconcile_window, &ledger)
-            .await
-        {
+        let looked = match CreateWindow::of_send(
+            sent_at,
+            self.settings.send_budget,
+            self.settings.clock_skew,
+        ) {
+            Ok(window) => self.actions.reconcile_create(target, window, &ledger).await,
+            Err(error) => Err(error),
+        };
+        match looked {
             Ok(Reconciled::Adopted(pipeline)) => {
                 record.status = TriggerStatus::Triggered;
                 record.reason = Some(format!(

@@ -10,8 +10,8 @@ use integration_tests::scheduled_support::Backend;
 use shared::store::{SourceKind, TriggerStatus};
 
 use super::{
-    assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on, one_second_deadline,
-    slow_down, spend_the_rate_limit,
+    another_tool_creates, assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on,
+    one_second_deadline, slow_down, spend_the_rate_limit,
 };
 
 /// A 5xx answer to the create itself: the client cannot know whether CircleCI acted, so it
@@ -232,4 +232,46 @@ async fn random_5xx_on_every_request_never_duplicates_and_every_event_has_its_ro
         .count();
     assert_eq!(triggered + ambiguous, 10, "{records:#?}");
     assert!(triggered > 0 && ambiguous > 0, "the seed exercises both");
+}
+
+/// Our create is answered 503 (CircleCI never acted); another tool on the same token starts
+/// a pipeline on the same branch 90 s later, after our send's deadline, before the recheck.
+/// The recheck must not adopt it (the old ±120 s window did, and ours was never sent): it
+/// finds nothing it can attribute and sends ours. Two pipelines, ours recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_tools_pipeline_created_after_the_send_deadline_is_never_adopted() {
+    let sys = System::builder(Backend::Sqlite).build().await;
+    sys.sim.set_faults(http_503_on("POST", 1));
+    let event = sys.upstream_build_succeeded();
+    let answer = sys.deliver(&event).await;
+    assert_eq!(
+        answer.body["actions"][0]["status"], "ambiguous",
+        "{:#}",
+        answer.body
+    );
+    sys.advance(TimeDelta::seconds(90)).await;
+    let theirs = another_tool_creates(&sys, DEPLOY, "main").await;
+    let records = sys.records(SourceKind::Chain, RULE).await;
+    let recheck_at = records[0].retry_at.expect("a recheck is planned");
+    sys.advance_to(recheck_at).await;
+    let sweep = sys.instance().context.engine.sweep(100).await.unwrap();
+    assert_eq!(sweep.attempted, 1, "{sweep:?}");
+    let records = sys.records(SourceKind::Chain, RULE).await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(
+        records[0].status,
+        TriggerStatus::Triggered,
+        "{:#?}",
+        records[0]
+    );
+    let ours = records[0].pipeline.as_ref().unwrap().id.clone();
+    assert_ne!(
+        ours, theirs,
+        "their pipeline was adopted: ours was never sent"
+    );
+    let mut ids = sys.pipeline_ids_on(DEPLOY);
+    ids.sort();
+    let mut expected = vec![ours, theirs];
+    expected.sort();
+    assert_eq!(ids, expected);
 }
