@@ -42,6 +42,7 @@ use uuid::Uuid;
 use crate::actions::{
     Action, ActionError, ActionOutcome, Actions, CreateWindow, Reconciled, SendGuard,
 };
+use crate::circleci::SendBudget;
 use crate::clock::Clock;
 use crate::config::HistorySettings;
 use crate::store::{
@@ -377,7 +378,7 @@ impl Engine {
         let Action::Pipeline { target } = action else {
             // Only creates are rechecked; anything else is an operator's.
             record.retry_at = None;
-            let record = self.save(record).await?;
+            let record = self.save_fenced(key, &grant, record).await?;
             self.finish_claim(key, &grant, &record).await?;
             return Ok(record);
         };
@@ -400,7 +401,7 @@ impl Engine {
                     record.attempts += 1;
                 }
                 self.plan_recheck(&mut record, sent_at, lookup);
-                let record = self.save(record).await?;
+                let record = self.save_fenced(key, &grant, record).await?;
                 self.finish_claim(key, &grant, &record).await?;
                 emit_metrics(&record);
                 Ok(record)
@@ -558,7 +559,13 @@ impl Engine {
             clock: self.clock.clone(),
             sent_at: std::sync::Mutex::new(None),
         };
-        let result = self.actions.perform(action, &guard).await;
+        // One deadline for the whole action, shorter than the lease: no request starts
+        // after the claim could have been taken over (a holder frozen mid-action).
+        let budget = SendBudget::starting_now(
+            self.clock.clone(),
+            self.settings.send_budget.min(self.settings.lease),
+        );
+        let result = budget.run(self.actions.perform(action, &guard)).await;
         let sent_at = guard.sent_at();
         let now = self.clock.now();
         record.updated_at = now;
@@ -600,7 +607,7 @@ impl Engine {
             // forever (the sweep skips it).
             record.retry_at = None;
         }
-        let record = self.save(record).await?;
+        let record = self.save_fenced(key, &grant, record).await?;
         self.finish_claim(key, &grant, &record).await?;
         emit_metrics(&record);
         tracing::info!(status = %record.status, reason = record.reason.as_deref().unwrap_or(""), "trigger decided");
@@ -638,7 +645,7 @@ impl Engine {
                     record.retry_at = None;
                 }
             }
-            record = self.save(record).await?;
+            record = self.save_fenced(key, &grant, record).await?;
         }
         self.finish_claim(key, &grant, &record).await?;
         emit_metrics(&record);
@@ -717,6 +724,103 @@ impl Engine {
             None
         };
         record.detail.retryable = Some(error.is_retryable());
+    }
+
+    /// Saves what the holder of `grant` decided, fenced by the claim: the holder renews its
+    /// lease first, which fails once the claim was taken over or adopted (another owner),
+    /// so a holder that was frozen past its lease never overwrites the new holder's record.
+    /// The renewal also gives the write a fresh lease; a write that then meets a newer
+    /// version (the closed loop added an outcome) is re-applied after renewing again.
+    async fn save_fenced(
+        &self,
+        key: &ClaimKey,
+        grant: &ClaimGrant,
+        record: TriggerRecord,
+    ) -> Result<TriggerRecord, EngineError> {
+        match self.fence(key, grant).await {
+            Ok(()) => {}
+            Err(refused @ EngineError::Store(StoreError::LostClaim { .. })) => {
+                return self.offer_late_outcome(key, &record, refused).await;
+            }
+            Err(error) => return Err(error),
+        }
+        match self.store.update_record(record.clone()).await {
+            Ok(saved) => Ok(saved),
+            Err(StoreError::StaleRecord { .. }) => match self.fence(key, grant).await {
+                Ok(()) => self.save(record).await,
+                Err(refused @ EngineError::Store(StoreError::LostClaim { .. })) => {
+                    self.offer_late_outcome(key, &record, refused).await
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// A holder refused by the fence may still know something for certain: CircleCI
+    /// answered its create with a pipeline (it was sent before the deadline, the answer came
+    /// after the lease). That fact fills a record that holds no pipeline yet (the adopter
+    /// found nothing and awaits a recheck); a record that already names a pipeline or is
+    /// otherwise decided is never touched. Anything else the late holder has is dropped.
+    async fn offer_late_outcome(
+        &self,
+        key: &ClaimKey,
+        ours: &TriggerRecord,
+        refused: EngineError,
+    ) -> Result<TriggerRecord, EngineError> {
+        let created = matches!(
+            ours.detail.outcome,
+            Some(ActionOutcome::PipelineCreated { .. })
+        ) && ours.pipeline.is_some();
+        if !created {
+            return Err(refused);
+        }
+        for _ in 0..8 {
+            let Some(mut stored) = self.store.get_record(ours.id).await? else {
+                return Err(refused);
+            };
+            let open = stored.pipeline.is_none()
+                && matches!(
+                    stored.status,
+                    TriggerStatus::Received | TriggerStatus::Ambiguous
+                );
+            if !open {
+                return Err(refused);
+            }
+            stored.status = TriggerStatus::Triggered;
+            stored.pipeline = ours.pipeline.clone();
+            stored.retry_at = None;
+            stored.reason = Some(format!(
+                "the create's answer came after its holder's lease (claim `{key}`): its pipeline is recorded"
+            ));
+            stored.detail.outcome = ours.detail.outcome.clone();
+            stored.detail.candidates = None;
+            stored.updated_at = self.clock.now();
+            match self.store.update_record(stored).await {
+                Ok(saved) => {
+                    tracing::warn!(%key, "late create answer recorded on a record that had no pipeline");
+                    return Ok(saved);
+                }
+                Err(StoreError::StaleRecord { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(refused)
+    }
+
+    async fn fence(&self, key: &ClaimKey, grant: &ClaimGrant) -> Result<(), EngineError> {
+        match self
+            .store
+            .renew(key, grant.owner, self.settings.lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error @ StoreError::LostClaim { .. }) => {
+                tracing::warn!(%key, "claim taken over meanwhile: this holder's outcome is not written");
+                Err(error.into())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn save(&self, record: TriggerRecord) -> Result<TriggerRecord, EngineError> {
