@@ -730,7 +730,7 @@ fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
     if let Some(pipeline) = &record.pipeline {
         item.insert("pipeline_id".to_owned(), s(pipeline.id.clone()));
     }
-    if let Some(retry_at) = record.retry_at.filter(|_| record.source.kind.swept()) {
+    if let Some(retry_at) = record.retry_at.filter(|_| record.in_retry_index()) {
         item.insert("retry_pk".to_owned(), s(RETRY_PARTITION));
         item.insert(
             "retry_sk".to_owned(),
@@ -1148,7 +1148,7 @@ impl HistoryStore for DynamoStore {
                 let record = record_from_item(item)?;
                 // The index is eventually consistent: re-check what it claims.
                 let still_due =
-                    record.retry_at.is_some_and(|at| at <= now) && record.source.kind.swept();
+                    record.retry_at.is_some_and(|at| at <= now) && record.in_retry_index();
                 if still_due && record.expires_at > now && due.len() < limit {
                     due.push(record);
                 }
