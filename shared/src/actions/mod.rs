@@ -43,7 +43,7 @@ use crate::config::{ActionKind, ActionSpec};
 use crate::store::{StoreError, TriggerTarget};
 
 pub use perform::Prepared;
-pub use reconcile::Reconciled;
+pub use reconcile::{CreateWindow, Reconciled};
 pub use select::{SelectedWorkflow, WorkflowSelector};
 pub use target::Target;
 

@@ -20,30 +20,54 @@ pub enum Reconciled {
     StillAmbiguous { candidates: Vec<Uuid> },
 }
 
+/// When the pipeline of an ambiguous create can have been created, on CircleCI's clock:
+/// not before the claim was marked sending, not after the send's deadline (the client does
+/// not start a request past it), each widened by the allowed clock skew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateWindow {
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+impl CreateWindow {
+    /// The window of a create whose claim was marked sending at `sent_at` and whose action
+    /// ran under a deadline at most `budget` later.
+    pub fn of_send(
+        sent_at: DateTime<Utc>,
+        budget: Duration,
+        skew: Duration,
+    ) -> Result<Self, ActionError> {
+        let out_of_range = || ActionError::InvalidAction {
+            reason: format!("reconciliation window of {budget:?} ± {skew:?} is out of range"),
+        };
+        let budget = TimeDelta::from_std(budget).map_err(|_| out_of_range())?;
+        let skew = TimeDelta::from_std(skew).map_err(|_| out_of_range())?;
+        let from = sent_at.checked_sub_signed(skew).ok_or_else(out_of_range)?;
+        let until = sent_at
+            .checked_add_signed(budget)
+            .and_then(|at| at.checked_add_signed(skew))
+            .ok_or_else(out_of_range)?;
+        Ok(Self { from, until })
+    }
+
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        self.from <= at && at <= self.until
+    }
+}
+
 impl Actions {
-    /// After a create sent at `sent_at` got an ambiguous answer: the pipeline list has no
-    /// parameters, so a candidate is a pipeline of the target's project and ref, started
-    /// through the API by the token's user (`GET /me`), created within `window` of
-    /// `sent_at` (either side: the window absorbs clock skew and the request's duration),
-    /// and not recorded for another trigger. Exactly one candidate is adopted.
+    /// After an ambiguous create: the pipeline list has no parameters (CircleCI echoes no
+    /// marker of ours in general), so a candidate is a pipeline of the target's project and
+    /// ref, started through the API by the token's user (`GET /me`), created inside the
+    /// send's `window` (see [`CreateWindow`]), and not recorded for another trigger.
+    /// Exactly one candidate is adopted; several are left to an operator.
     pub async fn reconcile_create(
         &self,
         target: &Target,
-        sent_at: DateTime<Utc>,
-        window: Duration,
+        window: CreateWindow,
         ledger: &dyn PipelineLedger,
     ) -> Result<Reconciled, ActionError> {
-        let window = TimeDelta::from_std(window).map_err(|_| ActionError::InvalidAction {
-            reason: format!("reconciliation window {window:?} is too long"),
-        })?;
-        let (Some(from), Some(until)) = (
-            sent_at.checked_sub_signed(window),
-            sent_at.checked_add_signed(window),
-        ) else {
-            return Err(ActionError::InvalidAction {
-                reason: "reconciliation window is out of range".into(),
-            });
-        };
+        let CreateWindow { from, until } = window;
         let me = self.circleci.me(&target.token).await?;
         let git_ref = match target.checkout_ref() {
             Some(git_ref) => git_ref.clone(),

@@ -234,7 +234,12 @@ impl CircleCiClient {
 
     /// Sends `call` until it gets an answer worth returning; see the module docs.
     async fn execute(&self, call: &Call<'_>) -> Result<Reply, CircleCiError> {
-        let deadline = self.call_deadline();
+        // Inside an action's budget, the call gets at most what the action has left.
+        let budget = super::SendBudget::current();
+        let deadline = match &budget {
+            Some(budget) => self.call_deadline().min(budget.deadline()),
+            None => self.call_deadline(),
+        };
         let url = self.url(call)?;
         let mut token = self.token(call.token).await?;
         let mut header = token_header(call.token, &token)?;
@@ -248,6 +253,14 @@ impl CircleCiClient {
                 .acquire(call.token, deadline)
                 .await
                 .map_err(|refused| pacing_error(call, refused))?;
+            if budget.as_ref().is_some_and(super::SendBudget::passed) {
+                // Frozen or slow past the action's deadline: the claim may have been adopted
+                // and the request made by someone else. Not sent, so nothing happened.
+                return Err(timeout(
+                    call,
+                    "the action's deadline passed before the request was sent",
+                ));
+            }
             let Some(left) = deadline
                 .checked_duration_since(Instant::now())
                 .filter(|left| !left.is_zero())

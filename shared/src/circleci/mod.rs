@@ -22,6 +22,7 @@
 //! - Enums (states, statuses, trigger kinds) have an `Unknown` catch-all so a value
 //!   CircleCI adds later does not fail a read.
 
+pub mod budget;
 mod error;
 mod http;
 pub mod intercept;
@@ -32,6 +33,7 @@ mod request;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use budget::SendBudget;
 pub use error::CircleCiError;
 pub use http::{CircleCiClient, ClientOptions};
 pub use model::{

@@ -28,6 +28,17 @@
 //! finds, and sends again only when there is still nothing, so a create CircleCI never
 //! received is not lost and one it did receive is not duplicated. Several candidates always
 //! go to an operator.
+//!
+//! **Truth after the send.** Once the claim is marked sending, no failure is reported as
+//! "nothing happened": [`EngineError::OutcomeUnknown`]. Every record is created with a
+//! reconcile time (`retry_at` = creation + lease), so [`Engine::sweep`] re-drives any
+//! record of any source still `received` past its claim's lease: a `sending` claim is
+//! adopted and reconciled (never resent without a look), an unsent chain action is
+//! performed, an unsent HTTP call is recorded `failed`.
+//!
+//! **Fencing.** Each action runs under one [`SendBudget`] shorter than the lease, and a
+//! holder writes its outcome only after a fenced renew of its claim, so a holder frozen
+//! past its lease neither sends nor overwrites whoever adopted its claim.
 
 mod ledger;
 
@@ -39,13 +50,16 @@ use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::actions::{Action, ActionError, ActionOutcome, Actions, Reconciled, SendGuard};
+use crate::actions::{
+    Action, ActionError, ActionOutcome, Actions, CreateWindow, Reconciled, SendGuard,
+};
+use crate::circleci::SendBudget;
 use crate::clock::Clock;
 use crate::config::HistorySettings;
 use crate::store::{
-    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimStore, Fingerprint, PipelineRef,
-    RecordDetail, RetryPlan, SharedStore, StoreError, TriggerId, TriggerRecord, TriggerSource,
-    TriggerStatus, Upstream, redact_parameters,
+    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimState, ClaimStore, Fingerprint,
+    PipelineRef, RecordDetail, RetryPlan, SharedStore, StoreError, TriggerId, TriggerRecord,
+    TriggerSource, TriggerStatus, Upstream, redact_parameters,
 };
 
 pub use ledger::StoreLedger;
@@ -59,8 +73,15 @@ pub struct EngineSettings {
     /// How long a claim is held before another invocation may take it over. Must exceed the
     /// longest function timeout plus a margin, so a live holder is never overtaken.
     pub lease: Duration,
-    /// Window around an ambiguous create in which reconciliation looks for the pipeline.
+    /// How long after an ambiguous create the recheck looks again (schedules and chains).
+    /// At least `send_budget` + `clock_skew`, so a pipeline CircleCI made exists by then.
     pub reconcile_window: Duration,
+    /// The deadline of one action, CircleCI calls included, from the start of the attempt:
+    /// shorter than `lease`, so a holder never sends after its lease could have been taken
+    /// over, and the upper bound of when an ambiguous create's pipeline can have been made.
+    pub send_budget: Duration,
+    /// How far CircleCI's clock may be from ours when matching `created_at`.
+    pub clock_skew: Duration,
     /// Attempts (first try included) before a retryable failure is given up.
     pub max_attempts: u32,
     /// First retry delay; doubled per attempt, capped at `max_retry_delay`.
@@ -75,6 +96,8 @@ impl Default for EngineSettings {
         Self {
             lease: Duration::from_secs(120),
             reconcile_window: Duration::from_secs(120),
+            send_budget: Duration::from_secs(60),
+            clock_skew: Duration::from_secs(5),
             max_attempts: 5,
             retry_delay: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(3600),
@@ -135,6 +158,15 @@ pub enum EngineError {
     /// A stored record could not be turned back into an action (written by another release).
     #[error("trigger record {id} cannot be retried: {reason}")]
     NotRetryable { id: TriggerId, reason: String },
+    /// The claim was marked sending, so CircleCI may have acted, and the outcome could not
+    /// be recorded. Never "nothing happened": the record stays `received` with its claim
+    /// `sending` for the reconciler (the sweep), which looks the pipeline up and never
+    /// resends without that look. `record` is what the caller may show (status `ambiguous`).
+    #[error("trigger {}: CircleCI may have acted, but the outcome could not be recorded: {reason}", record.id)]
+    OutcomeUnknown {
+        record: Box<TriggerRecord>,
+        reason: String,
+    },
 }
 
 impl EngineError {
@@ -144,6 +176,8 @@ impl EngineError {
         match self {
             EngineError::Store(error) => error.is_retryable(),
             EngineError::Unavailable { .. } => true,
+            // The same intent again (same key) adopts and reconciles; it never resends blind.
+            EngineError::OutcomeUnknown { .. } => true,
             EngineError::MissingRecord { .. } | EngineError::NotRetryable { .. } => false,
         }
     }
@@ -294,6 +328,9 @@ impl Engine {
         if !Self::is_due_for_retry(&record, now) {
             return Ok(None);
         }
+        if record.status == TriggerStatus::Received {
+            return self.redrive(record).await;
+        }
         let Some(base_key) = record.claim_key.clone() else {
             return Err(EngineError::NotRetryable {
                 id: record.id,
@@ -335,6 +372,29 @@ impl Engine {
                     .attempt(&attempt_key, grant, record, &plan.action)
                     .await
                     .map(Some),
+                // That attempt sent and could not record its outcome: reconcile it.
+                ClaimOutcome::Ambiguous { sending_since, .. } => {
+                    match self
+                        .store
+                        .adopt_ambiguous(&attempt_key, self.settings.lease)
+                        .await
+                    {
+                        Ok(grant) => self
+                            .reconcile_adopted(
+                                &attempt_key,
+                                grant,
+                                record,
+                                &plan.action,
+                                sending_since,
+                            )
+                            .await
+                            .map(Some),
+                        Err(StoreError::NotAmbiguous { .. } | StoreError::LostClaim { .. }) => {
+                            Ok(None)
+                        }
+                        Err(error) => Err(error.into()),
+                    }
+                }
                 // Done or being done by someone else.
                 _ => Ok(None),
             }
@@ -346,11 +406,97 @@ impl Engine {
     /// Whether [`Engine::retry`] would act on the record now: a retryable failure or an
     /// ambiguous create awaiting its recheck, of a swept source, whose time has come.
     pub fn is_due_for_retry(record: &TriggerRecord, now: DateTime<Utc>) -> bool {
-        matches!(
+        let swept = matches!(
             record.status,
             TriggerStatus::Failed | TriggerStatus::Ambiguous
-        ) && record.retry_at.is_some_and(|at| at <= now)
-            && record.source.kind.swept()
+        ) && record.source.kind.swept();
+        // Any source's record left `received` past its claim's lease is reconciled.
+        let stranded = record.status == TriggerStatus::Received;
+        (swept || stranded) && record.retry_at.is_some_and(|at| at <= now)
+    }
+
+    /// The reconciler's part of the sweep: a record left `received` past its claim's lease
+    /// (its holder died, froze, or could not record the outcome). A claim left `sending` is
+    /// adopted and reconciled — the pipeline looked up, never resent without that look. A
+    /// claim that never reached `sending` sent nothing: a schedule or chain is taken over
+    /// and performed (no chain trigger depends on CircleCI redelivering; a schedule slot is
+    /// left to the tick's stale-claim recheck, which applies pause and concurrency); an HTTP
+    /// or CLI call is recorded `failed` (its caller was told nothing happened, or got no
+    /// answer) and its key freed for the caller's retry.
+    async fn redrive(&self, record: TriggerRecord) -> Result<Option<TriggerRecord>, EngineError> {
+        let id = record.id;
+        let not_retryable = |reason: &str| EngineError::NotRetryable {
+            id,
+            reason: reason.into(),
+        };
+        let key = record
+            .claim_key
+            .clone()
+            .ok_or_else(|| not_retryable("the record has no claim key"))?;
+        let plan = record
+            .detail
+            .retry
+            .clone()
+            .ok_or_else(|| not_retryable("no usable action on the record"))?;
+        let now = self.clock.now();
+        let lease = self.settings.lease;
+        let snapshot = match self.store.claim_snapshot(&key).await? {
+            Some(snapshot) if snapshot.state != ClaimState::Completed => snapshot,
+            // Completed (or gone) meanwhile: the record is not stranded; take it out.
+            _ => {
+                crate::store::modify_record(self.store.as_ref(), id, |stored| {
+                    if stored.status == TriggerStatus::Received {
+                        stored.retry_at = None;
+                    }
+                })
+                .await?;
+                return Ok(None);
+            }
+        };
+        if snapshot.lease_expires_at > now {
+            return Ok(None); // a live holder
+        }
+        match snapshot.state {
+            ClaimState::Sending => {
+                let grant = match self.store.adopt_ambiguous(&key, lease).await {
+                    Ok(grant) => grant,
+                    Err(StoreError::NotAmbiguous { .. } | StoreError::LostClaim { .. }) => {
+                        return Ok(None);
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                let sending_since = snapshot.sending_since.unwrap_or(snapshot.updated_at);
+                tracing::warn!(trigger_id = %id, "reconciling a record left sending");
+                self.reconcile_adopted(&key, grant, record, &plan.action, sending_since)
+                    .await
+                    .map(Some)
+            }
+            _ if record.source.kind == crate::store::SourceKind::Schedule => Ok(None),
+            _ => {
+                let grant = match self.store.claim(&key, &snapshot.fingerprint, lease).await? {
+                    ClaimOutcome::Won(grant) => grant,
+                    _ => return Ok(None),
+                };
+                if record.source.kind.swept() {
+                    tracing::warn!(trigger_id = %id, "performing a record left received");
+                    return self
+                        .attempt(&key, grant, record, &plan.action)
+                        .await
+                        .map(Some);
+                }
+                let mut record = record;
+                record.status = TriggerStatus::Failed;
+                record.retry_at = None;
+                record.updated_at = now;
+                record.reason =
+                    Some("the call's handler stopped before sending: nothing was triggered".into());
+                record.detail.retryable = Some(true);
+                let record = self.save_fenced(&key, &grant, record).await?;
+                let _ = self.store.release(&key, grant.owner).await;
+                emit_metrics(&record);
+                Ok(Some(record))
+            }
+        }
     }
 
     /// The recheck of an ambiguous create (under its own attempt claim): look again over the
@@ -366,7 +512,7 @@ impl Engine {
         let Action::Pipeline { target } = action else {
             // Only creates are rechecked; anything else is an operator's.
             record.retry_at = None;
-            let record = self.save(record).await?;
+            let record = self.save_fenced(key, &grant, record).await?;
             self.finish_claim(key, &grant, &record).await?;
             return Ok(record);
         };
@@ -389,7 +535,7 @@ impl Engine {
                     record.attempts += 1;
                 }
                 self.plan_recheck(&mut record, sent_at, lookup);
-                let record = self.save(record).await?;
+                let record = self.save_fenced(key, &grant, record).await?;
                 self.finish_claim(key, &grant, &record).await?;
                 emit_metrics(&record);
                 Ok(record)
@@ -510,12 +656,14 @@ impl Engine {
         record.upstream = intent.upstream.clone();
         record.correlation = intent.correlation.clone();
         record.detail = intent.detail.clone();
-        if record.source.kind.swept() {
-            // Kept so the sweep can redo the action without the original event.
-            record.detail.retry = Some(RetryPlan {
-                action: intent.action.clone(),
-            });
-        }
+        // Kept so the sweep can redo (schedules, chains) or reconcile (every source) the
+        // action without the original event or request.
+        record.detail.retry = Some(RetryPlan {
+            action: intent.action.clone(),
+        });
+        // The reconciler's time: a record still `received` after its claim's lease is
+        // re-driven by the sweep (deciding it clears this).
+        record.retry_at = Some(now + lease_delta(self.settings.lease));
         match self.store.create_record(record).await {
             Ok(record) => Ok(record),
             Err(StoreError::RecordExists { .. }) => {
@@ -547,7 +695,13 @@ impl Engine {
             clock: self.clock.clone(),
             sent_at: std::sync::Mutex::new(None),
         };
-        let result = self.actions.perform(action, &guard).await;
+        // One deadline for the whole action, shorter than the lease: no request starts
+        // after the claim could have been taken over (a holder frozen mid-action).
+        let budget = SendBudget::starting_now(
+            self.clock.clone(),
+            self.settings.send_budget.min(self.settings.lease),
+        );
+        let result = budget.run(self.actions.perform(action, &guard)).await;
         let sent_at = guard.sent_at();
         let now = self.clock.now();
         record.updated_at = now;
@@ -589,8 +743,19 @@ impl Engine {
             // forever (the sweep skips it).
             record.retry_at = None;
         }
-        let record = self.save(record).await?;
-        self.finish_claim(key, &grant, &record).await?;
+        let record = match self.save_fenced(key, &grant, record.clone()).await {
+            Ok(saved) => saved,
+            Err(error) if sent_at.is_some() => return Err(outcome_unknown(record, &error)),
+            Err(error) => return Err(error),
+        };
+        if let Err(error) = self.finish_claim(key, &grant, &record).await {
+            if sent_at.is_none() {
+                return Err(error);
+            }
+            // The record holds the outcome; the claim stays `sending` until the same
+            // intent comes again and completes it from the record.
+            tracing::warn!(%key, %error, "outcome recorded, claim not completed");
+        }
         emit_metrics(&record);
         tracing::info!(status = %record.status, reason = record.reason.as_deref().unwrap_or(""), "trigger decided");
         Ok(record)
@@ -627,7 +792,10 @@ impl Engine {
                     record.retry_at = None;
                 }
             }
-            record = self.save(record).await?;
+            record = match self.save_fenced(key, &grant, record.clone()).await {
+                Ok(saved) => saved,
+                Err(error) => return Err(outcome_unknown(record, &error)),
+            };
         }
         self.finish_claim(key, &grant, &record).await?;
         emit_metrics(&record);
@@ -642,11 +810,15 @@ impl Engine {
         cause: &ActionError,
     ) -> Lookup {
         let ledger = StoreLedger::new(self.store.clone(), record.id);
-        match self
-            .actions
-            .reconcile_create(target, sent_at, self.settings.reconcile_window, &ledger)
-            .await
-        {
+        let looked = match CreateWindow::of_send(
+            sent_at,
+            self.settings.send_budget,
+            self.settings.clock_skew,
+        ) {
+            Ok(window) => self.actions.reconcile_create(target, window, &ledger).await,
+            Err(error) => Err(error),
+        };
+        match looked {
             Ok(Reconciled::Adopted(pipeline)) => {
                 record.status = TriggerStatus::Triggered;
                 record.reason = Some(format!(
@@ -702,6 +874,103 @@ impl Engine {
             None
         };
         record.detail.retryable = Some(error.is_retryable());
+    }
+
+    /// Saves what the holder of `grant` decided, fenced by the claim: the holder renews its
+    /// lease first, which fails once the claim was taken over or adopted (another owner),
+    /// so a holder that was frozen past its lease never overwrites the new holder's record.
+    /// The renewal also gives the write a fresh lease; a write that then meets a newer
+    /// version (the closed loop added an outcome) is re-applied after renewing again.
+    async fn save_fenced(
+        &self,
+        key: &ClaimKey,
+        grant: &ClaimGrant,
+        record: TriggerRecord,
+    ) -> Result<TriggerRecord, EngineError> {
+        match self.fence(key, grant).await {
+            Ok(()) => {}
+            Err(refused @ EngineError::Store(StoreError::LostClaim { .. })) => {
+                return self.offer_late_outcome(key, &record, refused).await;
+            }
+            Err(error) => return Err(error),
+        }
+        match self.store.update_record(record.clone()).await {
+            Ok(saved) => Ok(saved),
+            Err(StoreError::StaleRecord { .. }) => match self.fence(key, grant).await {
+                Ok(()) => self.save(record).await,
+                Err(refused @ EngineError::Store(StoreError::LostClaim { .. })) => {
+                    self.offer_late_outcome(key, &record, refused).await
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// A holder refused by the fence may still know something for certain: CircleCI
+    /// answered its create with a pipeline (it was sent before the deadline, the answer came
+    /// after the lease). That fact fills a record that holds no pipeline yet (the adopter
+    /// found nothing and awaits a recheck); a record that already names a pipeline or is
+    /// otherwise decided is never touched. Anything else the late holder has is dropped.
+    async fn offer_late_outcome(
+        &self,
+        key: &ClaimKey,
+        ours: &TriggerRecord,
+        refused: EngineError,
+    ) -> Result<TriggerRecord, EngineError> {
+        let created = matches!(
+            ours.detail.outcome,
+            Some(ActionOutcome::PipelineCreated { .. })
+        ) && ours.pipeline.is_some();
+        if !created {
+            return Err(refused);
+        }
+        for _ in 0..8 {
+            let Some(mut stored) = self.store.get_record(ours.id).await? else {
+                return Err(refused);
+            };
+            let open = stored.pipeline.is_none()
+                && matches!(
+                    stored.status,
+                    TriggerStatus::Received | TriggerStatus::Ambiguous
+                );
+            if !open {
+                return Err(refused);
+            }
+            stored.status = TriggerStatus::Triggered;
+            stored.pipeline = ours.pipeline.clone();
+            stored.retry_at = None;
+            stored.reason = Some(format!(
+                "the create's answer came after its holder's lease (claim `{key}`): its pipeline is recorded"
+            ));
+            stored.detail.outcome = ours.detail.outcome.clone();
+            stored.detail.candidates = None;
+            stored.updated_at = self.clock.now();
+            match self.store.update_record(stored).await {
+                Ok(saved) => {
+                    tracing::warn!(%key, "late create answer recorded on a record that had no pipeline");
+                    return Ok(saved);
+                }
+                Err(StoreError::StaleRecord { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(refused)
+    }
+
+    async fn fence(&self, key: &ClaimKey, grant: &ClaimGrant) -> Result<(), EngineError> {
+        match self
+            .store
+            .renew(key, grant.owner, self.settings.lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error @ StoreError::LostClaim { .. }) => {
+                tracing::warn!(%key, "claim taken over meanwhile: this holder's outcome is not written");
+                Err(error.into())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn save(&self, record: TriggerRecord) -> Result<TriggerRecord, EngineError> {
@@ -799,6 +1068,21 @@ impl SendGuard for ClaimSendGuard {
     }
 }
 
+/// What a caller is told when a failure follows `mark_sending`: CircleCI may have acted.
+fn outcome_unknown(mut record: TriggerRecord, cause: &EngineError) -> EngineError {
+    let reason = cause.to_string();
+    record.status = TriggerStatus::Ambiguous;
+    record.retry_at = None;
+    record.reason = Some(format!(
+        "CircleCI may have acted, but the outcome could not be recorded ({reason}); \
+         the reconciler looks the pipeline up and never resends without that look"
+    ));
+    EngineError::OutcomeUnknown {
+        record: Box::new(record),
+        reason,
+    }
+}
+
 fn apply_outcome(record: &mut TriggerRecord, outcome: &ActionOutcome) {
     record.status = TriggerStatus::Triggered;
     record.retry_at = None;
@@ -835,6 +1119,12 @@ fn retry_delay(settings: &EngineSettings, attempts: u32, error: &ActionError) ->
         }) => backoff.max(*wait),
         _ => backoff,
     }
+}
+
+/// A lease as a time span, plus a second so the claim has surely expired by then.
+fn lease_delta(lease: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+        + chrono::Duration::seconds(1)
 }
 
 fn parameter_json(value: &crate::config::ParameterValue) -> serde_json::Value {

@@ -142,6 +142,10 @@ pub(crate) fn check_holder(
     }
     match (op, stored.state) {
         (HolderOp::Renew, ClaimState::InProgress | ClaimState::Sending) => Ok(HolderPlan::Apply),
+        // A send needs a live lease: a holder frozen past it may be overtaken at any moment.
+        (HolderOp::MarkSending, ClaimState::InProgress) if stored.lease_expires_at <= now => {
+            Err(lost())
+        }
         (HolderOp::MarkSending, ClaimState::InProgress) => Ok(HolderPlan::Apply),
         (HolderOp::MarkSending, ClaimState::Sending) => Ok(HolderPlan::AlreadyDone),
         (HolderOp::Complete, ClaimState::InProgress | ClaimState::Sending) => Ok(HolderPlan::Apply),

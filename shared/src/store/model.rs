@@ -559,6 +559,14 @@ fn serialize_action<S: serde::Serializer>(
 }
 
 impl TriggerRecord {
+    /// Whether the sweep's retry index holds this record: a schedule or chain record with
+    /// `retry_at` (retries, rechecks), or any record still `received` with `retry_at` (the
+    /// reconciler's time, set when the record is created and cleared when it is decided).
+    pub fn in_retry_index(&self) -> bool {
+        self.retry_at.is_some()
+            && (self.source.kind.swept() || self.status == TriggerStatus::Received)
+    }
+
     /// A new root trigger (its own origin), `received`, not yet stored.
     pub fn new(
         source: TriggerSource,

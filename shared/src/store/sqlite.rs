@@ -669,7 +669,8 @@ fn write_record(tx: &Connection, record: &TriggerRecord, insert: bool) -> StoreR
             record.pipeline.as_ref().map(|p| p.id.as_str()),
             record.status.as_str(),
             record.retry_at.map(millis),
-            record.source.kind.swept(),
+            // The column says "in the retry index" (see `TriggerRecord::in_retry_index`).
+            record.in_retry_index(),
             millis(record.created_at),
             millis(record.expires_at),
             to_i64(record.version),

@@ -404,6 +404,30 @@ pub async fn a_sending_claim_is_never_taken_over(adapter: &dyn StoreUnderTest) {
     );
 }
 
+/// `mark_sending` needs a live lease, not only the owner token: a holder that was frozen
+/// (a Lambda environment suspended mid-invocation) past its lease must not start a send
+/// that a takeover may already be making. Nobody took the claim over here, yet the late
+/// holder is refused; the claim stays `in_progress`, so the next claimant takes it over.
+pub async fn mark_sending_requires_an_unexpired_lease(adapter: &dyn StoreUnderTest) {
+    let f = adapter.fixture().await;
+    let key = key("frozen");
+    let fp = fingerprint("request");
+    let holder = won(&f.store.claim(&key, &fp, LEASE).await.unwrap());
+    f.clock.advance(TimeDelta::seconds(61));
+    let error = f.store.mark_sending(&key, holder).await.unwrap_err();
+    assert!(matches!(error, StoreError::LostClaim { .. }), "{error:?}");
+    assert!(!error.is_retryable());
+    let snapshot = f.store.claim_snapshot(&key).await.unwrap().unwrap();
+    assert_eq!(snapshot.state, ClaimState::InProgress, "{snapshot:?}");
+    match f.store.claim(&key, &fp, LEASE).await.unwrap() {
+        ClaimOutcome::Won(grant) => {
+            assert!(grant.taken_over);
+            f.store.mark_sending(&key, grant.owner).await.unwrap();
+        }
+        other => panic!("an unsent expired lease is taken over, got {other:?}"),
+    }
+}
+
 /// A slow holder whose lease ran out after sending may still complete, as long as no
 /// reconciler adopted the claim; its result is what replays then see.
 pub async fn a_slow_sending_holder_still_completes(adapter: &dyn StoreUnderTest) {

@@ -21,8 +21,8 @@ use integration_tests::circleci_client::{
 };
 use serde_json::json;
 use shared::actions::{
-    Action, ActionError, ActionOutcome, Actions, NoGuard, Reconciled, RerunJobs, Target,
-    WorkflowSelector,
+    Action, ActionError, ActionOutcome, Actions, CreateWindow, NoGuard, Reconciled, RerunJobs,
+    Target, WorkflowSelector,
 };
 use shared::circleci::{CircleCi, ClientOptions, JobStatus, RateDefaults, WorkflowStatus};
 use shared::config::{CircleCiSettings, ParameterValue, TargetSpec};
@@ -852,6 +852,11 @@ async fn reconciliation_noise(fx: &Fixture, on_main: &Target) -> Uuid {
     create(fx, on_main).await
 }
 
+/// The engine's defaults: a 60 s send budget, 5 s of clock skew.
+fn send_window(sent_at: chrono::DateTime<chrono::Utc>) -> CreateWindow {
+    CreateWindow::of_send(sent_at, Duration::from_secs(60), Duration::from_secs(5)).unwrap()
+}
+
 async fn ambiguous_create(fx: &Fixture, target: &Target) -> Uuid {
     fx.sim.set_faults(Faults {
         create_then_502: 1,
@@ -885,7 +890,7 @@ async fn an_ambiguous_create_is_reconciled_to_the_one_pipeline_it_made() {
     let ledger = RecordedElsewhere::with([recorded]);
     let reconciled = fx
         .actions
-        .reconcile_create(&on_main, sent_at, Duration::from_secs(120), &ledger)
+        .reconcile_create(&on_main, send_window(sent_at), &ledger)
         .await
         .unwrap();
     let Reconciled::Adopted(pipeline) = reconciled else {
@@ -910,7 +915,7 @@ async fn an_ambiguous_create_is_reconciled_to_the_one_pipeline_it_made() {
     let default_branch = target(API, None);
     let reconciled = fx
         .actions
-        .reconcile_create(&default_branch, sent_at, Duration::from_secs(120), &ledger)
+        .reconcile_create(&default_branch, send_window(sent_at), &ledger)
         .await
         .unwrap();
     assert!(
@@ -928,11 +933,11 @@ async fn an_ambiguous_create_with_two_candidates_stays_ambiguous() {
     let sent_at = fx.sim.now();
     let made = ambiguous_create(&fx, &on_main).await;
 
-    let window = Duration::from_secs(120);
+    let window = send_window(sent_at);
     let ledger = RecordedElsewhere::with([recorded]);
     let reconciled = fx
         .actions
-        .reconcile_create(&on_main, sent_at, window, &ledger)
+        .reconcile_create(&on_main, window, &ledger)
         .await
         .unwrap();
     let Reconciled::StillAmbiguous { mut candidates } = reconciled else {
@@ -947,7 +952,7 @@ async fn an_ambiguous_create_with_two_candidates_stays_ambiguous() {
     let all_recorded = RecordedElsewhere::with([recorded, unrecorded, made]);
     let reconciled = fx
         .actions
-        .reconcile_create(&on_main, sent_at, window, &all_recorded)
+        .reconcile_create(&on_main, window, &all_recorded)
         .await
         .unwrap();
     assert_eq!(
@@ -960,7 +965,7 @@ async fn an_ambiguous_create_with_two_candidates_stays_ambiguous() {
     unavailable.fail.store(true, Ordering::SeqCst);
     let error = fx
         .actions
-        .reconcile_create(&on_main, sent_at, window, &unavailable)
+        .reconcile_create(&on_main, window, &unavailable)
         .await
         .unwrap_err();
     assert!(matches!(error, ActionError::Ledger(_)), "{error}");

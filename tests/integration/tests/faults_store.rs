@@ -333,7 +333,7 @@ async fn call_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
             fault.at() < requests,
             "{context}: the call made only {requests} requests"
         );
-        answer.assert_unavailable(&context);
+        assert_truthful(&answer, !rig.pipeline_ids_on(DEPLOY).is_empty(), &context);
         rig.restore();
         // The caller retries with the same key until it gets an answer that is not 409
         // (the dead attempt's claim is leased): the trigger, performed or replayed.
@@ -425,7 +425,156 @@ async fn a_blackholed_store_times_out_into_503_without_firing() {
     check_outcome(&records, &pipelines, 1, None, "blackholed store");
 }
 
+/// The answer to a call the store failed under never says "nothing happened" when
+/// something did: with a pipeline on CircleCI it is 502 `outcome-unknown` (do not retry with
+/// a new key; the same key, or the reconciler, finds the pipeline); without one, 503.
+fn assert_truthful(answer: &integration_tests::faults_support::Answer, sent: bool, context: &str) {
+    if sent && answer.status == 202 {
+        // The outcome was recorded before the store went away (only completing the claim
+        // failed): the record is the truth, and the answer says it.
+        assert_eq!(answer.body["status"], "triggered", "{context}: {answer:?}");
+        assert!(answer.body["pipeline"]["id"].is_string(), "{answer:?}");
+    } else if sent {
+        assert_eq!(
+            (answer.status, answer.problem_type().rsplit('/').next()),
+            (502, Some("outcome-unknown")),
+            "{context}: a pipeline exists, yet the answer was {answer:?}"
+        );
+        assert_eq!(answer.body["retry_with_new_key"], false, "{answer:?}");
+        assert!(answer.body["trigger_id"].is_string(), "{answer:?}");
+    } else {
+        answer.assert_unavailable(context);
+    }
+}
+
+/// One endpoint call with the store failing at `cut_at`; the caller never retries. The
+/// store comes back, and the reconciler (the sweep every tick runs) decides what the call
+/// left behind: a pipeline that exists is recorded, nothing is left `received` or
+/// `sending`, and nothing is sent that the call did not send.
+async fn call_with_store_cut_and_no_retry(
+    moto: &MotoProcess,
+    cut_at: Option<Fault>,
+) -> (usize, usize) {
+    let rig = Rig::start(moto, "2026-11-28T12:00:00Z").await;
+    rig.arm(cut_at);
+    let answer = rig.call("release-once", "1.2.3").await;
+    let requests = rig.cutter.sent();
+    let context = format!("{cut_at:?} of the call's store requests, no retry");
+    let sent = rig.pipeline_ids_on(DEPLOY);
+    if cut_at.is_some() {
+        assert_truthful(&answer, !sent.is_empty(), &context);
+    }
+    rig.restore();
+    for _ in 0..3 {
+        rig.advance(PAST_LEASE).await;
+        rig.instance()
+            .scheduler
+            .engine()
+            .sweep(100)
+            .await
+            .expect("the reconciler's sweep");
+    }
+    let pipelines = rig.pipeline_ids_on(DEPLOY);
+    assert_eq!(pipelines, sent, "{context}: the reconciler never sends");
+    let records = rig.records(SourceKind::Http, ENDPOINT).await;
+    assert!(records.len() <= 1, "{context}: {records:#?}");
+    let mut ambiguous = 0;
+    for record in &records {
+        match record.status {
+            TriggerStatus::Triggered => {}
+            // Nothing was sent: the caller was told so (503).
+            TriggerStatus::Failed if pipelines.is_empty() => {}
+            TriggerStatus::Ambiguous
+                if matches!(cut_at, Some(Fault::AnswerLost(_))) && pipelines.is_empty() =>
+            {
+                ambiguous += 1;
+            }
+            _ => panic!("{context}: left undecided: {record:#?}"),
+        }
+        let claim = rig
+            .store
+            .claim_snapshot(record.claim_key.as_ref().unwrap())
+            .await
+            .unwrap();
+        // A claim may stay `sending` only when its record already holds the outcome (the
+        // store went away between the record and completing the claim): a repeated request
+        // adopts it and completes it from the record.
+        assert!(
+            !claim
+                .as_ref()
+                .is_some_and(|c| c.state == ClaimState::Sending)
+                || (record.status == TriggerStatus::Triggered && record.pipeline.is_some()),
+            "{context}: claim left sending: {claim:?}"
+        );
+    }
+    assert_one_row_per_pipeline(&records, &pipelines, &context);
+    (requests, ambiguous)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_call_cut_off_from_the_store_is_reconciled_without_the_callers_retry() {
+    sweep_faults(
+        "endpoint call, cut, no retry",
+        10,
+        Fault::CutBefore,
+        call_with_store_cut_and_no_retry,
+    )
+    .await;
+}
+
 // ------------------------------------------------------------------- webhook delivery
+
+/// One webhook delivery with the store failing at `cut_at`, and CircleCI never redelivers:
+/// whatever the delivery recorded is driven to its end by the sweep alone — a chain record
+/// left `received` is sent once, one left `sending` is reconciled — and a delivery that
+/// recorded nothing sent nothing.
+async fn deliver_with_store_cut_and_no_redelivery(
+    moto: &MotoProcess,
+    cut_at: Option<Fault>,
+) -> (usize, usize) {
+    let rig = Rig::start(moto, "2026-11-28T14:00:00Z").await;
+    let event = rig.upstream_build_succeeded();
+    rig.arm(cut_at);
+    let answer = rig.deliver(&event).await;
+    let requests = rig.cutter.sent();
+    let context = format!("{cut_at:?} of the delivery's store requests, no redelivery");
+    if cut_at.is_none() {
+        assert_eq!(answer.status, 200, "{context}: {answer:?}");
+    }
+    rig.restore();
+    for _ in 0..4 {
+        rig.advance(PAST_LEASE).await;
+        rig.instance()
+            .scheduler
+            .engine()
+            .sweep(100)
+            .await
+            .expect("the sweep");
+    }
+    let pipelines = rig.pipeline_ids_on(DEPLOY);
+    let records = rig.records(SourceKind::Chain, RULE).await;
+    if records.is_empty() {
+        assert!(
+            pipelines.is_empty(),
+            "{context}: a pipeline without a record"
+        );
+        return (requests, 0);
+    }
+    let ambiguous = check_outcome(&records, &pipelines, 1, cut_at, &context);
+    (requests, ambiguous)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_cut_off_from_the_store_is_finished_without_a_redelivery() {
+    let ambiguous = sweep_faults(
+        "webhook delivery, cut, no redelivery",
+        10,
+        Fault::CutBefore,
+        deliver_with_store_cut_and_no_redelivery,
+    )
+    .await;
+    assert_eq!(ambiguous, 0);
+}
 
 /// One webhook delivery with the store failing at `cut_at`, then CircleCI's
 /// redeliveries of the same body after the store is back.
@@ -441,9 +590,19 @@ async fn deliver_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (u
             fault.at() < requests,
             "{context}: the delivery made only {requests} requests"
         );
-        // 503: CircleCI redelivers.
-        answer.assert_unavailable(&context);
         rig.restore();
+        if answer.status == 200 {
+            // Only completing the claim failed: the outcome is recorded, and said.
+            let records = rig.records(SourceKind::Chain, RULE).await;
+            assert_eq!(
+                answer.body["actions"][0]["status"], "triggered",
+                "{context}"
+            );
+            assert_eq!(records[0].status, TriggerStatus::Triggered, "{context}");
+        } else {
+            // 503: CircleCI redelivers.
+            answer.assert_unavailable(&context);
+        }
         for _ in 0..3 {
             answer = rig.deliver(&event).await;
             if answer.status != 503 {

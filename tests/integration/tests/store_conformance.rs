@@ -40,6 +40,7 @@ conformance!(
     an_expired_lease_is_taken_over_before_sending,
     a_sending_claim_is_never_taken_over,
     a_slow_sending_holder_still_completes,
+    mark_sending_requires_an_unexpired_lease,
     a_stale_owner_cannot_complete,
     a_replay_after_completion_returns_the_stored_result,
     release_lets_the_next_attempt_win,

@@ -352,10 +352,14 @@ impl DynamoStore {
         let state_list: Vec<String> = (0..allowed_states.len())
             .map(|i| format!(":st{i}"))
             .collect();
-        let condition = format!(
+        let mut condition = format!(
             "#owner = :owner AND #state IN ({}) AND #ttl > :now_s",
             state_list.join(", ")
         );
+        if op == HolderOp::MarkSending {
+            // A send needs a live lease (see `logic::check_holder`).
+            condition.push_str(" AND #lease > :now_ms");
+        }
         let mut values: HashMap<String, AttributeValue> = HashMap::from([
             (":owner".to_owned(), s(owner.to_string())),
             (":now_s".to_owned(), n(now.timestamp())),
@@ -368,6 +372,10 @@ impl DynamoStore {
             ("#state".to_owned(), "state".to_owned()),
             ("#ttl".to_owned(), TTL_ATTRIBUTE.to_owned()),
         ]);
+        if op == HolderOp::MarkSending {
+            names.insert("#lease".to_owned(), "lease_expires_at".to_owned());
+            values.insert(":now_ms".to_owned(), n(millis(now)));
+        }
         let key_item = HashMap::from([
             (PARTITION_KEY.to_owned(), s(claim_pk(key))),
             (SORT_KEY.to_owned(), s("CLAIM")),
@@ -722,7 +730,7 @@ fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
     if let Some(pipeline) = &record.pipeline {
         item.insert("pipeline_id".to_owned(), s(pipeline.id.clone()));
     }
-    if let Some(retry_at) = record.retry_at.filter(|_| record.source.kind.swept()) {
+    if let Some(retry_at) = record.retry_at.filter(|_| record.in_retry_index()) {
         item.insert("retry_pk".to_owned(), s(RETRY_PARTITION));
         item.insert(
             "retry_sk".to_owned(),
@@ -1140,7 +1148,7 @@ impl HistoryStore for DynamoStore {
                 let record = record_from_item(item)?;
                 // The index is eventually consistent: re-check what it claims.
                 let still_due =
-                    record.retry_at.is_some_and(|at| at <= now) && record.source.kind.swept();
+                    record.retry_at.is_some_and(|at| at <= now) && record.in_retry_index();
                 if still_due && record.expires_at > now && due.len() < limit {
                     due.push(record);
                 }

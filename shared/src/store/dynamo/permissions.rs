@@ -203,9 +203,11 @@ impl StoreOperation {
 
 /// What the trigger lifecycle (`engine::Engine`: `fire`, `decide_without_action`, `retry`,
 /// `sweep`) does to the store, whichever entry point drives it.
-const LIFECYCLE: [StoreOperation; 9] = [
+const LIFECYCLE: [StoreOperation; 10] = [
     StoreOperation::Claim,
     StoreOperation::AdoptAmbiguous,
+    // The fence before a holder writes its outcome (the same fenced `UpdateItem`).
+    StoreOperation::Renew,
     StoreOperation::MarkSending,
     StoreOperation::Complete,
     StoreOperation::Release,

@@ -215,7 +215,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, ApiEr
         (status = 422, description = "`invalid-request` (every violated rule in `errors`) or `idempotency-key-reused`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "`rate-limited` (this client's rate) or `circleci-rate-limited` (CircleCI still limiting at the deadline); see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 500, description = "Internal error or misconfiguration (logged); nothing was triggered", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 502, description = "`circleci-unavailable`, `circleci-rejected` or `outcome-unknown`", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 502, description = "`circleci-unavailable` or `circleci-rejected` (nothing was triggered), or `outcome-unknown`: the request was sent and CircleCI may have acted (its answer was ambiguous, or ours could not be recorded); `trigger_id` names the trigger, the reconciler finds the pipeline, retry only with the same Idempotency-Key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "A dependency of ours is unavailable; nothing was triggered", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 504, description = "`circleci-timeout`", body = ProblemDoc, content_type = "application/problem+json"),
     ),

@@ -258,7 +258,15 @@ impl TriggerApi {
             correlation: None,
             detail: Box::new(detail),
         };
-        let fired = self.inner.engine.fire(intent).await.map_err(engine_error)?;
+        let fired = match self.inner.engine.fire(intent).await {
+            // After `mark_sending` the answer is never "nothing happened": 502
+            // `outcome-unknown` with the trigger's id (the reconciler finds the pipeline).
+            Err(EngineError::OutcomeUnknown { record, reason }) => {
+                tracing::warn!(trigger_id = %record.id, %reason, "outcome unknown after sending");
+                Fired::Performed(*record)
+            }
+            other => other.map_err(engine_error)?,
+        };
         let (record, replayed) = match fired {
             Fired::Performed(record) => (record, false),
             Fired::Replayed(record) => (record, true),

@@ -230,6 +230,9 @@ impl Scheduler {
                 Err(EngineError::Store(error)) if error.is_retryable() => {
                     return Err(EngineError::Store(error));
                 }
+                // Sent, but not recorded (the store went away): fail the tick too; the
+                // sweep reconciles the slot once its lease is over.
+                Err(error @ EngineError::OutcomeUnknown { .. }) => return Err(error),
                 // Anything else stays with this schedule: its cursor did not move, so the
                 // next tick evaluates the same slots again (decided ones replay).
                 Err(error) => {

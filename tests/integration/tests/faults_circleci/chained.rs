@@ -1,17 +1,25 @@
 //! The webhook receiver (chained triggers) under CircleCI faults. Redeliveries are the
 //! same signed body posted again, as CircleCI resends it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use circleci_sim::Faults;
 use integration_tests::faults_support::{DEPLOY, RULE, System};
 use integration_tests::scheduled_support::Backend;
+use shared::actions::Actions;
+use shared::circleci::CircleCiError;
+use shared::circleci::intercept::{Call, Forward, Intercepted, Interceptor};
+use shared::clock::Clock;
+use shared::engine::{Engine, EngineSettings};
 use shared::store::{SourceKind, TriggerStatus};
+use shared::triggers::chained::Receiver;
+use shared::triggers::chained::webhook::event::parse_event;
 
 use super::{
-    assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on, one_second_deadline,
-    slow_down, spend_the_rate_limit,
+    another_tool_creates, assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on,
+    one_second_deadline, slow_down, spend_the_rate_limit,
 };
 
 /// A 5xx answer to the create itself: the client cannot know whether CircleCI acted, so it
@@ -232,4 +240,136 @@ async fn random_5xx_on_every_request_never_duplicates_and_every_event_has_its_ro
         .count();
     assert_eq!(triggered + ambiguous, 10, "{records:#?}");
     assert!(triggered > 0 && ambiguous > 0, "the seed exercises both");
+}
+
+/// Our create is answered 503 (CircleCI never acted); another tool on the same token starts
+/// a pipeline on the same branch 90 s later, after our send's deadline, before the recheck.
+/// The recheck must not adopt it (the old ±120 s window did, and ours was never sent): it
+/// finds nothing it can attribute and sends ours. Two pipelines, ours recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_tools_pipeline_created_after_the_send_deadline_is_never_adopted() {
+    let sys = System::builder(Backend::Sqlite).build().await;
+    sys.sim.set_faults(http_503_on("POST", 1));
+    let event = sys.upstream_build_succeeded();
+    let answer = sys.deliver(&event).await;
+    assert_eq!(
+        answer.body["actions"][0]["status"], "ambiguous",
+        "{:#}",
+        answer.body
+    );
+    sys.advance(TimeDelta::seconds(90)).await;
+    let theirs = another_tool_creates(&sys, DEPLOY, "main").await;
+    let records = sys.records(SourceKind::Chain, RULE).await;
+    let recheck_at = records[0].retry_at.expect("a recheck is planned");
+    sys.advance_to(recheck_at).await;
+    let sweep = sys.instance().context.engine.sweep(100).await.unwrap();
+    assert_eq!(sweep.attempted, 1, "{sweep:?}");
+    let records = sys.records(SourceKind::Chain, RULE).await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(
+        records[0].status,
+        TriggerStatus::Triggered,
+        "{:#?}",
+        records[0]
+    );
+    let ours = records[0].pipeline.as_ref().unwrap().id.clone();
+    assert_ne!(
+        ours, theirs,
+        "their pipeline was adopted: ours was never sent"
+    );
+    let mut ids = sys.pipeline_ids_on(DEPLOY);
+    ids.sort();
+    let mut expected = vec![ours, theirs];
+    expected.sort();
+    assert_eq!(ids, expected);
+}
+
+/// Holds the first create (after `mark_sending`, before the client sends it) until
+/// released: a Lambda environment frozen mid-send, thawed later.
+#[derive(Clone, Default)]
+struct FreezeFirstCreate(Arc<Freezer>);
+
+#[derive(Default)]
+struct Freezer {
+    frozen: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    thaw: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Interceptor for FreezeFirstCreate {
+    async fn around<'a, T: Send + 'a>(
+        &'a self,
+        call: Call<'a>,
+        forward: Forward<'a, T>,
+    ) -> Result<T, CircleCiError> {
+        if matches!(call, Call::TriggerPipeline(_))
+            && !self
+                .0
+                .frozen
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.0.entered.notify_one();
+            self.0.thaw.notified().await;
+        }
+        forward.await
+    }
+}
+
+/// Finding 4 of #18: a holder marks its claim sending and freezes before its create leaves
+/// (the Lambda environment is suspended after the receiver answered 503 at 8 s). Its lease
+/// runs out on the test clock; CircleCI's redelivery adopts the claim, finds nothing, and
+/// the sweep's recheck sends the create. Then the first holder thaws. Its send is past the
+/// action's deadline, so the client never starts it, and its writes are refused by the
+/// fence: exactly one pipeline, and the adopter's record is left as it wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_frozen_past_its_lease_neither_sends_nor_overwrites_the_adopter() {
+    let sys = System::builder(Backend::Sqlite).build().await;
+    let event = sys.upstream_build_succeeded();
+    let freeze = FreezeFirstCreate::default();
+    let frozen = {
+        let context = &sys.instance().context;
+        let circleci = Arc::new(Intercepted::new(context.circleci.clone(), freeze.clone()));
+        let clock: Arc<dyn Clock> = sys.clock.clone();
+        let engine = Engine::new(
+            sys.store.clone(),
+            Arc::new(Actions::new(circleci)),
+            clock,
+            EngineSettings::default(),
+        );
+        let receiver = Receiver::new(engine, context.secrets.clone(), &context.triggers).unwrap();
+        let parsed = parse_event(&serde_json::to_vec(&event).unwrap()).unwrap();
+        tokio::spawn(async move { receiver.process(&parsed).await })
+    };
+    freeze.0.entered.notified().await;
+    assert!(sys.pipelines_on(DEPLOY).is_empty());
+
+    // Frozen past the lease (120 s): the redelivery adopts the sending claim.
+    sys.advance(TimeDelta::seconds(121)).await;
+    let redelivered = sys.deliver(&event).await;
+    assert_eq!(
+        redelivered.body["actions"][0]["status"], "ambiguous",
+        "{:#}",
+        redelivered.body
+    );
+    let records = sys.records(SourceKind::Chain, RULE).await;
+    let recheck_at = records[0].retry_at.expect("a recheck is planned");
+    sys.advance_to(recheck_at).await;
+    let sweep = sys.instance().context.engine.sweep(100).await.unwrap();
+    assert_eq!((sweep.attempted, sweep.succeeded), (1, 1), "{sweep:?}");
+    let adopters = sys.records(SourceKind::Chain, RULE).await;
+    assert_eq!(adopters[0].status, TriggerStatus::Triggered);
+    assert_eq!(sys.pipelines_on(DEPLOY).len(), 1);
+
+    // The first holder thaws.
+    freeze.0.thaw.notify_one();
+    let _ = frozen.await.unwrap();
+    assert_eq!(
+        sys.pipelines_on(DEPLOY).len(),
+        1,
+        "the thawed holder sent its create after its lease"
+    );
+    let after = sys.records(SourceKind::Chain, RULE).await;
+    assert_eq!(after, adopters, "the thawed holder's writes were merged in");
+    assert_one_row_each_and_no_stray_pipeline(&sys, SourceKind::Chain, RULE, DEPLOY, 1).await;
 }

@@ -7,8 +7,8 @@ use integration_tests::scheduled_support::Backend;
 use shared::store::{SourceKind, TriggerStatus};
 
 use super::{
-    assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on, one_second_deadline,
-    spend_the_rate_limit,
+    another_tool_creates, assert_one_row_each_and_no_stray_pipeline, candidates, http_503_on,
+    one_second_deadline, spend_the_rate_limit,
 };
 
 fn problem_kind(body: &serde_json::Value) -> &str {
@@ -113,5 +113,36 @@ async fn a_429_past_the_deadline_is_answered_and_only_a_new_key_triggers_on_dyna
             .filter(|r| r.status == TriggerStatus::Triggered)
             .count(),
         1
+    );
+}
+
+/// Another tool on the same token started a pipeline on the endpoint's branch a minute
+/// before our create, whose 503 leaves the outcome unknown. That pipeline was created
+/// before the claim was marked sending, so it cannot be ours: it is not adopted (the old
+/// ±120 s window took it), the call is `outcome-unknown` with no candidate, and nothing is
+/// resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_tools_pipeline_created_before_the_send_is_never_adopted() {
+    let sys = System::builder(Backend::Sqlite).build().await;
+    let theirs = another_tool_creates(&sys, DEPLOY, "release").await;
+    sys.advance(chrono::TimeDelta::seconds(60)).await;
+    sys.sim.set_faults(http_503_on("POST", 1));
+    let answer = sys.call("release-theirs", "1.2.5").await;
+    assert_eq!(
+        (answer.status, problem_kind(&answer.body)),
+        (502, "outcome-unknown"),
+        "their pipeline {theirs} must not be adopted: {:#}",
+        answer.body
+    );
+    let records = sys.records(SourceKind::Http, ENDPOINT).await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].status, TriggerStatus::Ambiguous);
+    assert_eq!(records[0].pipeline, None, "{:#?}", records[0]);
+    assert!(candidates(&records[0]).is_empty(), "{:#?}", records[0]);
+    let ids: Vec<String> = sys.pipeline_ids_on(DEPLOY);
+    assert_eq!(
+        ids,
+        vec![theirs],
+        "ours never reached CircleCI and was not resent"
     );
 }

@@ -123,3 +123,18 @@ async fn spend_the_rate_limit(sys: &System) {
         .unwrap();
     assert_eq!(spent.status(), 200);
 }
+
+/// Another tool using the same token (so the same actor) starts a pipeline on `project`'s
+/// `branch` through the API, not through us. Returns its id.
+async fn another_tool_creates(sys: &System, project: &str, branch: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{}/project/{project}/pipeline", sys.sim.base_url()))
+        .header("Circle-Token", TOKEN)
+        .json(&serde_json::json!({ "branch": branch }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
