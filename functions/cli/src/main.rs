@@ -30,7 +30,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the triggers file; prints file:line errors and exits 1 when it is invalid.
-    Check,
+    Check(commands::check::CheckArgs),
+    /// Lint a .circleci/config.yml against the triggers file: workflows a `workflow = "x"` target also runs, missing workflows, undeclared or mistyped parameters.
+    LintCi(commands::lint_ci::LintCiArgs),
     /// Run everything on this machine: HTTP routes, scheduler, embedded SQLite store.
     Serve(commands::serve::ServeArgs),
     /// Show the next fire times of the schedules (local and UTC, DST-adjusted ones marked).
@@ -54,7 +56,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check => commands::check::run(&cli.config),
+        Command::Check(args) => commands::check::run(&cli.config, args),
+        Command::LintCi(args) => commands::lint_ci::run(&cli.config, args),
         Command::History(args) => commands::history::run(args),
         Command::Trigger(args) => commands::trigger::run(&cli.config, args),
         Command::MintKey(args) => commands::mint_key::run(&cli.config, args),

@@ -1,6 +1,7 @@
 pub mod check;
 pub mod explain;
 pub mod history;
+pub mod lint_ci;
 pub mod mint_key;
 pub mod next;
 pub mod pause;
