@@ -49,6 +49,10 @@ enum Command {
     Resume(commands::pause::ResumeArgs),
     /// Which chain rules a webhook body matches and the CircleCI requests they would send (sends nothing).
     Explain(commands::explain::ExplainArgs),
+    /// Run a schedule now or at one of its slots (--at): once per slot; refused while paused unless --ignore-pause.
+    Run(commands::run::RunArgs),
+    /// Run the slots of a schedule in a range that have not fired (resumable, capped, --dry-run).
+    Backfill(commands::run::BackfillArgs),
     /// Register the webhook receiver's URL on every project the triggers file names (idempotent).
     SetupWebhooks(commands::setup_webhooks::SetupWebhooksArgs),
 }
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
         Command::Pause(args) => commands::pause::run_pause(&cli.config, args),
         Command::Resume(args) => commands::pause::run_resume(&cli.config, args),
         Command::Explain(args) => commands::explain::run(&cli.config, args),
+        Command::Run(args) => commands::run::run(&cli.config, args),
+        Command::Backfill(args) => commands::run::backfill(&cli.config, args),
         Command::SetupWebhooks(args) => commands::setup_webhooks::run(&cli.config, args),
     };
     match result {

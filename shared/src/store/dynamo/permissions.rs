@@ -241,7 +241,7 @@ const CHAINED_EXTRA: [StoreOperation; 5] = [
 ];
 
 /// `shared::triggers::http` (the HTTP trigger API).
-const HTTP_EXTRA: [StoreOperation; 4] = [
+const HTTP_EXTRA: [StoreOperation; 6] = [
     // `[[client]].rate_limit`: a client's window is a join of tickets.
     StoreOperation::JoinArrive,
     StoreOperation::JoinState,
@@ -249,6 +249,11 @@ const HTTP_EXTRA: [StoreOperation; 4] = [
     StoreOperation::ListBySource,
     // `select = "trigger:<id>"`: the pipelines of that trigger's origin.
     StoreOperation::ListByOrigin,
+    // `POST /v1/schedules/{name}/runs`: the schedule's pause flags, and whether a slot was
+    // decided as skipped (then it runs under `<slot>#run`). Both are `GetItem`, which the
+    // lifecycle already grants.
+    StoreOperation::PauseFlag,
+    StoreOperation::ClaimSnapshot,
 ];
 
 /// The three Lambda functions of the SAM template.
