@@ -105,10 +105,12 @@ struct Answer {
 impl Answer {
     fn summary(&self) -> String {
         if !self.ok {
-            return format!(
-                "refused: {}",
-                self.body["detail"].as_str().unwrap_or("no detail")
-            );
+            // The route's words for the body field are the CLI's flag here.
+            let detail = self.body["detail"]
+                .as_str()
+                .unwrap_or("no detail")
+                .replace("`\"ignore_pause\": true`", "--ignore-pause");
+            return format!("refused: {detail}");
         }
         let fired = self.body["fired"].as_u64().unwrap_or(0);
         let replayed = self.body["replayed"].as_u64().unwrap_or(0);
