@@ -580,3 +580,78 @@ target = { project = "gh/acme/api", branch = "main", workflow = "nightly", param
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("error[missing-workflow]"), "{out}");
 }
+
+/// `backfill --api` against `serve`: three daily slots fire with a progress line each and a
+/// summary table; the same command again continues without sending anything; `--dry-run`
+/// and a range over the cap send nothing.
+#[test]
+fn backfill_through_serve_fires_each_slot_once_and_a_rerun_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    let triggers = format!("{TRIGGERS}\n[[client]]\nname = \"ops\"\noperator = true\n");
+    std::fs::write(&config, &triggers).unwrap();
+    let data = dir.path().join("data");
+    let (mut server, url, _key, banner) = start(&config, &data);
+    let ops_key = banner
+        .lines()
+        .find_map(|line| line.strip_prefix("sandbox client key ops: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let now = chrono::Utc::now();
+    let today = now.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
+    let last = if today <= now {
+        today
+    } else {
+        today - chrono::Duration::days(1)
+    };
+    let from = (last - chrono::Duration::days(2) - chrono::Duration::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let config_arg = config.to_str().unwrap();
+    let env = [("CIRCLECI_TRIGGERS_KEY", ops_key.as_str())];
+    let backfill = |extra: &[&str]| {
+        let mut args = vec![
+            "backfill",
+            "nightly",
+            "--config",
+            config_arg,
+            "--api",
+            url.as_str(),
+            "--from",
+            from.as_str(),
+            "--to",
+            to.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        cli(&args, &env)
+    };
+
+    let (code, out, err) = backfill(&["--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("backfill nightly: 3 slot(s)"), "{out}");
+    let (code, _, err) = backfill(&["--max", "2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("3 slots of `nightly`"), "{err}");
+    assert!(history(&data).is_empty());
+
+    let (code, out, err) = backfill(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("/3  ")).count(),
+        3,
+        "{err}"
+    );
+    assert!(err.contains("[####################] 3/3"), "{err}");
+    assert!(out.contains("3 slot(s): 3 triggered"), "{out}");
+    let (code, out, err) = backfill(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 slot(s): 3 already decided"), "{out}");
+    let schedule_records = history(&data)
+        .into_iter()
+        .filter(|r| r["source"]["kind"] == "schedule")
+        .count();
+    assert_eq!(schedule_records, 3);
+    let exit = terminate(&mut server);
+    assert!(exit.success(), "serve exited with {exit}");
+}

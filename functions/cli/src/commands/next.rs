@@ -406,6 +406,42 @@ nightly  `30 2 * * *`  Europe/Berlin  (fixed-time)
     }
 
     #[test]
+    fn show_parameters_renders_each_slot_in_the_zone_under_its_row() {
+        let triggers = file(
+            r#"
+[[schedule]]
+name = "report"
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+target = { project = "gh/acme/api", branch = "main", workflow = "report", parameters = { day = "{{ slot.date }}", at = "{{ slot.local }}" } }
+"#,
+        );
+        let mut previews = previews_of(&triggers, "2026-03-28T12:00:00Z", 2);
+        previews[0].parameters = Some(slot_parameters(&previews[0], &triggers.circleci));
+        let expected = "\
+report  `30 2 * * *`  Europe/Berlin  (fixed-time)
+  LOCAL (Europe/Berlin)      UTC                   NOTE
+  Sun 2026-03-29 03:00 CEST  2026-03-29 01:00 UTC  02:30 does not exist (clocks spring forward): fired at transition
+      gh/acme/api@branch:main/report: at=2026-03-29T03:00:00+02:00 day=2026-03-29 run-workflow=report
+  Mon 2026-03-30 02:30 CEST  2026-03-30 00:30 UTC
+      gh/acme/api@branch:main/report: at=2026-03-30T02:30:00+02:00 day=2026-03-30 run-workflow=report
+";
+        assert_eq!(render_table(&previews), expected);
+        let json = render_json(&previews);
+        assert_eq!(
+            json[0]["slots"][0]["parameters"][0]["parameters"],
+            "at=2026-03-29T03:00:00+02:00 day=2026-03-29 run-workflow=report"
+        );
+        // Without the flag the JSON has no `parameters` key.
+        previews[0].parameters = None;
+        assert!(
+            render_json(&previews)[0]["slots"][0]
+                .get("parameters")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn the_table_marks_repeated_times_and_disabled_schedules() {
         let triggers = file(BERLIN_AND_LORD_HOWE);
         let specs: Vec<&ScheduleSpec> = triggers.schedule.iter().skip(1).collect();
