@@ -30,7 +30,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the triggers file; prints file:line errors and exits 1 when it is invalid.
-    Check,
+    Check(commands::check::CheckArgs),
+    /// Lint a .circleci/config.yml against the triggers file: workflows a `workflow = "x"` target also runs, missing workflows, undeclared or mistyped parameters.
+    LintCi(commands::lint_ci::LintCiArgs),
     /// Run everything on this machine: HTTP routes, scheduler, embedded SQLite store.
     Serve(commands::serve::ServeArgs),
     /// Show the next fire times of the schedules (local and UTC, DST-adjusted ones marked).
@@ -47,6 +49,10 @@ enum Command {
     Resume(commands::pause::ResumeArgs),
     /// Which chain rules a webhook body matches and the CircleCI requests they would send (sends nothing).
     Explain(commands::explain::ExplainArgs),
+    /// Run a schedule now or at one of its slots (--at): once per slot; refused while paused unless --ignore-pause.
+    Run(commands::run::RunArgs),
+    /// Run the slots of a schedule in a range that have not fired (resumable, capped, --dry-run).
+    Backfill(commands::run::BackfillArgs),
     /// Register the webhook receiver's URL on every project the triggers file names (idempotent).
     SetupWebhooks(commands::setup_webhooks::SetupWebhooksArgs),
 }
@@ -54,7 +60,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check => commands::check::run(&cli.config),
+        Command::Check(args) => commands::check::run(&cli.config, args),
+        Command::LintCi(args) => commands::lint_ci::run(&cli.config, args),
         Command::History(args) => commands::history::run(args),
         Command::Trigger(args) => commands::trigger::run(&cli.config, args),
         Command::MintKey(args) => commands::mint_key::run(&cli.config, args),
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
         Command::Pause(args) => commands::pause::run_pause(&cli.config, args),
         Command::Resume(args) => commands::pause::run_resume(&cli.config, args),
         Command::Explain(args) => commands::explain::run(&cli.config, args),
+        Command::Run(args) => commands::run::run(&cli.config, args),
+        Command::Backfill(args) => commands::run::backfill(&cli.config, args),
         Command::SetupWebhooks(args) => commands::setup_webhooks::run(&cli.config, args),
     };
     match result {

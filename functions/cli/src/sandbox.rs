@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -31,7 +31,7 @@ use shared::secrets::LocalSecretSource;
 use shared::secrets::env_names;
 use shared::triggers::chained::WEBHOOK_PATH;
 use shared::triggers::http::mint_key;
-use shared::triggers::scheduled::{Scheduler, SchedulerError};
+use shared::triggers::scheduled::{RunRequest, Scheduler, SchedulerError, TickReport};
 
 /// Login of the simulator's only user.
 const SANDBOX_USER: &str = "sandbox";
@@ -233,20 +233,53 @@ impl SandboxShape {
 /// exposes no unauthenticated way to start pipelines).
 pub const RUN_SCHEDULE_PATH: &str = "/sandbox/schedules/{name}/run";
 
-/// `POST /sandbox/schedules/{name}/run`: the schedule's targets fire now, through the same
-/// scheduler as its cron slots (recorded as a manual run); answers the tick report.
+/// `POST /sandbox/schedules/{name}/run[?ignore_pause=true]`: the schedule's targets fire
+/// now, through the same scheduler as its cron slots (recorded as a manual run by
+/// `sandbox`); answers the tick report. A paused schedule is refused (409) unless
+/// `ignore_pause=true`, which is recorded — as `circleci-triggers run` does.
 pub fn sandbox_router(scheduler: Scheduler) -> Router {
     Router::new()
         .route(RUN_SCHEDULE_PATH, post(run_schedule))
         .with_state(scheduler)
 }
 
-async fn run_schedule(State(scheduler): State<Scheduler>, Path(name): Path<String>) -> Response {
-    match scheduler
-        .run_now(&name, scheduler.engine().clock().now(), None)
-        .await
-    {
-        Ok(report) => Json(report).into_response(),
+#[derive(Debug, Default, serde::Deserialize)]
+struct RunQuery {
+    #[serde(default)]
+    ignore_pause: bool,
+}
+
+async fn run_schedule(
+    State(scheduler): State<Scheduler>,
+    Path(name): Path<String>,
+    Query(query): Query<RunQuery>,
+) -> Response {
+    let request = RunRequest {
+        schedule: name.clone(),
+        at: None,
+        run_id: None,
+        operator: "sandbox".to_owned(),
+        ignore_pause: query.ignore_pause,
+    };
+    let now = scheduler.engine().clock().now();
+    match scheduler.run(&request, now).await {
+        Ok(report) => Json(TickReport {
+            at: Some(now),
+            schedules: vec![report.counts],
+            ..TickReport::default()
+        })
+        .into_response(),
+        Err(error @ SchedulerError::Paused { .. }) => Problem::new(
+            StatusCode::CONFLICT,
+            "schedule-paused",
+            "The schedule is paused",
+        )
+        .with_detail(
+            error
+                .to_string()
+                .replace("--ignore-pause", "?ignore_pause=true"),
+        )
+        .into_response(),
         Err(SchedulerError::UnknownSchedule { known, .. }) => {
             Problem::not_found(&format!("no schedule named `{name}` (defined: {known})"))
                 .into_response()

@@ -417,3 +417,241 @@ async fn sigterm_during_a_trigger_finishes_it_before_exiting() {
     assert_eq!(record["status"], "triggered", "{record:#}");
     assert_eq!(record["id"], body["id"]);
 }
+
+/// `circleci-triggers` as a process with `args`; (exit code, stdout, stderr).
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `run --at` against `serve` through the operator route, twice: one pipeline, the second
+/// answered from the slot's record. A paused schedule is refused by `run` (and by the
+/// sandbox's run-now) until `--ignore-pause`, which the record keeps.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_at_a_slot_through_serve_fires_once_and_pause_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    let triggers = format!("{TRIGGERS}\n[[client]]\nname = \"ops\"\noperator = true\n");
+    std::fs::write(&config, &triggers).unwrap();
+    let data = dir.path().join("data");
+    let (mut server, url, _key, banner) = start(&config, &data);
+    let ops_key = banner
+        .lines()
+        .find_map(|line| line.strip_prefix("sandbox client key ops: "))
+        .unwrap_or_else(|| panic!("no ops key:\n{banner}"))
+        .trim()
+        .to_owned();
+    // The newest 03:00 UTC slot that has come.
+    let now = chrono::Utc::now();
+    let today = now.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
+    let slot = if today <= now {
+        today
+    } else {
+        today - chrono::Duration::days(1)
+    };
+    let at = slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let config_arg = config.to_str().unwrap();
+    let env = [("CIRCLECI_TRIGGERS_KEY", ops_key.as_str())];
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "nightly",
+            "--config",
+            config_arg,
+            "--api",
+            url.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        cli(&args, &env)
+    };
+
+    let (code, out, err) = run(&["--at", &at]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("nightly {at}: triggered")), "{out}");
+    let (code, out, err) = run(&["--at", &at]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("already decided (triggered): nothing sent"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["--at", "2000-01-01T03:30:00Z"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("is not a slot of schedule `nightly`"), "{out}");
+
+    let data_arg = data.to_str().unwrap();
+    let (code, out, err) = cli(
+        &[
+            "pause", "nightly", "--reason", "freeze", "--config", config_arg, "--data", data_arg,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = run(&["--run-id", "CHG-1"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("schedule:nightly paused: freeze"), "{out}");
+    assert!(out.contains("--ignore-pause"), "{out}");
+    let http = reqwest::Client::new();
+    let sandbox = http
+        .post(format!("{url}/sandbox/schedules/nightly/run"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sandbox.status(), 409);
+    let (code, out, err) = run(&["--run-id", "CHG-1", "--ignore-pause"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("pause overridden: schedule:nightly paused: freeze; run anyway by ops"),
+        "{out}"
+    );
+
+    let records: Vec<Value> = history(&data)
+        .into_iter()
+        .filter(|r| r["source"]["kind"] == "schedule")
+        .collect();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert!(
+        records.iter().all(|r| r["detail"]["operator"] == "ops"),
+        "{records:#?}"
+    );
+    assert!(
+        records.iter().any(|r| r["detail"]["slot"] == at.as_str()),
+        "{records:#?}"
+    );
+    let exit = terminate(&mut server);
+    assert!(exit.success(), "serve exited with {exit}");
+}
+
+/// `lint-ci` exits 1 on errors and 0 on a correct config (fixtures of `shared`).
+#[test]
+fn lint_ci_exit_codes_follow_the_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[schedule]]
+name = "nightly-api"
+cron = "0 2 * * *"
+timezone = "Europe/Berlin"
+target = { project = "gh/acme/api", branch = "main", workflow = "nightly", parameters = { report_day = "{{ slot.date }}", deep = true } }
+"#,
+    )
+    .unwrap();
+    let fixture = |name: &str| {
+        format!(
+            "{}/../../shared/tests/fixtures/circleci-configs/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    let config_arg = config.to_str().unwrap();
+    let (code, out, err) = cli(
+        &["lint-ci", &fixture("correct.yml"), "--config", config_arg],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 error(s), 0 warning(s)"), "{out}");
+    let (code, out, _) = cli(
+        &["lint-ci", &fixture("ungated.yml"), "--config", config_arg],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("error[also-runs]: schedule nightly-api"),
+        "{out}"
+    );
+    let (code, out, _) = cli(
+        &[
+            "check",
+            "--config",
+            config_arg,
+            "--ci",
+            &fixture("mistyped.yml"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error[missing-workflow]"), "{out}");
+}
+
+/// `backfill --api` against `serve`: three daily slots fire with a progress line each and a
+/// summary table; the same command again continues without sending anything; `--dry-run`
+/// and a range over the cap send nothing.
+#[test]
+fn backfill_through_serve_fires_each_slot_once_and_a_rerun_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triggers.toml");
+    let triggers = format!("{TRIGGERS}\n[[client]]\nname = \"ops\"\noperator = true\n");
+    std::fs::write(&config, &triggers).unwrap();
+    let data = dir.path().join("data");
+    let (mut server, url, _key, banner) = start(&config, &data);
+    let ops_key = banner
+        .lines()
+        .find_map(|line| line.strip_prefix("sandbox client key ops: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let now = chrono::Utc::now();
+    let today = now.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
+    let last = if today <= now {
+        today
+    } else {
+        today - chrono::Duration::days(1)
+    };
+    let from = (last - chrono::Duration::days(2) - chrono::Duration::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let config_arg = config.to_str().unwrap();
+    let env = [("CIRCLECI_TRIGGERS_KEY", ops_key.as_str())];
+    let backfill = |extra: &[&str]| {
+        let mut args = vec![
+            "backfill",
+            "nightly",
+            "--config",
+            config_arg,
+            "--api",
+            url.as_str(),
+            "--from",
+            from.as_str(),
+            "--to",
+            to.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        cli(&args, &env)
+    };
+
+    let (code, out, err) = backfill(&["--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("backfill nightly: 3 slot(s)"), "{out}");
+    let (code, _, err) = backfill(&["--max", "2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("3 slots of `nightly`"), "{err}");
+    assert!(history(&data).is_empty());
+
+    let (code, out, err) = backfill(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("/3  ")).count(),
+        3,
+        "{err}"
+    );
+    assert!(err.contains("[####################] 3/3"), "{err}");
+    assert!(out.contains("3 slot(s): 3 triggered"), "{out}");
+    let (code, out, err) = backfill(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 slot(s): 3 already decided"), "{out}");
+    let schedule_records = history(&data)
+        .into_iter()
+        .filter(|r| r["source"]["kind"] == "schedule")
+        .count();
+    assert_eq!(schedule_records, 3);
+    let exit = terminate(&mut server);
+    assert!(exit.success(), "serve exited with {exit}");
+}

@@ -91,6 +91,7 @@ fn the_document_is_valid_openapi_3_1_and_every_reference_resolves() {
             "GET /v1/triggers",
             "GET /v1/triggers/{id}",
             "POST /v1/endpoints/{name}",
+            "POST /v1/schedules/{name}/runs",
         ]
     );
 

@@ -30,7 +30,7 @@ use crate::path::FieldPath;
 use crate::rules;
 use crate::slug::{ProjectSlug, Vcs};
 use crate::target::{self, ActionKind, GitRefSpec, ParameterValue, Selection, TargetSpec};
-use crate::template::{Template, Variable};
+use crate::template::{Scope, Template, Variable};
 
 /// Most actions one rule may run.
 pub const MAX_ACTIONS_PER_RULE: usize = 20;
@@ -791,7 +791,7 @@ fn template_field(
     upstream: &UpstreamFacts,
     problems: &mut Problems,
 ) -> Option<Template> {
-    match Template::parse(text) {
+    match Template::parse_in(text, Scope::Event) {
         Ok(template) => {
             let mut ok = true;
             for variable in template.variables() {

@@ -360,7 +360,12 @@ pub struct ClientSpec {
     pub name: String,
     pub description: Option<String>,
     /// The endpoints it may call (and whose history it may read).
+    #[serde(default)]
     pub endpoints: Vec<String>,
+    /// The `operator` scope: may run schedules (`POST /v1/schedules/{name}/runs`, what
+    /// `circleci-triggers run` / `backfill --api` send); recorded with this client's name.
+    #[serde(default)]
+    pub operator: bool,
     /// At most this many requests per window, e.g. `"30/1m"`, `"1000/1d"`, `"5/s"`.
     pub rate_limit: Option<String>,
 }
@@ -719,10 +724,10 @@ impl ClientSpec {
         rules::secret_name(&self.name, &path.key("name"), problems);
         description(&self.description, &path.key("description"), problems);
         let endpoints_path = path.key("endpoints");
-        if self.endpoints.is_empty() {
+        if self.endpoints.is_empty() && !self.operator {
             problems.add(
                 &endpoints_path,
-                "a client needs at least one endpoint it may call",
+                "a client needs at least one endpoint it may call (or `operator = true`)",
             );
         }
         let mut seen = BTreeSet::new();

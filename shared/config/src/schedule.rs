@@ -16,10 +16,12 @@
 //! all targets of a schedule. How slots are computed (daylight-saving rules included) is
 //! `shared::schedule`; this module is the model and its validation.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
@@ -28,7 +30,11 @@ use crate::cron::{CronError, CronExpr};
 use crate::error::Problems;
 use crate::path::FieldPath;
 use crate::rules;
-use crate::target::{ActionKind, Selection, TargetSpec};
+use crate::target::{ActionKind, ParameterValue, Selection, TargetSpec};
+use crate::template::{
+    RenderError, SLOT_DATE_FORMAT, SLOT_LOCAL_FORMAT, SLOT_UTC_FORMAT, Scope, Template,
+    TemplateContext, TemplateError, Variable,
+};
 
 /// How many missed slots `catch_up = "all"` fires when `max_catch_up` is not set.
 pub const DEFAULT_MAX_CATCH_UP: u32 = 10;
@@ -238,7 +244,79 @@ fn parse_duration_field(
     }
 }
 
+/// The values a schedule's parameter templates see: one slot of the schedule, in its zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotValues {
+    /// The slot's instant.
+    pub at: DateTime<Utc>,
+    /// The schedule's zone (`slot.local`, `slot.date`).
+    pub zone: Tz,
+}
+
+impl TemplateContext for SlotValues {
+    fn lookup(&self, variable: Variable) -> Option<Cow<'_, str>> {
+        let local = self.at.with_timezone(&self.zone);
+        let text = match variable {
+            Variable::SlotUtc => self.at.format(SLOT_UTC_FORMAT).to_string(),
+            Variable::SlotLocal => local.format(SLOT_LOCAL_FORMAT).to_string(),
+            Variable::SlotDate => local.format(SLOT_DATE_FORMAT).to_string(),
+            _ => return None,
+        };
+        Some(Cow::Owned(text))
+    }
+}
+
+/// Why a schedule target's parameters could not be rendered for a slot (only for a file that
+/// skipped `check`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotRenderError {
+    #[error("parameters.{name}: {source}")]
+    Parse { name: String, source: TemplateError },
+    #[error("parameters.{name}: {source}")]
+    Render { name: String, source: RenderError },
+}
+
 impl ScheduleSpec {
+    /// `target` with its string parameters rendered for one slot (`{{ slot.utc }}`,
+    /// `{{ slot.local }}`, `{{ slot.date }}`); text without variables is unchanged.
+    pub fn render_target(
+        &self,
+        target: &TargetSpec,
+        slot: SlotValues,
+    ) -> Result<TargetSpec, SlotRenderError> {
+        let mut rendered = target.clone();
+        for (name, value) in &mut rendered.parameters {
+            let ParameterValue::String(text) = value else {
+                continue;
+            };
+            let template =
+                Template::parse_in(text, Scope::Slot).map_err(|source| SlotRenderError::Parse {
+                    name: name.clone(),
+                    source,
+                })?;
+            if template.is_literal() {
+                continue;
+            }
+            *text = template
+                .render(&slot)
+                .map_err(|source| SlotRenderError::Render {
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+        Ok(rendered)
+    }
+
+    /// Whether any target parameter uses a slot variable.
+    pub fn has_slot_parameters(&self) -> bool {
+        self.targets().iter().any(|target| {
+            target.parameters.values().any(|value| {
+                matches!(value, ParameterValue::String(text)
+                    if Template::parse(text).is_ok_and(|t| !t.is_literal()))
+            })
+        })
+    }
+
     /// The targets in the order written (`target` or `targets`).
     pub fn targets(&self) -> Vec<&TargetSpec> {
         self.target
@@ -343,6 +421,13 @@ impl ScheduleSpec {
             }
             if self.action != ActionKind::Pipeline {
                 self.validate_existing_workflow_target(target_path, target, problems);
+            }
+            for (name, value) in &target.parameters {
+                if let ParameterValue::String(text) = value
+                    && let Err(error) = Template::parse_in(text, Scope::Slot)
+                {
+                    problems.add(&target_path.key("parameters").key(name), error.to_string());
+                }
             }
         }
     }

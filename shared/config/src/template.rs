@@ -1,7 +1,9 @@
-//! A tiny `{{ variable }}` template language for chain actions.
+//! A tiny `{{ variable }}` template language for chain actions and schedule parameters.
 //!
 //! Templates are parsed when the triggers file is checked (unknown variables and unbalanced
-//! braces are configuration errors) and rendered against the normalised webhook event.
+//! braces are configuration errors) and rendered against the normalised webhook event
+//! (chains) or the slot being fired (schedules). Each variable belongs to one [`Scope`]; a
+//! template parsed for a scope refuses the other scope's variables ([`Template::parse_in`]).
 //! There is deliberately nothing else: no expressions, filters, loops or code — a template
 //! is literal text with named holes, so what a rule sends is obvious from reading it.
 //!
@@ -33,10 +35,43 @@ pub enum Variable {
     ProjectSlug,
     /// The completed workflow's status (`workflow-completed`) or job's (`job-completed`).
     Status,
+    /// Schedules: the slot's instant in UTC, [`SLOT_UTC_FORMAT`] (`2026-03-29T01:00:00Z`).
+    SlotUtc,
+    /// Schedules: the slot's wall time in the schedule's zone with its offset,
+    /// [`SLOT_LOCAL_FORMAT`] (`2026-03-29T03:00:00+02:00`).
+    SlotLocal,
+    /// Schedules: the slot's calendar date in the schedule's zone, [`SLOT_DATE_FORMAT`]
+    /// (`2026-03-29`).
+    SlotDate,
+}
+
+/// The declared format of `{{ slot.utc }}` (chrono `strftime`): RFC 3339, seconds, `Z`.
+pub const SLOT_UTC_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+/// The declared format of `{{ slot.local }}`: RFC 3339 in the zone, with its UTC offset.
+pub const SLOT_LOCAL_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%:z";
+/// The declared format of `{{ slot.date }}`: the zone-local calendar date.
+pub const SLOT_DATE_FORMAT: &str = "%Y-%m-%d";
+
+/// Where a template is rendered, which decides the variables it may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A chain action: values of the upstream webhook event.
+    Event,
+    /// A schedule target's parameters: values of the slot being fired.
+    Slot,
+}
+
+impl Scope {
+    fn describe(self) -> &'static str {
+        match self {
+            Scope::Event => "chain actions (webhook event values)",
+            Scope::Slot => "schedule parameters (slot values)",
+        }
+    }
 }
 
 impl Variable {
-    pub const ALL: [Variable; 10] = [
+    pub const ALL: [Variable; 13] = [
         Variable::Revision,
         Variable::Branch,
         Variable::Tag,
@@ -47,6 +82,9 @@ impl Variable {
         Variable::PipelineNumber,
         Variable::ProjectSlug,
         Variable::Status,
+        Variable::SlotUtc,
+        Variable::SlotLocal,
+        Variable::SlotDate,
     ];
 
     /// The name written between the braces.
@@ -62,6 +100,17 @@ impl Variable {
             Variable::PipelineNumber => "pipeline.number",
             Variable::ProjectSlug => "project.slug",
             Variable::Status => "status",
+            Variable::SlotUtc => "slot.utc",
+            Variable::SlotLocal => "slot.local",
+            Variable::SlotDate => "slot.date",
+        }
+    }
+
+    /// Where this variable has a value.
+    pub fn scope(self) -> Scope {
+        match self {
+            Variable::SlotUtc | Variable::SlotLocal | Variable::SlotDate => Scope::Slot,
+            _ => Scope::Event,
         }
     }
 
@@ -76,6 +125,8 @@ impl Variable {
             | Variable::JobName
             | Variable::ProjectSlug
             | Variable::Status => ValueClass::Name,
+            Variable::SlotUtc | Variable::SlotLocal => ValueClass::Timestamp,
+            Variable::SlotDate => ValueClass::Date,
         }
     }
 
@@ -88,6 +139,15 @@ impl Variable {
     fn known_names() -> String {
         Self::ALL
             .iter()
+            .map(|variable| variable.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn known_in(scope: Scope) -> String {
+        Self::ALL
+            .iter()
+            .filter(|variable| variable.scope() == scope)
             .map(|variable| variable.name())
             .collect::<Vec<_>>()
             .join(", ")
@@ -115,6 +175,10 @@ pub enum ValueClass {
     /// A name (workflow, job, project slug, status): 1 to [`MAX_NAME_LEN`] ASCII letters,
     /// digits and `. _ / -`, not starting with `-`.
     Name,
+    /// An RFC 3339 instant with seconds and `Z` or a `±HH:MM` offset (the slot formats).
+    Timestamp,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
 }
 
 /// Longest value of the [`ValueClass::Name`] class.
@@ -129,6 +193,8 @@ impl ValueClass {
             ValueClass::Uuid => "a UUID",
             ValueClass::GitRef => "a branch or tag name (ASCII letters, digits and `. _ / + -`)",
             ValueClass::Name => "a name (ASCII letters, digits and `. _ / -`)",
+            ValueClass::Timestamp => "an RFC 3339 time (YYYY-MM-DDTHH:MM:SS and Z or ±HH:MM)",
+            ValueClass::Date => "a date (YYYY-MM-DD)",
         }
     }
 
@@ -158,7 +224,42 @@ impl ValueClass {
             }
             ValueClass::GitRef => crate::rules::check_git_ref(value),
             ValueClass::Name => check_name(value),
+            ValueClass::Timestamp => check_timestamp(value),
+            ValueClass::Date => check_date(value),
         }
+    }
+}
+
+/// `digits` positions hold ASCII digits and every other position the given byte.
+fn shaped(value: &[u8], shape: &[u8]) -> bool {
+    value.len() == shape.len()
+        && value.iter().zip(shape).all(|(v, s)| match s {
+            b'9' => v.is_ascii_digit(),
+            other => v == other,
+        })
+}
+
+fn check_date(value: &str) -> Result<(), &'static str> {
+    if shaped(value.as_bytes(), b"9999-99-99") {
+        Ok(())
+    } else {
+        Err("must be YYYY-MM-DD")
+    }
+}
+
+fn check_timestamp(value: &str) -> Result<(), &'static str> {
+    let bytes = value.as_bytes();
+    let (Some(date_time), Some(offset)) = (bytes.get(..19), bytes.get(19..)) else {
+        return Err("must be YYYY-MM-DDTHH:MM:SS followed by Z or ±HH:MM");
+    };
+    let offset_ok = offset == b"Z"
+        || (offset.len() == 6
+            && matches!(offset[0], b'+' | b'-')
+            && shaped(&offset[1..], b"99:99"));
+    if shaped(date_time, b"9999-99-99T99:99:99") && offset_ok {
+        Ok(())
+    } else {
+        Err("must be YYYY-MM-DDTHH:MM:SS followed by Z or ±HH:MM")
     }
 }
 
@@ -206,6 +307,16 @@ pub enum TemplateError {
     Empty { at: usize },
     #[error("unknown template variable `{name}` (known: {known})", known = Variable::known_names())]
     UnknownVariable { name: String },
+    /// A known variable used where it has no value (`{{ revision }}` in a schedule).
+    #[error(
+        "template variable `{variable}` has no value in {where_} (known there: {known})",
+        where_ = scope.describe(),
+        known = Variable::known_in(*scope)
+    )]
+    OutOfScope { variable: Variable, scope: Scope },
+    /// An unknown name, for a template parsed in one scope.
+    #[error("unknown template variable `{name}` (known: {known})")]
+    OutOfScopeUnknown { name: String, known: String },
     #[error(
         "`{{{{ {text} }}}}` at character {at}: only a variable name may stand between the braces \
          (no expressions, filters or code)"
@@ -256,6 +367,22 @@ impl Template {
         }
         push_text(&mut pieces, rest);
         Ok(Self { pieces })
+    }
+
+    /// Parses a template rendered in `scope`: variables of the other scope are refused, and
+    /// an unknown name lists only this scope's variables.
+    pub fn parse_in(source: &str, scope: Scope) -> Result<Self, TemplateError> {
+        let template = Self::parse(source).map_err(|error| match error {
+            TemplateError::UnknownVariable { name } => TemplateError::OutOfScopeUnknown {
+                name,
+                known: Variable::known_in(scope),
+            },
+            other => other,
+        })?;
+        if let Some(variable) = template.variables().find(|v| v.scope() != scope) {
+            return Err(TemplateError::OutOfScope { variable, scope });
+        }
+        Ok(template)
     }
 
     pub fn pieces(&self) -> &[Piece] {

@@ -551,3 +551,100 @@ target = { project = "gh/acme/api" }
         "{found:#?}"
     );
 }
+
+const SLOT_PARAMETERS: &str = r#"
+[[schedule]]
+name = "nightly-report"
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+target = { project = "gh/acme/api", branch = "main", parameters = { day = "{{ slot.date }}", at = "{{slot.utc}}", local = "run {{ slot.local }}", deep = true } }
+"#;
+
+#[test]
+fn slot_variables_render_in_the_schedules_zone_with_their_declared_formats() {
+    use chrono::{TimeZone, Utc};
+    use triggers_config::ParameterValue;
+    use triggers_config::schedule::SlotValues;
+
+    let file = parse_str(SLOT_PARAMETERS, "triggers.toml").unwrap();
+    let schedule = &file.schedule[0];
+    assert!(schedule.has_slot_parameters());
+    let target = schedule.targets()[0];
+    let text = |rendered: &triggers_config::TargetSpec, name: &str| match &rendered.parameters[name]
+    {
+        ParameterValue::String(text) => text.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let zone = schedule.timing().unwrap().zone;
+    // 00:30 UTC on 30 March is 02:30 CEST: the zone's date, not UTC's, is the slot's date.
+    let summer = SlotValues {
+        at: Utc.with_ymd_and_hms(2026, 3, 30, 0, 30, 0).unwrap(),
+        zone,
+    };
+    let rendered = schedule.render_target(target, summer).unwrap();
+    assert_eq!(text(&rendered, "day"), "2026-03-30");
+    assert_eq!(text(&rendered, "at"), "2026-03-30T00:30:00Z");
+    assert_eq!(text(&rendered, "local"), "run 2026-03-30T02:30:00+02:00");
+    assert_eq!(rendered.parameters["deep"], ParameterValue::Boolean(true));
+    // Late on 28 March UTC is already 29 March in Berlin (CET, +01:00).
+    let winter = SlotValues {
+        at: Utc.with_ymd_and_hms(2026, 3, 28, 23, 30, 0).unwrap(),
+        zone,
+    };
+    let rendered = schedule.render_target(target, winter).unwrap();
+    assert_eq!(text(&rendered, "day"), "2026-03-29");
+    assert_eq!(text(&rendered, "local"), "run 2026-03-29T00:30:00+01:00");
+}
+
+#[test]
+fn unknown_and_chain_variables_in_schedule_parameters_are_refused_by_check() {
+    let source = r#"
+[[schedule]]
+name = "nightly"
+cron = "0 2 * * *"
+timezone = "UTC"
+target = { project = "gh/acme/api", branch = "main", parameters = { date = "{{ date }}", sha = "{{ revision }}", ok = "{{ slot.date }}" } }
+"#;
+    let found = summary(source);
+    assert!(
+        has(
+            &found,
+            6,
+            "schedule[0].target.parameters.date",
+            "unknown template variable `date` (known: slot.utc, slot.local, slot.date)"
+        ),
+        "{found:?}"
+    );
+    assert!(
+        has(
+            &found,
+            6,
+            "schedule[0].target.parameters.sha",
+            "`revision` has no value in schedule parameters"
+        ),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+}
+
+#[test]
+fn slot_variables_are_refused_in_chain_actions() {
+    let source = r#"
+[[chain]]
+name = "after-build"
+when = { project = "gh/acme/api", workflow = "build", branch = "main" }
+[[chain.then]]
+action = "pipeline"
+project = "gh/acme/deploy"
+branch = "main"
+parameters = { day = "{{ slot.date }}" }
+"#;
+    let found = summary(source);
+    assert!(
+        found
+            .iter()
+            .any(|(_, field, message)| field.ends_with("parameters.day")
+                && message.contains("`slot.date` has no value in chain actions")),
+        "{found:?}"
+    );
+}

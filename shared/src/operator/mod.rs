@@ -3,4 +3,5 @@
 //! trigger kinds, which the Lambda functions link.
 
 pub mod explain;
+pub mod lint_ci;
 pub mod setup_webhooks;

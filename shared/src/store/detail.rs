@@ -27,6 +27,9 @@ pub struct RecordDetail {
     pub manual: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluated_at: Option<DateTime<Utc>>,
+    /// An operator ran a paused schedule anyway: the pause it overrode, and who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored_pause: Option<String>,
     /// A missed slot the catch-up policy fired (not the on-time one).
     #[serde(default, skip_serializing_if = "is_false")]
     pub caught_up: bool,
@@ -66,7 +69,8 @@ pub struct RecordDetail {
     pub client: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    /// The operator who triggered it from the CLI.
+    /// The operator who triggered it: the CLI user, or the `operator`-scoped client of a
+    /// schedule run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
     /// The caller's workflow selection, as written.

@@ -1,9 +1,11 @@
 pub mod check;
 pub mod explain;
 pub mod history;
+pub mod lint_ci;
 pub mod mint_key;
 pub mod next;
 pub mod pause;
+pub mod run;
 pub mod serve;
 pub mod setup_webhooks;
 pub mod trigger;

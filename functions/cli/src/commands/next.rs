@@ -13,6 +13,7 @@ use shared::config::{ConfigError, ScheduleSpec, load_file};
 use shared::triggers::scheduled::calendar::{
     LOOK_AHEAD_YEARS, ScheduleSlot, ScheduleTiming, SlotKind, look_ahead_end, next_slots,
 };
+use shared::triggers::scheduled::{target_at, target_identity};
 
 #[derive(clap::Args)]
 pub struct NextArgs {
@@ -28,6 +29,10 @@ pub struct NextArgs {
     /// Show fire times after this instant (RFC 3339, e.g. 2026-03-28T00:00:00Z) instead of now.
     #[arg(long, value_parser = parse_instant)]
     after: Option<DateTime<Utc>>,
+    /// Under each fire time, the pipeline parameters each target would send then
+    /// (`{{ slot.* }}` rendered in the schedule's zone, `workflow` applied).
+    #[arg(long)]
+    show_parameters: bool,
 }
 
 fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
@@ -39,6 +44,8 @@ fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
 /// One schedule and its upcoming slots.
 struct Preview<'a> {
     spec: &'a ScheduleSpec,
+    /// Per slot (same order as `slots`), per target: identity and the parameters it sends.
+    parameters: Option<Vec<Vec<(String, String)>>>,
     timing: ScheduleTiming,
     slots: Vec<ScheduleSlot>,
     /// How many slots were asked for; `slots` is shorter when the look-ahead has fewer.
@@ -92,7 +99,12 @@ pub fn run(config: &Path, args: NextArgs) -> anyhow::Result<ExitCode> {
         },
         None => triggers.schedule.iter().collect(),
     };
-    let previews = preview(&selected, after, usize::from(args.count))?;
+    let mut previews = preview(&selected, after, usize::from(args.count))?;
+    if args.show_parameters {
+        for preview in &mut previews {
+            preview.parameters = Some(slot_parameters(preview, &triggers.circleci));
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&render_json(&previews))?);
     } else if previews.is_empty() {
@@ -116,6 +128,7 @@ fn preview<'a>(
             let slots = next_slots(&timing, after, count);
             Ok(Preview {
                 spec,
+                parameters: None,
                 timing,
                 slots,
                 requested: count,
@@ -123,6 +136,48 @@ fn preview<'a>(
             })
         })
         .collect()
+}
+
+/// What each target of the schedule sends at each slot, as `target: k=v k=v`.
+fn slot_parameters(
+    preview: &Preview<'_>,
+    settings: &shared::config::CircleCiSettings,
+) -> Vec<Vec<(String, String)>> {
+    preview
+        .slots
+        .iter()
+        .map(|slot| {
+            preview
+                .spec
+                .targets()
+                .into_iter()
+                .map(|target| {
+                    let identity = target_identity(target);
+                    let text = match target_at(preview.spec, target, settings, slot.at) {
+                        Ok(resolved) if resolved.parameters.is_empty() => {
+                            "(no parameters)".to_owned()
+                        }
+                        Ok(resolved) => resolved
+                            .parameters
+                            .iter()
+                            .map(|(name, value)| format!("{name}={}", parameter_text(value)))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        Err(reason) => format!("cannot render: {reason}"),
+                    };
+                    (identity, text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn parameter_text(value: &shared::config::ParameterValue) -> String {
+    match value {
+        shared::config::ParameterValue::String(text) => text.clone(),
+        shared::config::ParameterValue::Integer(number) => number.to_string(),
+        shared::config::ParameterValue::Boolean(flag) => flag.to_string(),
+    }
 }
 
 /// The explanation printed next to a slot that DST moved or repeated.
@@ -222,10 +277,14 @@ fn render_table(previews: &[Preview<'_>]) -> String {
             "  {local_header:<local_width$}  {:<utc_width$}  NOTE",
             "UTC"
         );
-        for [local, utc, note] in rows {
+        for (position, [local, utc, note]) in rows.into_iter().enumerate() {
             let line = format!("  {local:<local_width$}  {utc:<utc_width$}  {note}");
             out.push_str(line.trim_end());
             out.push('\n');
+            let targets = preview.parameters.as_ref().and_then(|p| p.get(position));
+            for (target, parameters) in targets.into_iter().flatten() {
+                let _ = writeln!(out, "      {target}: {parameters}");
+            }
         }
         if let Some(shortfall) = preview.shortfall() {
             let _ = writeln!(out, "  {shortfall}");
@@ -242,14 +301,25 @@ fn render_json(previews: &[Preview<'_>]) -> Value {
                 let slots: Vec<Value> = preview
                     .slots
                     .iter()
-                    .map(|slot| {
-                        json!({
+                    .enumerate()
+                    .map(|(position, slot)| {
+                        let parameters = preview.parameters.as_ref().and_then(|p| p.get(position)).map(|targets| {
+                            targets
+                                .iter()
+                                .map(|(target, text)| json!({"target": target, "parameters": text}))
+                                .collect::<Vec<_>>()
+                        });
+                        let mut entry = json!({
                             "at": slot.id(),
                             "local": slot.local_in(preview.timing.zone).to_rfc3339(),
                             "nominal_local": slot.local.format("%Y-%m-%dT%H:%M:%S").to_string(),
                             "kind": slot.kind.as_str(),
                             "note": note(slot),
-                        })
+                        });
+                        if let Some(parameters) = parameters {
+                            entry["parameters"] = Value::Array(parameters);
+                        }
+                        entry
                     })
                     .collect();
                 json!({
@@ -333,6 +403,42 @@ nightly  `30 2 * * *`  Europe/Berlin  (fixed-time)
   Mon 2026-03-30 02:30 CEST  2026-03-30 00:30 UTC
 ";
         assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn show_parameters_renders_each_slot_in_the_zone_under_its_row() {
+        let triggers = file(
+            r#"
+[[schedule]]
+name = "report"
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+target = { project = "gh/acme/api", branch = "main", workflow = "report", parameters = { day = "{{ slot.date }}", at = "{{ slot.local }}" } }
+"#,
+        );
+        let mut previews = previews_of(&triggers, "2026-03-28T12:00:00Z", 2);
+        previews[0].parameters = Some(slot_parameters(&previews[0], &triggers.circleci));
+        let expected = "\
+report  `30 2 * * *`  Europe/Berlin  (fixed-time)
+  LOCAL (Europe/Berlin)      UTC                   NOTE
+  Sun 2026-03-29 03:00 CEST  2026-03-29 01:00 UTC  02:30 does not exist (clocks spring forward): fired at transition
+      gh/acme/api@branch:main/report: at=2026-03-29T03:00:00+02:00 day=2026-03-29 run-workflow=report
+  Mon 2026-03-30 02:30 CEST  2026-03-30 00:30 UTC
+      gh/acme/api@branch:main/report: at=2026-03-30T02:30:00+02:00 day=2026-03-30 run-workflow=report
+";
+        assert_eq!(render_table(&previews), expected);
+        let json = render_json(&previews);
+        assert_eq!(
+            json[0]["slots"][0]["parameters"][0]["parameters"],
+            "at=2026-03-29T03:00:00+02:00 day=2026-03-29 run-workflow=report"
+        );
+        // Without the flag the JSON has no `parameters` key.
+        previews[0].parameters = None;
+        assert!(
+            render_json(&previews)[0]["slots"][0]
+                .get("parameters")
+                .is_none()
+        );
     }
 
     #[test]

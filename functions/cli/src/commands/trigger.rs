@@ -92,7 +92,7 @@ fn parameters(
     Ok(parameters)
 }
 
-async fn open_store(
+pub(crate) async fn open_store(
     args: &StoreArgs,
     triggers: &TriggersFile,
     clock: Arc<dyn Clock>,

@@ -246,7 +246,7 @@ const CHAINED_EXTRA: [StoreOperation; 5] = [
 ];
 
 /// `shared::triggers::http` (the HTTP trigger API).
-const HTTP_EXTRA: [StoreOperation; 4] = [
+const HTTP_EXTRA: [StoreOperation; 6] = [
     // `[[client]].rate_limit`: a client's window is a join of tickets.
     StoreOperation::JoinArrive,
     StoreOperation::JoinState,
@@ -254,6 +254,11 @@ const HTTP_EXTRA: [StoreOperation; 4] = [
     StoreOperation::ListBySource,
     // `select = "trigger:<id>"`: the pipelines of that trigger's origin.
     StoreOperation::ListByOrigin,
+    // `POST /v1/schedules/{name}/runs`: the schedule's pause flags, and whether a slot was
+    // decided as skipped (then it runs under `<slot>#run`). Both are `GetItem`, which the
+    // lifecycle already grants.
+    StoreOperation::PauseFlag,
+    StoreOperation::ClaimSnapshot,
 ];
 
 /// The three Lambda functions of the SAM template.
@@ -318,9 +323,9 @@ impl LambdaFunction {
     /// `dynamodb:LeadingKeys` patterns (`ForAllValues:StringLike` on the role's table
     /// statement; index queries are not narrowed). The key shapes are the adapter's
     /// (`CLAIM#<claim key>`, `TRIGGER#<id>`, ...; claim keys start with their
-    /// [`crate::store::ClaimKind`] prefix). A function cannot touch another's claims, joins,
-    /// schedule cursors or pause flags: `http` never names `SCHEDULE#`, `FLAGS` or a schedule's
-    /// or a chain's claim; `chained` never names `SCHEDULE#` or a client's claim.
+    /// [`crate::store::ClaimKind`] prefix). A function touches only the claims and state its
+    /// paths need: `http` never names a schedule cursor (`SCHEDULE#`), a chain's claim or a
+    /// fan-in; `chained` never a schedule cursor or a client's claim; `scheduled` never a join.
     pub fn leading_keys(self) -> &'static [&'static str] {
         match self {
             // The sweep retries schedule and chain records (their `…#attempt<n>` claims).
@@ -335,12 +340,15 @@ impl LambdaFunction {
                 "PIPELINE#*",
                 "FLAGS",
             ],
-            // `[[client]].rate_limit` windows are joins keyed `other#rate#<client>`.
+            // `[[client]].rate_limit` windows are joins keyed `other#rate#<client>`; operator
+            // schedule runs fire slots under their schedule claims and read pause flags.
             LambdaFunction::Http => &[
                 "CLAIM#client#*",
+                "CLAIM#schedule#*",
                 "JOIN#other#rate#*",
                 "TRIGGER#*",
                 "PIPELINE#*",
+                "FLAGS",
             ],
         }
     }

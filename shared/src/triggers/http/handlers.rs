@@ -57,6 +57,10 @@ pub fn api_router(api: TriggerApi) -> Router {
             "/v1/endpoints/{name}",
             post(fire_endpoint).fallback(endpoint_method_not_allowed),
         )
+        .route(
+            "/v1/schedules/{name}/runs",
+            post(super::operator::run_schedule).fallback(endpoint_method_not_allowed),
+        )
         .route("/v1/triggers", get(list_triggers))
         .route("/v1/triggers/{id}", get(get_trigger))
         .route("/v1/openapi.json", get(openapi_json))
@@ -83,7 +87,7 @@ pub const AUTH_FAILURE_METRIC: &str = "ApiAuthFailures";
 
 /// Notes a failed authentication without writing anything durable: the metric, and a
 /// sampled log line (never the presented key; a client name only when it is configured).
-fn unauthenticated(api: &TriggerApi, failure: &AuthFailure, route: &'static str) {
+pub(super) fn unauthenticated(api: &TriggerApi, failure: &AuthFailure, route: &'static str) {
     let claimed = match failure {
         AuthFailure::Missing => None,
         AuthFailure::Rejected { claimed } => claimed.as_deref(),
@@ -106,7 +110,7 @@ fn unauthenticated(api: &TriggerApi, failure: &AuthFailure, route: &'static str)
 }
 
 /// The answer to a failed authentication.
-fn auth_error(failure: AuthFailure) -> ApiError {
+pub(super) fn auth_error(failure: AuthFailure) -> ApiError {
     match failure {
         AuthFailure::Missing | AuthFailure::Rejected { .. } => {
             ApiError::Call(CallError::Unauthorized)
@@ -127,7 +131,7 @@ fn auth_error(failure: AuthFailure) -> ApiError {
     }
 }
 
-fn respond(error: &ApiError, audit: Option<TriggerId>) -> Response {
+pub(super) fn respond(error: &ApiError, audit: Option<TriggerId>) -> Response {
     let mut response = error.response(audit);
     if matches!(error, ApiError::Call(CallError::Unauthorized)) {
         response
@@ -137,7 +141,7 @@ fn respond(error: &ApiError, audit: Option<TriggerId>) -> Response {
     response
 }
 
-async fn admit(api: &TriggerApi, client: &Client) -> Result<(), ApiError> {
+pub(super) async fn admit(api: &TriggerApi, client: &Client) -> Result<(), ApiError> {
     let Some(rate) = client.rate else {
         return Ok(());
     };
@@ -169,7 +173,7 @@ fn is_json(value: &HeaderValue) -> bool {
 }
 
 /// Reads at most `limit` bytes; `None` when the body is larger.
-async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, ApiError> {
+pub(super) async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, ApiError> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {

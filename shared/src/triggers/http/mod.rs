@@ -25,6 +25,7 @@ mod error;
 mod handlers;
 pub mod history;
 pub mod openapi;
+pub mod operator;
 pub mod problem;
 pub mod rate;
 pub mod request;
@@ -132,6 +133,8 @@ struct Inner {
     app_url: String,
     /// Log lines about unauthenticated requests (they leave nothing else behind).
     unauthenticated_log: crate::telemetry::LogSampler,
+    /// Operator runs of schedules (`POST /v1/schedules/{name}/runs`).
+    scheduler: crate::triggers::scheduled::Scheduler,
 }
 
 /// The HTTP trigger core. Cheap to clone.
@@ -153,6 +156,10 @@ impl TriggerApi {
         let limiter = StoreRateLimiter::new(engine.store().clone(), engine.clock().clone());
         Ok(Self {
             inner: Arc::new(Inner {
+                scheduler: crate::triggers::scheduled::Scheduler::new(
+                    engine.clone(),
+                    Arc::new(file.clone()),
+                ),
                 app_url: view::app_url(&file.circleci.api_url),
                 engine,
                 catalog,
@@ -196,6 +203,11 @@ impl TriggerApi {
 
     pub fn secrets(&self) -> &dyn Secrets {
         self.inner.secrets.as_ref()
+    }
+
+    /// Runs schedules for operator clients.
+    pub fn scheduler(&self) -> &crate::triggers::scheduled::Scheduler {
+        &self.inner.scheduler
     }
 
     pub fn rate_limiter(&self) -> &StoreRateLimiter {

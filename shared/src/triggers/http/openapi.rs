@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::handlers;
+use super::operator::{self, ScheduleRunBody, ScheduleRunView};
 use super::problem::ProblemDoc;
 use super::request::{FieldError, TriggerRequestBody};
 use super::view::{PipelineView, TriggerPage, TriggerState, TriggerView, WorkflowView};
@@ -24,6 +25,7 @@ use super::view::{PipelineView, TriggerPage, TriggerState, TriggerView, Workflow
         handlers::get_trigger,
         handlers::list_triggers,
         handlers::openapi_json,
+        operator::run_schedule,
     ),
     components(schemas(
         TriggerRequestBody,
@@ -34,10 +36,13 @@ use super::view::{PipelineView, TriggerPage, TriggerState, TriggerView, Workflow
         TriggerPage,
         ProblemDoc,
         FieldError,
+        ScheduleRunBody,
+        ScheduleRunView,
     )),
     modifiers(&ClientKeyScheme),
     tags(
         (name = "triggers", description = "Call endpoints and read their history"),
+        (name = "operator", description = "Run schedules (clients with `operator = true`)"),
         (name = "meta", description = "This document"),
     ),
 )]

@@ -35,6 +35,7 @@ mod concurrency;
 mod event;
 pub mod lambda;
 pub mod local;
+mod manual;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::actions::{Action, Target, WorkflowSelector};
-use crate::config::schedule::{ConcurrencyMode, ConcurrencyPolicy, ScheduleSpec};
+use crate::config::schedule::{ConcurrencyMode, ConcurrencyPolicy, ScheduleSpec, SlotValues};
 use crate::config::{ActionKind, TargetSpec, TriggersFile};
 use crate::engine::{Engine, EngineError, Fired, SweepReport, TriggerIntent};
 use crate::store::{
@@ -58,6 +59,10 @@ use crate::triggers::scheduled::calendar::{
 };
 
 pub use event::{TickEvent, TickEventError, TickRequest};
+pub use manual::{
+    BackfillPlan, BackfillReport, BackfillRequest, BackfillStep, DEFAULT_BACKFILL_CAP, RunReport,
+    RunRequest, RunTarget, backfill_plan,
+};
 
 /// How many records the engine's sweep retries per tick.
 const SWEEP_LIMIT: u32 = 50;
@@ -87,6 +92,34 @@ pub enum SchedulerError {
     /// A manual run named a schedule the triggers file does not have.
     #[error("no schedule named `{name}` (known: {known})")]
     UnknownSchedule { name: String, known: String },
+    /// An operator run of a paused schedule without `ignore_pause`.
+    #[error(
+        "schedule `{schedule}` is paused ({flag}); nothing was run. Resume it, or run it anyway \
+         with --ignore-pause (recorded on the run)"
+    )]
+    Paused { schedule: String, flag: String },
+    /// `--at` names an instant that is not one of the schedule's slots.
+    #[error("{at} is not a slot of schedule `{schedule}` ({cron} in {zone}){hint}")]
+    NotASlot {
+        schedule: String,
+        at: String,
+        cron: String,
+        zone: String,
+        hint: String,
+    },
+    /// `--at` names a slot that has not come yet.
+    #[error("slot {at} of schedule `{schedule}` is in the future (now {now}); it fires on its own")]
+    FutureSlot {
+        schedule: String,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    /// A backfill range that is empty, reversed, in the future or over the cap.
+    #[error("{0}")]
+    InvalidRange(String),
+    /// The schedule's definition cannot be evaluated (only for a file that skipped `check`).
+    #[error("schedule `{schedule}`: {reason}")]
+    Definition { schedule: String, reason: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -95,7 +128,13 @@ impl SchedulerError {
     /// Whether the same request may succeed later (the store or CircleCI was unavailable).
     pub fn is_retryable(&self) -> bool {
         match self {
-            SchedulerError::UnknownSchedule { .. } | SchedulerError::FutureTick { .. } => false,
+            SchedulerError::UnknownSchedule { .. }
+            | SchedulerError::FutureTick { .. }
+            | SchedulerError::Paused { .. }
+            | SchedulerError::NotASlot { .. }
+            | SchedulerError::FutureSlot { .. }
+            | SchedulerError::InvalidRange(_)
+            | SchedulerError::Definition { .. } => false,
             SchedulerError::Engine(error) => error.is_retryable(),
         }
     }
@@ -151,14 +190,14 @@ pub struct ScheduleTick {
 }
 
 impl ScheduleTick {
-    fn new(schedule: &str) -> Self {
+    pub(crate) fn new(schedule: &str) -> Self {
         Self {
             schedule: schedule.to_owned(),
             ..Self::default()
         }
     }
 
-    fn count(&mut self, fired: &Fired) {
+    pub(crate) fn count(&mut self, fired: &Fired) {
         match fired {
             Fired::Performed(record) => match record.status {
                 TriggerStatus::Triggered => self.fired += 1,
@@ -249,40 +288,31 @@ impl Scheduler {
         Ok(report)
     }
 
-    /// Runs one schedule now, outside its cron (an operator's `{"schedule": "<name>"}`).
-    /// Recorded with `detail.manual = true`. Paused or disabled schedules still run and the
-    /// concurrency policy does not apply: an operator asked for this run explicitly.
-    /// `run_id` makes a repeated request (the same id) run once; without one, each call is
-    /// its own run.
+    /// Runs one schedule now, outside its cron (the raw Lambda input
+    /// `{"schedule": "<name>"}`): [`Scheduler::run`] without a slot, as operator
+    /// `lambda-invoke`. A paused schedule is refused. `run_id` makes a repeated request (the
+    /// same id) run once; without one, each call is its own run.
     pub async fn run_now(
         &self,
         name: &str,
         now: DateTime<Utc>,
         run_id: Option<&str>,
     ) -> Result<TickReport, SchedulerError> {
-        let schedule = self
-            .schedule(name)
-            .ok_or_else(|| SchedulerError::UnknownSchedule {
-                name: name.to_owned(),
-                known: self.known_schedules(),
-            })?;
-        let slot_id = match run_id {
-            Some(id) => format!("manual:{id}"),
-            None => format!(
-                "manual:{}",
-                now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            ),
-        };
-        let mut tick = ScheduleTick::new(name);
-        let origin = slot_origin(name, &slot_id);
-        for target in schedule.targets() {
-            let intent = self.intent(schedule, target, &slot_id, now, origin, true)?;
-            let fired = self.engine.fire(intent).await?;
-            tick.count(&fired);
-        }
+        let report = self
+            .run(
+                &RunRequest {
+                    schedule: name.to_owned(),
+                    at: None,
+                    run_id: run_id.map(str::to_owned),
+                    operator: "lambda-invoke".to_owned(),
+                    ignore_pause: false,
+                },
+                now,
+            )
+            .await?;
         Ok(TickReport {
             at: Some(now),
-            schedules: vec![tick],
+            schedules: vec![report.counts],
             ..TickReport::default()
         })
     }
@@ -531,7 +561,7 @@ impl Scheduler {
         tracing::warn!(schedule = %schedule.name, %reason, "long gap since the last evaluation");
         let origin = slot_origin(&schedule.name, &slot_id);
         for target in schedule.targets() {
-            let mut intent = self.intent(schedule, target, &slot_id, now, origin, false)?;
+            let mut intent = self.intent(schedule, target, &slot_id, last, now, origin, false)?;
             intent.detail.missed = Some(MissedSlots {
                 count: summarised.len(),
                 from,
@@ -554,22 +584,26 @@ impl Scheduler {
     ) -> Result<TriggerIntent, EngineError> {
         let slot_id = slot.id();
         let origin = slot_origin(&schedule.name, &slot_id);
-        let mut intent = self.intent(schedule, target, &slot_id, now, origin, false)?;
+        let mut intent = self.intent(schedule, target, &slot_id, slot.at, now, origin, false)?;
         intent.detail.slot_local = Some(slot.local.to_string());
         intent.detail.dst = slot.kind.note().map(str::to_owned);
         Ok(intent)
     }
 
+    /// One slot × target as an intent; `slot_at` is the instant the target's parameter
+    /// templates (`{{ slot.utc }}`, ...) are rendered for.
+    #[allow(clippy::too_many_arguments)]
     fn intent(
         &self,
         schedule: &ScheduleSpec,
         target: &TargetSpec,
         slot_id: &str,
+        slot_at: DateTime<Utc>,
         now: DateTime<Utc>,
         origin: TriggerId,
         manual: bool,
     ) -> Result<TriggerIntent, EngineError> {
-        let action = schedule_action(schedule, target, &self.triggers)
+        let action = schedule_action_at(schedule, target, &self.triggers, slot_at)
             .map_err(|reason| EngineError::NotRetryable { id: origin, reason })?;
         let target_id = target_identity(target);
         let key = slot_key(&schedule.name, slot_id, &target_id);
@@ -652,7 +686,18 @@ impl Scheduler {
             return Ok(None);
         };
         let manual = detail.manual;
-        let mut intent = self.intent(schedule, target, slot_id, now, record.origin, manual)?;
+        // A slot id is its instant; a run-now's parameters were rendered for its creation.
+        let slot_at = DateTime::parse_from_rfc3339(slot_id.split('#').next().unwrap_or(slot_id))
+            .map_or(record.created_at, |at| at.with_timezone(&Utc));
+        let mut intent = self.intent(
+            schedule,
+            target,
+            slot_id,
+            slot_at,
+            now,
+            record.origin,
+            manual,
+        )?;
         if record.claim_key.as_ref() != Some(&intent.key) {
             return Ok(None);
         }
@@ -714,7 +759,38 @@ pub fn target_identity(target: &TargetSpec) -> String {
     }
 }
 
-/// The action a schedule performs on one target.
+/// The action a schedule performs on one target for the slot at `slot_at`: the target's
+/// parameter templates rendered in the schedule's zone, then resolved.
+pub(crate) fn schedule_action_at(
+    schedule: &ScheduleSpec,
+    spec: &TargetSpec,
+    triggers: &TriggersFile,
+    slot_at: DateTime<Utc>,
+) -> Result<Action, String> {
+    let zone = schedule.timing().map_err(|e| e.to_string())?.zone;
+    let rendered = schedule
+        .render_target(spec, SlotValues { at: slot_at, zone })
+        .map_err(|e| e.to_string())?;
+    schedule_action(schedule, &rendered, triggers)
+}
+
+/// One target of a schedule as it would be sent for the slot at `slot_at`: parameter
+/// templates rendered in the schedule's zone, the `workflow` sugar applied (`next
+/// --show-parameters` prints this).
+pub fn target_at(
+    schedule: &ScheduleSpec,
+    spec: &TargetSpec,
+    settings: &crate::config::CircleCiSettings,
+    slot_at: DateTime<Utc>,
+) -> Result<Target, String> {
+    let zone = schedule.timing().map_err(|e| e.to_string())?.zone;
+    let rendered = schedule
+        .render_target(spec, SlotValues { at: slot_at, zone })
+        .map_err(|e| e.to_string())?;
+    Target::resolve(&rendered, settings).map_err(|e| e.to_string())
+}
+
+/// The action a schedule performs on one target, parameters as written.
 pub(crate) fn schedule_action(
     schedule: &ScheduleSpec,
     spec: &TargetSpec,

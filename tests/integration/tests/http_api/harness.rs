@@ -71,6 +71,16 @@ rate_limit = "3/1m"
 [[client]]
 name = "admin"
 endpoints = ["deploy-prod"]
+
+[[client]]
+name = "ops"
+operator = true
+
+[[schedule]]
+name = "nightly-deploy"
+cron = "0 2 * * *"
+timezone = "Europe/Berlin"
+target = {{ project = "{DEPLOY}", branch = "main", parameters = {{ env = "nightly", day = "{{{{ slot.date }}}}" }} }}
 "#
     )
 }
@@ -81,6 +91,8 @@ pub struct Keys {
     pub bot_previous: String,
     pub cms: String,
     pub admin: String,
+    /// `operator = true`: may run schedules.
+    pub ops: String,
 }
 
 pub struct Options {
@@ -159,6 +171,7 @@ impl Harness {
                 .parameter(ParameterSpec::string("region", "eu"))
                 .parameter(ParameterSpec::integer("shards", 1))
                 .parameter(ParameterSpec::string("env", ""))
+                .parameter(ParameterSpec::string("day", ""))
                 .workflow(
                     WorkflowSpec::new("deploy")
                         .job(JobSpec::new("build"))
@@ -185,6 +198,7 @@ impl Harness {
         let bot_previous = mint_key("release-bot");
         let cms = mint_key("cms");
         let admin = mint_key("admin");
+        let ops = mint_key("ops");
         let secrets_manager = aws_sdk_secretsmanager::Client::new(&aws);
         let tokens_id = unique_name("circleci-tokens");
         let keys_id = unique_name("client-keys");
@@ -196,6 +210,7 @@ impl Harness {
                     "release-bot": [bot_previous.hash.to_hex(), bot.hash.to_hex()],
                     "cms": [cms.hash.to_hex()],
                     "admin": [admin.hash.to_hex()],
+                    "ops": [ops.hash.to_hex()],
                 }),
             ),
         ] {
@@ -250,6 +265,7 @@ impl Harness {
                 bot_previous: bot_previous.key.expose_secret().to_owned(),
                 cms: cms.key.expose_secret().to_owned(),
                 admin: admin.key.expose_secret().to_owned(),
+                ops: ops.key.expose_secret().to_owned(),
             },
             clock,
             store,
@@ -356,6 +372,7 @@ fn template(path: &str) -> Option<&'static str> {
         ["v1", "triggers"] => Some("/v1/triggers"),
         ["v1", "triggers", _] => Some("/v1/triggers/{id}"),
         ["v1", "openapi.json"] => Some("/v1/openapi.json"),
+        ["v1", "schedules", _, "runs"] => Some("/v1/schedules/{name}/runs"),
         _ => None,
     }
 }

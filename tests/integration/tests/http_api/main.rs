@@ -6,6 +6,7 @@
 //! - `refusals`: 401 / 403 / 404 / 405 / 415 / 400 / 422 / 429 and their audit records;
 //! - `hostile`: oversized, malformed and malicious input: 4xx, nothing triggered, recorded;
 //! - `circleci`: CircleCI failing in each way, and what the caller is told;
+//! - `operator`: `POST /v1/schedules/{name}/runs` (operator runs of a schedule);
 //! - `lambda_events`: the router behind `lambda_http` with API Gateway HTTP API (payload
 //!   2.0) and Function URL events from `functions/http/fixtures/`.
 #![allow(clippy::unwrap_used)]
@@ -15,4 +16,5 @@ mod circleci;
 mod harness;
 mod hostile;
 mod lambda_events;
+mod operator;
 mod refusals;

@@ -120,6 +120,10 @@ target = {{ project = "{DEPLOY}", branch = "main" }}
 name = "release-bot"
 endpoints = ["deploy-staging", "approve-release"]
 rate_limit = "30/1m"
+
+[[client]]
+name = "ops"
+operator = true
 "#
     )
 }
@@ -205,6 +209,7 @@ struct World {
     /// Secret ARNs by the template parameter that holds them.
     secret_ids: BTreeMap<&'static str, String>,
     bot_key: String,
+    ops_key: String,
     _proxy: store_suite::serial_proxy::SerialProxy,
 }
 
@@ -249,6 +254,7 @@ impl World {
             .await
             .unwrap();
         let bot = mint_key("release-bot");
+        let ops = mint_key("ops");
         let admin = aws_sdk_secretsmanager::Client::new(&aws);
         let mut secret_ids = BTreeMap::new();
         for (kind, value) in [
@@ -256,7 +262,7 @@ impl World {
             (SecretKind::WebhookSigningSecrets, json!([WEBHOOK_SECRET])),
             (
                 SecretKind::ClientKeyHashes,
-                json!({ "release-bot": [bot.hash.to_hex()] }),
+                json!({ "release-bot": [bot.hash.to_hex()], "ops": [ops.hash.to_hex()] }),
             ),
         ] {
             let created = admin
@@ -274,6 +280,7 @@ impl World {
             table,
             secret_ids,
             bot_key: bot.key.expose_secret().to_owned(),
+            ops_key: ops.key.expose_secret().to_owned(),
             _proxy: proxy,
         }
     }
@@ -497,6 +504,12 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
     // ---- scheduled: the first tick records where the schedule starts.
     ticked(tick(sim.now()).await);
     sim.advance(Duration::from_secs(60)).await;
+    // The slot this tick stands for (an operator replays it below).
+    let scheduled_slot = {
+        let now = sim.now();
+        now - chrono::TimeDelta::seconds(i64::from(chrono::Timelike::second(&now)))
+            - chrono::TimeDelta::nanoseconds(i64::from(chrono::Timelike::nanosecond(&now)))
+    };
     // A slot whose creates fail (retryable: the next tick's sweep retries them)...
     sim.set_faults(Faults {
         fail_next: 2,
@@ -571,6 +584,18 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
             .await
             .unwrap();
         assert_eq!(answer.status(), 200, "{path}");
+    }
+    // An operator runs the schedule now, then replays a slot the tick fired.
+    let fired_slot = scheduled_slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for body in [json!({}), json!({ "at": fired_slot })] {
+        let run = client
+            .post(format!("{api_url}/v1/schedules/nightly/runs"))
+            .bearer_auth(&world.ops_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(run.status().is_success(), "{body}: {:?}", run.text().await);
     }
     http.faults.fail_next_mark_sending();
     let refused = post("deploy-staging", json!({})).await.unwrap();

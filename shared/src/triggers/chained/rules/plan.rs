@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use triggers_config::chain::{ChainAction, NamePattern};
 use triggers_config::rules::{self, MAX_PARAMETER_VALUE_LEN};
-use triggers_config::template::{RenderError, Template};
+use triggers_config::template::{RenderError, Scope, Template};
 use triggers_config::{ActionKind, ActionSpec, ParameterValue, ProjectSlug, Selection, TargetSpec};
 
 use crate::triggers::chained::webhook::WebhookEvent;
@@ -131,7 +131,7 @@ pub(crate) struct CompiledAction {
 
 fn template(field: &str, text: &Option<String>) -> Result<Option<Template>, String> {
     text.as_deref()
-        .map(|text| Template::parse(text).map_err(|e| format!("`{field}`: {e}")))
+        .map(|text| Template::parse_in(text, Scope::Event).map_err(|e| format!("`{field}`: {e}")))
         .transpose()
 }
 
@@ -147,8 +147,8 @@ impl CompiledAction {
             .iter()
             .map(|mapping| {
                 let from = NamePattern::parse(&mapping.from).map_err(|e| e.to_string())?;
-                let to =
-                    Template::parse(&mapping.to).map_err(|e| format!("`branch_map.to`: {e}"))?;
+                let to = Template::parse_in(&mapping.to, Scope::Event)
+                    .map_err(|e| format!("`branch_map.to`: {e}"))?;
                 Ok((from, to))
             })
             .collect::<Result<_, String>>()?;
@@ -158,7 +158,8 @@ impl CompiledAction {
             .map(|(name, value)| {
                 let compiled = match value {
                     ParameterValue::String(text) => ParameterTemplate::Text(
-                        Template::parse(text).map_err(|e| format!("`parameters.{name}`: {e}"))?,
+                        Template::parse_in(text, Scope::Event)
+                            .map_err(|e| format!("`parameters.{name}`: {e}"))?,
                     ),
                     other => ParameterTemplate::Fixed(other.clone()),
                 };

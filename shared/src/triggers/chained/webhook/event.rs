@@ -384,6 +384,8 @@ impl TemplateContext for WebhookEvent {
             Variable::PipelineNumber => Some(Cow::Owned(self.pipeline.number.to_string())),
             Variable::ProjectSlug => Some(Cow::Owned(self.project.slug.canonical())),
             Variable::Status => Some(Cow::Borrowed(self.status().as_str())),
+            // Schedule variables: `check` refuses them in chains.
+            Variable::SlotUtc | Variable::SlotLocal | Variable::SlotDate => None,
         }
     }
 }
