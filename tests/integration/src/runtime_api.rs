@@ -302,6 +302,24 @@ pub async fn invoke_binary(
     }
 }
 
+/// Starts an HTTP function's binary under the emulator and checks that it answers the API
+/// Gateway event for `GET /healthz` (`fixture`) with 200 and `{"status": "ok"}`.
+pub async fn assert_healthz(program: &std::path::Path, function: &str, fixture: &str) {
+    let event: Value = serde_json::from_str(fixture).expect("the healthz fixture is JSON");
+    let invocations = invoke_binary(
+        program,
+        function,
+        &[("TRIGGERS_TABLE", "healthz-reads-no-table".to_owned())],
+        vec![event],
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(invocations[0].outcome, Some("response"), "{function}");
+    let (status, body) = http_answer(&invocations[0]);
+    assert_eq!(status, 200, "{function}: {body}");
+    assert_eq!(body["status"], "ok", "{function}: {body}");
+}
+
 /// The API Gateway (HTTP API, payload 2.0) answer of an invocation: status and JSON body.
 pub fn http_answer(invocation: &Invocation) -> (u16, Value) {
     let body = invocation.body.clone().unwrap_or(Value::Null);

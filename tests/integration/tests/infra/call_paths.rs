@@ -17,14 +17,9 @@
 //! AccessDenied in AWS; a granted action no path sent is more than the function needs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use chrono::{DateTime, Utc};
 use circleci_sim::{Faults, JobSpec, ParameterSpec, ProjectSpec, Simulator, When, WorkflowSpec};
 use integration_tests::circleci_client::test_options;
@@ -45,8 +40,8 @@ use shared::triggers::scheduled::Scheduler;
 use shared::wiring::{ContextOptions, LambdaContext, assemble};
 
 use super::{
-    AuditedStore, IamAudit, StoreFaults, function_properties, grants_of_role, like, logical_id,
-    secret_wiring,
+    AuditedStore, IamAudit, SecretsAudit, StoreFaults, function_properties, grants_of_role, like,
+    logical_id, secret_wiring,
 };
 
 const TOKEN: &str = "tok-iam-call-paths-0123456789";
@@ -137,50 +132,12 @@ impl Clock for SimClock {
     }
 }
 
-/// Secrets Manager requests as grants, by the template parameter that holds the secret id.
-#[derive(Debug, Clone, Default)]
-struct SecretsAudit {
-    parameters_by_id: Arc<BTreeMap<String, &'static str>>,
-    observed: Arc<Mutex<BTreeSet<String>>>,
-}
-
-impl Intercept for SecretsAudit {
-    fn name(&self) -> &'static str {
-        "SecretsAudit"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let request = context.request();
-        let action = request
-            .headers()
-            .get("x-amz-target")
-            .and_then(|target| target.strip_prefix("secretsmanager."))
-            .ok_or("a Secrets Manager request without X-Amz-Target")?
-            .to_owned();
-        let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or(b"{}"))?;
-        let id = body["SecretId"].as_str().unwrap_or_default();
-        let resource = self
-            .parameters_by_id
-            .get(id)
-            .copied()
-            .unwrap_or("an unknown secret");
-        self.observed
-            .lock()
-            .unwrap()
-            .insert(format!("secretsmanager:{action} on {resource}"));
-        Ok(())
-    }
-}
-
 /// One function as deployed: its own clients, audits and store faults.
 struct Deployed {
     dynamo: IamAudit,
     secrets: SecretsAudit,
+    /// The template parameter holding each secret id.
+    secret_parameters: BTreeMap<String, &'static str>,
     faults: StoreFaults,
     context: LambdaContext,
 }
@@ -197,7 +154,15 @@ impl Deployed {
             .flatten()
             .cloned()
             .collect();
-        observed.extend(self.secrets.observed.lock().unwrap().iter().cloned());
+        for (target, id) in self.secrets.0.lock().unwrap().iter() {
+            let action = target.strip_prefix("secretsmanager.").unwrap_or(target);
+            let secret = self
+                .secret_parameters
+                .get(id)
+                .copied()
+                .unwrap_or("an unknown secret");
+            observed.insert(format!("secretsmanager:{action} on {secret}"));
+        }
         observed
     }
 }
@@ -316,15 +281,12 @@ impl World {
             webhook_signing_secrets: id_for(SecretKind::WebhookSigningSecrets),
             client_key_hashes: id_for(SecretKind::ClientKeyHashes),
         };
-        let secrets = SecretsAudit {
-            parameters_by_id: Arc::new(
-                self.secret_ids
-                    .iter()
-                    .map(|(parameter, id)| (id.clone(), *parameter))
-                    .collect(),
-            ),
-            observed: Arc::default(),
-        };
+        let secrets = SecretsAudit::default();
+        let secret_parameters = self
+            .secret_ids
+            .iter()
+            .map(|(parameter, id)| (id.clone(), *parameter))
+            .collect();
         let secrets_client = aws_sdk_secretsmanager::Client::from_conf(
             aws_sdk_secretsmanager::config::Builder::from(&self.aws)
                 .interceptor(secrets.clone())
@@ -348,6 +310,7 @@ impl World {
         Deployed {
             dynamo,
             secrets,
+            secret_parameters,
             faults,
             context,
         }

@@ -1118,35 +1118,36 @@ async fn the_declared_permissions_cover_every_request_the_store_sends() {
     }
 }
 
+/// Every Secrets Manager request as (`X-Amz-Target`, `SecretId`), in order.
+#[derive(Debug, Clone, Default)]
+struct SecretsAudit(Arc<Mutex<Vec<(String, String)>>>);
+impl Intercept for SecretsAudit {
+    fn name(&self) -> &'static str {
+        "SecretsAudit"
+    }
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("")
+            .to_owned();
+        let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or(b"{}"))?;
+        let id = body["SecretId"].as_str().unwrap_or("").to_owned();
+        self.0.lock().unwrap().push((target, id));
+        Ok(())
+    }
+}
+
 /// The secrets port sends `GetSecretValue` and nothing else, for exactly the configured id:
 /// the one action and resource each role is granted per secret.
 #[tokio::test]
 async fn reading_a_secret_is_one_get_secret_value_on_its_arn() {
-    #[derive(Debug, Clone, Default)]
-    struct SecretsAudit(Arc<Mutex<Vec<(String, String)>>>);
-    impl Intercept for SecretsAudit {
-        fn name(&self) -> &'static str {
-            "SecretsAudit"
-        }
-        fn read_before_transmit(
-            &self,
-            context: &BeforeTransmitInterceptorContextRef<'_>,
-            _runtime_components: &RuntimeComponents,
-            _cfg: &mut ConfigBag,
-        ) -> Result<(), BoxError> {
-            let request = context.request();
-            let target = request
-                .headers()
-                .get("x-amz-target")
-                .unwrap_or("")
-                .to_owned();
-            let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or(b"{}"))?;
-            let id = body["SecretId"].as_str().unwrap_or("").to_owned();
-            self.0.lock().unwrap().push((target, id));
-            Ok(())
-        }
-    }
-
     let config = sdk_config().await;
     let admin = aws_sdk_secretsmanager::Client::new(&config);
     let mut arns = BTreeMap::new();
