@@ -196,6 +196,17 @@ where
     }
 }
 
+/// The source, and for an operator's run of a schedule who ran it: `run`, `backfill` and the
+/// operator route record under the schedule's own source (so retries and concurrency find
+/// them), and the table must still tell them from the cron's own slots.
+fn source_cell(record: &TriggerRecord) -> String {
+    match (record.detail.manual, &record.detail.operator) {
+        (true, Some(operator)) => format!("{} (manual: {operator})", record.source),
+        (true, None) => format!("{} (manual)", record.source),
+        (false, _) => record.source.to_string(),
+    }
+}
+
 /// The human table: one line per record, columns sized to their content.
 pub fn render_table(records: &[TriggerRecord]) -> String {
     let header = [
@@ -215,7 +226,7 @@ pub fn render_table(records: &[TriggerRecord]) -> String {
             [
                 r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 r.status.to_string(),
-                r.source.to_string(),
+                source_cell(r),
                 r.target.project.clone(),
                 r.action.as_str().to_owned(),
                 r.pipeline.as_ref().map_or_else(
@@ -377,6 +388,13 @@ mod tests {
             "a chained trigger shows its origin"
         );
         let status_column = lines[0].find("STATUS").unwrap();
+
+        // An operator's run of a schedule says so, and who ran it.
+        let mut manual = r[0].clone();
+        manual.detail.manual = true;
+        manual.detail.operator = Some("ops".into());
+        let table = render_table(&[manual]);
+        assert!(table.contains("schedule:nightly (manual: ops)"), "{table}");
         assert!(
             lines
                 .iter()
