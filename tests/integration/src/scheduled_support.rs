@@ -354,3 +354,27 @@ impl Interceptor for HangsAfterSending {
         result
     }
 }
+
+/// One `#[tokio::test]` per case and store: `mod sqlite { fn case() }` and
+/// `mod dynamodb { fn case() }`, each calling `case(Backend)` of the invoking module.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($crate::scheduled_support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($crate::scheduled_support::Backend::Dynamo).await;
+                }
+            )*
+        }
+    };
+}

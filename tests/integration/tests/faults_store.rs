@@ -87,6 +87,19 @@ impl Rig {
         self.cutter.disarm();
         self.proxy.restore();
     }
+
+    /// `rounds` times: every lease runs out, then the sweep runs (each tick runs it).
+    async fn sweep_past_leases(&self, rounds: usize) {
+        for _ in 0..rounds {
+            self.advance(PAST_LEASE).await;
+            self.instance()
+                .scheduler
+                .engine()
+                .sweep(100)
+                .await
+                .expect("the sweep");
+        }
+    }
 }
 
 /// Where the store goes away, counted in DynamoDB requests of the entry point.
@@ -242,13 +255,7 @@ async fn tick_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (usiz
         assert_eq!(report["outcome"], "ticked", "{context}: {report}");
         // A slot whose claim was adopted with nothing sent is rechecked at the end of the
         // reconciliation window: the sweep (each tick runs it) sends it then.
-        rig.advance(PAST_LEASE).await;
-        rig.instance()
-            .scheduler
-            .engine()
-            .sweep(100)
-            .await
-            .expect("the recheck sweep");
+        rig.sweep_past_leases(1).await;
     } else {
         let report = outcome.expect("tick without a cut");
         assert_eq!(report["report"]["schedules"][0]["fired"], 3, "{report}");
@@ -465,15 +472,7 @@ async fn call_with_store_cut_and_no_retry(
         assert_truthful(&answer, !sent.is_empty(), &context);
     }
     rig.restore();
-    for _ in 0..3 {
-        rig.advance(PAST_LEASE).await;
-        rig.instance()
-            .scheduler
-            .engine()
-            .sweep(100)
-            .await
-            .expect("the reconciler's sweep");
-    }
+    rig.sweep_past_leases(3).await;
     let pipelines = rig.pipeline_ids_on(DEPLOY);
     assert_eq!(pipelines, sent, "{context}: the reconciler never sends");
     let records = rig.records(SourceKind::Http, ENDPOINT).await;
@@ -542,15 +541,7 @@ async fn deliver_with_store_cut_and_no_redelivery(
         assert_eq!(answer.status, 200, "{context}: {answer:?}");
     }
     rig.restore();
-    for _ in 0..4 {
-        rig.advance(PAST_LEASE).await;
-        rig.instance()
-            .scheduler
-            .engine()
-            .sweep(100)
-            .await
-            .expect("the sweep");
-    }
+    rig.sweep_past_leases(4).await;
     let pipelines = rig.pipeline_ids_on(DEPLOY);
     let records = rig.records(SourceKind::Chain, RULE).await;
     if records.is_empty() {
@@ -612,13 +603,7 @@ async fn deliver_with_store_cut(moto: &MotoProcess, cut_at: Option<Fault>) -> (u
         }
         // CircleCI does not redeliver a 200: a trigger awaiting its recheck is the sweep's
         // (the scheduled function's tick), at the end of the reconciliation window.
-        rig.advance(PAST_LEASE).await;
-        rig.instance()
-            .scheduler
-            .engine()
-            .sweep(100)
-            .await
-            .expect("the sweep");
+        rig.sweep_past_leases(1).await;
     }
     assert_eq!(answer.status, 200, "{context}: {answer:?}");
     let pipelines = rig.pipeline_ids_on(DEPLOY);

@@ -17,28 +17,7 @@ use shared::circleci::ClientOptions;
 use shared::store::{PauseScope, TriggerStatus};
 use shared::triggers::scheduled::{MAX_SKIPPED_ROWS, TickRequest};
 
-macro_rules! on_both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(integration_tests::scheduled_support::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(integration_tests::scheduled_support::Backend::Dynamo).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+integration_tests::on_both_stores!(
     duplicate_and_concurrent_ticks_trigger_each_slot_once,
     a_tick_that_dies_mid_slot_is_finished_by_later_ticks_without_duplicates,
     a_three_hour_outage_obeys_each_catch_up_policy,

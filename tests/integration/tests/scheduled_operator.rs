@@ -10,28 +10,7 @@ use integration_tests::scheduled_support::{Backend, Harness, utc};
 use shared::store::{PauseScope, TriggerStatus};
 use shared::triggers::scheduled::{BackfillRequest, RunRequest, SchedulerError};
 
-macro_rules! on_both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(integration_tests::scheduled_support::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(integration_tests::scheduled_support::Backend::Dynamo).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+integration_tests::on_both_stores!(
     run_at_a_slot_twice_starts_one_pipeline_and_the_tick_replays_it,
     a_paused_schedule_is_refused_unless_overridden_and_a_skipped_slot_runs_once,
     backfill_over_a_dst_week_fires_exactly_the_unfired_slots_and_resumes_after_a_kill,
