@@ -50,7 +50,7 @@ pub struct ColdStartResult {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FunctionStart {
-    /// `scheduled`, `chained`, `http` or `python`.
+    /// `scheduled`, `webhooks`, `http` or `python`.
     pub name: String,
     pub what: String,
     /// exec → first `GET /next`.
@@ -87,7 +87,7 @@ struct Launch {
 
 pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
     let binaries = root.join("target").join("release");
-    for name in ["scheduled", "chained", "http"] {
+    for name in ["scheduled", "webhooks", "http"] {
         anyhow::ensure!(
             binaries.join(name).exists(),
             "{} is missing: build the functions with the bench's triggers file first:\n  \
@@ -115,6 +115,20 @@ pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
     let webhook = moto
         .new_secret("bench-webhook", &json!([WEBHOOK_SECRET]).to_string())
         .await?;
+    // The webhook acceptor's queue (the worker's cold start is not measured here: it is
+    // invoked by the event source mapping, not on a caller's path).
+    let deliveries =
+        aws_sdk_sqs::Client::new(&integration_tests::moto::sdk_config_for(&moto.endpoint).await)
+            .create_queue()
+            .queue_name(format!(
+                "bench-deliveries-{}",
+                uuid::Uuid::new_v4().simple()
+            ))
+            .send()
+            .await?
+            .queue_url()
+            .unwrap_or_default()
+            .to_owned();
     let minted = mint_key("bench-bot");
     let keys = moto
         .new_secret(
@@ -171,14 +185,16 @@ pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
             events: Box::new(|run| Ok([tick_event(Utc::now()), run_event(run)])),
         },
         Launch {
-            name: "chained",
-            what: "two signed `workflow-completed` deliveries through an HTTP API (v2) event"
+            name: "webhooks",
+            what: "two signed `workflow-completed` deliveries through an HTTP API (v2) event, \
+                   each verified and queued (SQS on moto)"
                 .to_owned(),
-            program: binaries.join("chained"),
+            program: binaries.join("webhooks"),
             args: vec![],
             env: {
-                let mut env = common("chained");
+                let mut env = common("webhooks");
                 env.push(("WEBHOOK_SECRETS_SECRET_ID".to_owned(), webhook.clone()));
+                env.push(("DELIVERY_QUEUE_URL".to_owned(), deliveries.clone()));
                 env
             },
             events: Box::new(move |run| {

@@ -1,6 +1,8 @@
 //! Storm: signed `workflow-completed` deliveries, some of them duplicates by event id,
-//! posted concurrently to the webhook receiver served on loopback; one chain rule starts a
-//! downstream pipeline per unique event.
+//! posted concurrently to the webhook acceptor served on loopback (queued in the embedded
+//! queue, settled by `serve`'s worker running beside it); one chain rule starts a
+//! downstream pipeline per unique event. Latency is the acceptor's answer; `settled_seconds`
+//! is when the worker had settled every delivery.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +13,10 @@ use futures::StreamExt;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use shared::triggers::chained::queue::embedded::{EmbeddedWorker, SqliteDeliveryQueue};
 use shared::triggers::chained::webhook::{SIGNATURE_HEADER, sign_v1};
-use shared::triggers::chained::{Receiver, WEBHOOK_PATH, webhook_router};
+use shared::triggers::chained::{Receiver, WEBHOOK_PATH, WebhookAcceptor, webhook_router};
+use shared::wiring::ContextOptions;
 
 use crate::latency::Percentiles;
 use crate::setup::{DOWNSTREAM, PROJECT, UNCONSTRAINED_RATE, WEBHOOK_SECRET, system};
@@ -25,6 +29,9 @@ pub struct StormResult {
     pub concurrency: usize,
     pub triggered: usize,
     pub wall_seconds: f64,
+    /// From the first post until the worker had settled every queued delivery.
+    #[serde(default)]
+    pub settled_seconds: f64,
     pub latency_ms: Percentiles,
     /// HTTP status → deliveries answered with it.
     pub statuses: BTreeMap<u16, usize>,
@@ -76,14 +83,26 @@ pub async fn run(deliveries: usize, concurrency: usize) -> anyhow::Result<StormR
          when = {{ project = \"{PROJECT}\", workflow = \"build\", status = [\"success\"] }}\n\
          [[chain.then]]\naction = \"pipeline\"\nproject = \"{DOWNSTREAM}\"\nbranch = \"main\"\n"
     );
-    let system = system(start, &rules, Receiver::context_options()).await?;
+    let system = system(start, &rules, ContextOptions::default()).await?;
     system
         .sim
         .set_faults(Faults::rate_limited(UNCONSTRAINED_RATE, 1000));
     let receiver = Arc::new(Receiver::from_context(&system.context)?);
+    let queue = SqliteDeliveryQueue::in_memory(system.context.clock.clone())?;
+    let acceptor = Arc::new(WebhookAcceptor::new(
+        system.context.secrets.clone(),
+        Arc::new(queue.clone()),
+        system.context.clock.clone(),
+    ));
+    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        EmbeddedWorker::new(queue.clone(), receiver).run(async move {
+            let _ = worker_stopped.await;
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}{WEBHOOK_PATH}", listener.local_addr()?);
-    let server = tokio::spawn(async move { axum::serve(listener, webhook_router(receiver)).await });
+    let server = tokio::spawn(async move { axum::serve(listener, webhook_router(acceptor)).await });
 
     // In every ten deliveries, seven new events then three repeats of events sent so far
     // (some of them still being handled): 30 % duplicates, interleaved like redeliveries.
@@ -132,6 +151,16 @@ pub async fn run(deliveries: usize, concurrency: usize) -> anyhow::Result<StormR
         .await;
     let wall = began.elapsed().as_secs_f64();
     server.abort();
+    // Bounded: a worker that cannot settle (it should) ends the run with what it did.
+    for _ in 0..600 {
+        if queue.pending().await? == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settled = began.elapsed().as_secs_f64();
+    let _ = stop_worker.send(());
+    worker.await?;
 
     let mut statuses = BTreeMap::new();
     let mut latencies = Vec::with_capacity(answers.len());
@@ -152,6 +181,7 @@ pub async fn run(deliveries: usize, concurrency: usize) -> anyhow::Result<StormR
         concurrency,
         triggered,
         wall_seconds: wall,
+        settled_seconds: settled,
         latency_ms: Percentiles::of(&mut latencies),
         statuses,
     })

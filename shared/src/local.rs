@@ -16,11 +16,13 @@ use crate::config::TriggersFile;
 use crate::http::with_problem_fallbacks;
 use crate::secrets::{CachedSecrets, LocalSecretSource, Secrets};
 use crate::store::{SharedStore, SqliteStore, StoreError, StoreSettings};
+use crate::triggers::chained::queue::QueueError;
+use crate::triggers::chained::queue::embedded::{EmbeddedWorker, SqliteDeliveryQueue};
 use crate::triggers::chained::rules::ChainRulesError;
-use crate::triggers::chained::{Receiver, webhook_router};
+use crate::triggers::chained::{Receiver, WebhookAcceptor, webhook_router};
 use crate::triggers::http::{ApiSettings, CatalogError, TriggerApi, api_router};
 use crate::triggers::scheduled::Scheduler;
-use crate::wiring::{LambdaContext, SECRETS_TTL, assemble};
+use crate::wiring::{ContextOptions, LambdaContext, SECRETS_TTL, assemble};
 use tower::ServiceExt;
 
 /// Why the local server could not be built.
@@ -39,14 +41,18 @@ pub enum LocalError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     ChainRules(#[from] ChainRulesError),
+    #[error("cannot open the webhook delivery queue: {0}")]
+    Queue(#[from] QueueError),
 }
 
-/// Everything `serve` runs: the HTTP routes (API, webhook receiver, health) and the
-/// scheduler, over one engine.
+/// Everything `serve` runs: the HTTP routes (API, webhook acceptor, health), the scheduler
+/// and the webhook worker, over one engine.
 pub struct LocalServer {
     pub context: LambdaContext,
     pub router: Router,
     pub scheduler: Scheduler,
+    /// Drains the embedded delivery queue the webhook route fills (run it beside the server).
+    pub deliveries: EmbeddedWorker,
 }
 
 /// The embedded store under `directory` (created if missing), with the file's retention.
@@ -65,38 +71,58 @@ pub fn open_store(
     ))
 }
 
+/// The embedded webhook delivery queue under `directory` (created if missing): it outlives
+/// reloads of the triggers file, like the store.
+pub fn open_queue(
+    directory: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<SqliteDeliveryQueue, LocalError> {
+    std::fs::create_dir_all(directory).map_err(|source| LocalError::DataDir {
+        path: directory.display().to_string(),
+        source,
+    })?;
+    Ok(SqliteDeliveryQueue::open_in_dir(directory, clock)?)
+}
+
 /// Secrets from a [`LocalSecretSource`] (environment variables or files), cached like the
 /// Lambdas cache Secrets Manager.
 pub fn local_secrets(source: LocalSecretSource) -> Arc<dyn Secrets> {
     Arc::new(CachedSecrets::new(source, SECRETS_TTL))
 }
 
-/// The API, the webhook receiver and `GET /healthz` on one router, with problem+json
+/// The API, the webhook acceptor and `GET /healthz` on one router, with problem+json
 /// fallbacks: the same routers the two HTTP Lambdas serve.
-pub fn local_router(api: TriggerApi, receiver: Arc<Receiver>) -> Router {
+pub fn local_router(api: TriggerApi, acceptor: Arc<WebhookAcceptor>) -> Router {
     with_problem_fallbacks(
         api_router(api)
-            .merge(webhook_router(receiver))
+            .merge(webhook_router(acceptor))
             .merge(crate::http::health_router()),
     )
 }
 
-/// Builds the engine over the given adapters, then the routers and the scheduler on it.
+/// Builds the engine over the given adapters, then the routers, the scheduler and the
+/// webhook worker on it. Webhooks are queued in `queue` and settled by the worker, as in AWS.
 pub fn build(
     triggers: TriggersFile,
     clock: Arc<dyn Clock>,
     store: SharedStore,
     secrets: Arc<dyn Secrets>,
+    queue: SqliteDeliveryQueue,
 ) -> Result<LocalServer, LocalError> {
-    // CircleCI calls end before the webhook receiver's answer deadline; the API's callers
-    // get an answer sooner than in AWS as a consequence, which is fine locally.
-    let context = assemble(triggers, clock, store, secrets, Receiver::context_options())?;
+    // The API's CircleCI calls end within the `http` function's budget, as in AWS.
+    let context = assemble(triggers, clock, store, secrets, ContextOptions::for_http())?;
     let api = TriggerApi::from_context(&context, ApiSettings::default())?;
     let receiver = Arc::new(Receiver::from_context(&context)?);
+    let acceptor = Arc::new(WebhookAcceptor::new(
+        context.secrets.clone(),
+        Arc::new(queue.clone()),
+        context.clock.clone(),
+    ));
     let scheduler = Scheduler::new(context.engine.clone(), context.triggers.clone());
     Ok(LocalServer {
-        router: local_router(api, receiver),
+        router: local_router(api, acceptor),
         scheduler,
+        deliveries: EmbeddedWorker::new(queue, receiver),
         context,
     })
 }
@@ -182,11 +208,12 @@ endpoints = ["deploy"]
         let triggers = triggers();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = open_store(&dir.path().join("data"), &triggers, clock.clone()).unwrap();
+        let queue = open_queue(&dir.path().join("data"), clock.clone()).unwrap();
         let secrets = local_secrets(LocalSecretSource::from_vars(
             [("CIRCLECI_WEBHOOK_SECRETS".to_owned(), "s3cret".to_owned())],
             "default",
         ));
-        let server = build(triggers, clock, store, secrets).unwrap();
+        let server = build(triggers, clock, store, secrets, queue).unwrap();
         assert!(dir.path().join("data").is_dir());
         assert_eq!(
             status(&server.router, "GET", "/healthz").await,

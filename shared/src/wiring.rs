@@ -62,6 +62,8 @@ pub struct LambdaContext {
     pub secrets: Arc<dyn Secrets>,
     pub circleci: Arc<dyn CircleCi>,
     pub engine: Engine,
+    /// The AWS configuration the adapters were built from (`None` outside Lambda).
+    pub aws: Option<aws_config::SdkConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +94,42 @@ pub async fn lambda_context(
         SecretIds::from_env(),
     );
     let secrets: Arc<dyn Secrets> = Arc::new(CachedSecrets::new(source, options.secrets_ttl));
-    Ok(assemble(triggers, clock, store, secrets, options)?)
+    let mut context = assemble(triggers, clock, store, secrets, options)?;
+    context.aws = Some(aws);
+    Ok(context)
+}
+
+/// The `webhooks` function's edge: the signing secrets (Secrets Manager) and the delivery
+/// queue (SQS, `DELIVERY_QUEUE_URL`). No store and no CircleCI client: that role can only
+/// read the signing secrets and send to the queue.
+pub async fn webhook_acceptor(
+    options: ContextOptions,
+) -> Result<crate::triggers::chained::WebhookAcceptor, WiringError> {
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let source = SecretsManagerSource::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        SecretIds::from_env(),
+    );
+    let secrets: Arc<dyn Secrets> = Arc::new(CachedSecrets::new(source, options.secrets_ttl));
+    let queue = Arc::new(delivery_queue(&aws)?);
+    Ok(crate::triggers::chained::WebhookAcceptor::new(
+        secrets,
+        queue,
+        Arc::new(SystemClock),
+    ))
+}
+
+/// The delivery queue named by `DELIVERY_QUEUE_URL` (the `chained` worker shortens retry
+/// delays through it).
+pub fn delivery_queue(
+    aws: &aws_config::SdkConfig,
+) -> Result<crate::triggers::chained::queue::sqs::SqsDeliveryQueue, WiringError> {
+    use crate::triggers::chained::queue::sqs::{QUEUE_URL_ENV, SqsDeliveryQueue};
+    let url = std::env::var(QUEUE_URL_ENV)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .ok_or(WiringError::MissingEnv(QUEUE_URL_ENV))?;
+    Ok(SqsDeliveryQueue::new(aws_sdk_sqs::Client::new(aws), url))
 }
 
 /// The engine over given adapters (also used by tests and `serve` with other adapters).
@@ -125,5 +162,6 @@ pub fn assemble(
         secrets,
         circleci,
         engine,
+        aws: None,
     })
 }

@@ -1,6 +1,7 @@
-//! The `chained` function's router driven with real API Gateway HTTP API (payload 2.0)
-//! events, decoded by `lambda_http` exactly as `lambda_http::run` does: a signed webhook
-//! in a plain and a base64 body, and a tampered one.
+//! The webhook functions driven with real event JSON: the `webhooks` acceptor's router with
+//! API Gateway HTTP API (payload 2.0) events, decoded by `lambda_http` exactly as
+//! `lambda_http::run` does (a signed webhook in a plain and a base64 body, a tampered one),
+//! and the `chained` worker's handler with the SQS events the event source mapping sends.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -8,12 +9,15 @@ use std::sync::Arc;
 
 use lambda_http::tower::ServiceExt;
 use lambda_http::{Body, IntoResponse};
+use serde_json::{Value, json};
 use shared::clock::ManualClock;
 use shared::config::parse_str;
 use shared::secrets::{CachedSecrets, LocalSecretSource, env_names};
 use shared::store::{PageRequest, SourceKind, SqliteStore, TriggerSource, TriggerStatus};
-use shared::triggers::chained::{Receiver, function_router};
-use shared::wiring::assemble;
+use shared::triggers::chained::queue::embedded::{ReceivedDelivery, SqliteDeliveryQueue};
+use shared::triggers::chained::queue::sqs::handle_batch;
+use shared::triggers::chained::{Receiver, WebhookAcceptor, function_router};
+use shared::wiring::{ContextOptions, LambdaContext, assemble};
 
 /// The secret the fixtures are signed with.
 const FIXTURE_SECRET: &str = "lambda-fixture-secret";
@@ -35,9 +39,16 @@ job = "hold-release"
 select = "origin"
 "#;
 
-/// Builds the function as main.rs does (with an in-memory store and a fixed clock), then
-/// invokes it with each event in turn. Returns every answer and the store.
-async fn invoke_all(events: &[String]) -> (Vec<Answer>, shared::store::SharedStore) {
+/// The two functions as their main.rs build them (an in-memory store, an in-memory queue
+/// standing in for SQS, a fixed clock).
+struct Functions {
+    context: LambdaContext,
+    queue: SqliteDeliveryQueue,
+    receiver: Receiver,
+    store: shared::store::SharedStore,
+}
+
+fn functions() -> Functions {
     let clock = Arc::new(ManualClock::new("2026-11-30T02:10:01Z".parse().unwrap()));
     let store: shared::store::SharedStore =
         Arc::new(SqliteStore::in_memory(clock.clone()).unwrap());
@@ -60,15 +71,28 @@ async fn invoke_all(events: &[String]) -> (Vec<Answer>, shared::store::SharedSto
     let triggers = parse_str(TRIGGERS, "triggers.toml (test)").unwrap();
     let context = assemble(
         triggers,
-        clock,
+        clock.clone(),
         store.clone(),
         secrets,
-        Receiver::context_options(),
+        ContextOptions::default(),
     )
     .unwrap();
-    let receiver = Arc::new(Receiver::from_context(&context).unwrap());
-    // The router main.rs runs.
-    let router = function_router(receiver);
+    Functions {
+        queue: SqliteDeliveryQueue::in_memory(clock).unwrap(),
+        receiver: Receiver::from_context(&context).unwrap(),
+        context,
+        store,
+    }
+}
+
+/// Invokes the `webhooks` router (the one its main.rs runs) with each event in turn.
+async fn invoke_all(functions: &Functions, events: &[String]) -> Vec<Answer> {
+    let acceptor = WebhookAcceptor::new(
+        functions.context.secrets.clone(),
+        Arc::new(functions.queue.clone()),
+        functions.context.clock.clone(),
+    );
+    let router = function_router(Arc::new(acceptor));
     let mut answers = Vec::new();
     for event in events {
         // Decoded as the runtime decodes it, answered as `lambda_http::run` answers.
@@ -97,7 +121,38 @@ async fn invoke_all(events: &[String]) -> (Vec<Answer>, shared::store::SharedSto
             body: serde_json::from_str(&body).unwrap_or_default(),
         });
     }
-    (answers, store)
+    answers
+}
+
+/// The SQS event the event source mapping would hand the `chained` function for these
+/// received messages (the committed fixture's shape, with their ids and bodies).
+fn sqs_event(received: &[ReceivedDelivery]) -> Value {
+    let template: Value = serde_json::from_str(&fixture("sqs-webhook-delivery.json")).unwrap();
+    let records: Vec<Value> = received
+        .iter()
+        .map(|message| {
+            let mut record = template["Records"][0].clone();
+            record["messageId"] = json!(message.id);
+            record["receiptHandle"] = json!(format!("receipt-{}", message.id));
+            record["body"] = json!(message.delivery.body);
+            record["attributes"]["ApproximateReceiveCount"] = json!(message.receives.to_string());
+            record["messageAttributes"]["accepted_at"]["stringValue"] =
+                json!(message.delivery.accepted_at.to_rfc3339());
+            record
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+async fn chain_records(store: &shared::store::SharedStore) -> Vec<shared::store::TriggerRecord> {
+    store
+        .list_by_source(
+            &TriggerSource::new(SourceKind::Chain, "release-gate"),
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items
 }
 
 struct Answer {
@@ -114,35 +169,42 @@ fn fixture(name: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_signed_webhook_in_an_http_api_event_is_decided_and_recorded() {
+async fn a_signed_webhook_is_queued_with_202_and_decided_only_by_the_worker() {
+    let functions = functions();
     // The same delivery twice: as text, then base64-encoded (what API Gateway sends for
-    // some content types): byte-identical after decoding, so the signature holds and the
-    // second is a duplicate.
-    let (answers, store) = invoke_all(&[
-        fixture("apigw-http-v2-workflow-completed.json"),
-        fixture("apigw-http-v2-workflow-completed-base64.json"),
-    ])
+    // some content types): byte-identical after decoding, so the signature holds.
+    let answers = invoke_all(
+        &functions,
+        &[
+            fixture("apigw-http-v2-workflow-completed.json"),
+            fixture("apigw-http-v2-workflow-completed-base64.json"),
+        ],
+    )
     .await;
-    let first = &answers[0];
-    assert_eq!(first.status, 200, "{}", first.body);
-    assert_eq!(
-        first.body["event_id"],
-        "0f6c2a4e-7d1b-4c8e-9a35-2b7e61d0c4f1"
-    );
-    assert_eq!(first.body["actions"][0]["rule"], "release-gate");
-    assert_eq!(first.body["actions"][0]["status"], "failed");
-    let second = &answers[1];
-    assert_eq!(second.status, 200, "{}", second.body);
-    assert_eq!(second.body["actions"][0]["disposition"], "replayed");
+    for answer in &answers {
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        assert_eq!(
+            answer.body["event_id"],
+            "0f6c2a4e-7d1b-4c8e-9a35-2b7e61d0c4f1"
+        );
+        assert!(answer.body["delivery"].is_string(), "{}", answer.body);
+    }
+    // The acceptor decided nothing: no history before the worker runs.
+    assert!(chain_records(&functions.store).await.is_empty());
+    assert_eq!(functions.queue.pending().await.unwrap(), 2);
 
-    let records = store
-        .list_by_source(
-            &TriggerSource::new(SourceKind::Chain, "release-gate"),
-            PageRequest::first(10),
-        )
+    // The worker, handed both as one SQS batch: the first decides, the duplicate replays.
+    let received = functions
+        .queue
+        .receive(10, std::time::Duration::from_secs(60))
         .await
-        .unwrap()
-        .items;
+        .unwrap();
+    assert_eq!(received.len(), 2);
+    let answer = handle_batch(&functions.receiver, None, sqs_event(&received))
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({ "batchItemFailures": [] }));
+    let records = chain_records(&functions.store).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, TriggerStatus::Failed);
     assert!(
@@ -159,16 +221,52 @@ async fn a_signed_webhook_in_an_http_api_event_is_decided_and_recorded() {
 }
 
 #[tokio::test]
+async fn the_worker_settles_the_committed_sqs_event_and_refuses_a_non_batch() {
+    let functions = functions();
+    let event: Value = serde_json::from_str(&fixture("sqs-webhook-delivery.json")).unwrap();
+    let answer = handle_batch(&functions.receiver, None, event.clone())
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({ "batchItemFailures": [] }));
+    assert_eq!(chain_records(&functions.store).await.len(), 1);
+    // Redelivered by SQS (at least once): nothing new.
+    handle_batch(&functions.receiver, None, event)
+        .await
+        .unwrap();
+    assert_eq!(chain_records(&functions.store).await.len(), 1);
+
+    // A record whose body is not an event is named for a retry (then the dead-letter queue).
+    let mut broken: Value = serde_json::from_str(&fixture("sqs-webhook-delivery.json")).unwrap();
+    broken["Records"][0]["body"] = json!("{not json");
+    let answer = handle_batch(&functions.receiver, None, broken)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({ "batchItemFailures": [{ "itemIdentifier": "5f0c3b9e-1a2d-4e6f-8b7c-9d0e1f2a3b4c" }] })
+    );
+    // Not an SQS event at all: the invocation fails (SQS retries the whole batch).
+    let error = handle_batch(&functions.receiver, None, json!({ "source": "aws.events" }))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not an SQS batch"), "{error}");
+}
+
+#[tokio::test]
 async fn a_tampered_body_is_refused_with_401_problem_json() {
     let event = fixture("apigw-http-v2-workflow-completed.json")
         .replace("\\\"success\\\"", "\\\"failed\\\"");
     assert!(event.contains("failed"), "the fixture's status was changed");
-    let (answers, store) = invoke_all(&[event]).await;
+    let functions = functions();
+    let answers = invoke_all(&functions, &[event]).await;
     assert_eq!(answers[0].status, 401);
     assert_eq!(answers[0].content_type, "application/problem+json");
     assert!(answers[0].body.get("detail").is_none());
-    let recent = store.list_recent(PageRequest::first(10)).await.unwrap();
-    assert!(recent.items.is_empty());
+    assert_eq!(
+        functions.queue.pending().await.unwrap(),
+        0,
+        "nothing was queued"
+    );
 }
 
 #[tokio::test]
@@ -176,7 +274,7 @@ async fn the_health_route_answers_through_the_same_function() {
     let event = fixture("apigw-http-v2-workflow-completed.json")
         .replace("\"POST\"", "\"GET\"")
         .replace("/webhooks/circleci", "/healthz");
-    let (answers, _) = invoke_all(&[event]).await;
+    let answers = invoke_all(&functions(), &[event]).await;
     assert_eq!(answers[0].status, 200);
     assert_eq!(answers[0].body["status"], "ok");
 }

@@ -30,15 +30,14 @@ use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
-use shared::triggers::chained::{
-    Receiver, WEBHOOK_PATH, function_router as webhook_function_router,
-};
+use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH};
 use shared::triggers::http::{ApiSettings, TriggerApi, function_router, mint_key};
 use shared::triggers::scheduled::lambda::TickFailed;
 use shared::triggers::scheduled::{Scheduler, TickReport};
 use shared::wiring::{ContextOptions, LambdaContext, assemble};
 
 use crate::scheduled_support::{Backend, default_client_options};
+use crate::webhook_rig::SettlingWebhooks;
 
 /// The token (named `default`) every target uses; its user is `alice`.
 pub const TOKEN: &str = "tok-faults-alice-0123456789";
@@ -376,12 +375,8 @@ impl System {
         )
         .unwrap();
         let scheduler = Scheduler::new(context.engine.clone(), context.triggers.clone());
-        let receiver = Receiver::new(
-            context.engine.clone(),
-            context.secrets.clone(),
-            &context.triggers,
-        )
-        .unwrap();
+        let receiver = Receiver::new(context.engine.clone(), &context.triggers).unwrap();
+        let webhooks = SettlingWebhooks::new(Arc::new(receiver), context.clock.clone());
         let api = TriggerApi::from_context(
             &context,
             ApiSettings {
@@ -390,8 +385,12 @@ impl System {
             },
         )
         .unwrap();
-        let (receiver_url, receiver_served) =
-            serve(webhook_function_router(Arc::new(receiver))).await;
+        let (receiver_url, receiver_served) = serve(webhooks.router(
+            context.secrets.clone(),
+            context.clock.clone(),
+            ReceiverSettings::default(),
+        ))
+        .await;
         let (api_url, api_served) = serve(function_router(api)).await;
         Instance {
             context,

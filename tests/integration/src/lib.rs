@@ -9,3 +9,4 @@ pub mod runtime_api;
 pub mod scheduled_support;
 pub mod store_suite;
 pub mod tcp_proxy;
+pub mod webhook_rig;

@@ -309,7 +309,14 @@ pub async fn assert_healthz(program: &std::path::Path, function: &str, fixture: 
     let invocations = invoke_binary(
         program,
         function,
-        &[("TRIGGERS_TABLE", "healthz-reads-no-table".to_owned())],
+        // Set for every function: health reads no table and sends nothing to the queue.
+        &[
+            ("TRIGGERS_TABLE", "healthz-reads-no-table".to_owned()),
+            (
+                "DELIVERY_QUEUE_URL",
+                "http://127.0.0.1:9/healthz-sends-nothing".to_owned(),
+            ),
+        ],
         vec![event],
     )
     .await

@@ -15,7 +15,7 @@ use circleci_sim::{JobSpec, ParameterSpec, ProjectSpec, Simulator, WorkflowSpec}
 use serde_json::{Value, json};
 use shared::clock::ManualClock;
 use shared::store::{SourceKind, TriggerStatus};
-use shared::triggers::chained::ReceiverSettings;
+use shared::triggers::chained::{Disposition, ReceiverSettings};
 
 const DEPLOY: &str = "gh/acme/deploy";
 const APP_PROJECT: &str = "circleci/DdaVtNusHqi24D4YT3X4eu/6EkDPZoN4ZdMKKZtBkRodt";
@@ -428,10 +428,9 @@ async fn stale_and_future_events_are_rejected_and_recorded() {
     );
     assert_eq!(records[0].target.project, DEPLOY);
 
-    // Delivered again: already decided, so a 2xx that changes nothing.
+    // Delivered again: refused again, and its rejected row is the one already recorded.
     let again = harness.post_signed(&event).await;
-    assert_eq!(again.status, 200, "{:?}", again.body);
-    assert_eq!(again.body["actions"][0]["disposition"], "replayed");
+    assert_eq!(again.status, 400, "{:?}", again.body);
     assert_eq!(harness.records().await.len(), 1);
 
     // An event dated ten minutes ahead of our clock (beyond the five-minute skew).
@@ -550,16 +549,8 @@ async fn an_unmatched_event_answers_200_and_records_nothing() {
 }
 
 #[tokio::test]
-async fn work_past_the_deadline_answers_503_and_finishes_for_the_redelivery() {
-    let settings = ReceiverSettings {
-        deadline: Duration::from_millis(200),
-        ..ReceiverSettings::default()
-    };
-    let (sim, harness, clock) = fixture_harness(Options {
-        settings,
-        ..Options::default()
-    })
-    .await;
+async fn a_slow_circleci_delays_nothing_the_acceptor_answers_and_the_worker_decides_once() {
+    let (sim, harness, clock) = fixture_harness(Options::default()).await;
     // CircleCI is slow today: every answer takes a second.
     sim.set_faults(circleci_sim::Faults {
         latency: Duration::from_secs(1),
@@ -567,31 +558,70 @@ async fn work_past_the_deadline_answers_503_and_finishes_for_the_redelivery() {
     });
     let event = fixture("workflow-completed.oauth.json");
     clock.set(happened_at(&event) + chrono::Duration::seconds(5));
-    let answer = harness.post_signed(&event).await;
-    assert_eq!(answer.status, 503, "{:?}", answer.body);
-    assert_eq!(
-        answer.body["type"],
-        "https://circleci-triggers.dev/problems/deadline"
+    // The production acceptor, without the tests' settle-before-answering layer.
+    let router = harness.webhooks.accepting_router(
+        harness.secrets.port(),
+        harness.clock.clone(),
+        ReceiverSettings::default(),
     );
-    assert_eq!(answer.retry_after.as_deref(), Some("10"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}{}",
+        listener.local_addr().unwrap(),
+        shared::triggers::chained::WEBHOOK_PATH
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let post = || async {
+        let body = serde_json::to_vec(&event).unwrap();
+        harness
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(
+                "circleci-signature",
+                circleci_sim::signature_header(SECRET, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    };
 
-    // The work was not cut off: it finishes in the background...
-    let mut decided = Vec::new();
-    for _ in 0..100 {
-        decided = harness.rule_records("oauth-workflow").await;
-        if decided
-            .first()
-            .is_some_and(|r| r.status == TriggerStatus::Triggered)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(decided[0].status, TriggerStatus::Triggered);
-    // ...and CircleCI's redelivery finds it decided.
-    sim.set_faults(circleci_sim::Faults::default());
-    let again = harness.post_signed(&event).await;
-    assert_eq!(again.status, 200, "{:?}", again.body);
-    assert_eq!(again.body["actions"][0]["disposition"], "replayed");
+    // Accepted before any CircleCI call: no record, no pipeline, one queued delivery.
+    let accepted = post().await;
+    assert_eq!(accepted.status(), 202);
+    let accepted: serde_json::Value = accepted.json().await.unwrap();
+    assert_eq!(accepted["event_type"], "workflow-completed");
+    assert!(harness.records().await.is_empty());
+    assert!(sim.pipelines().is_empty());
+    assert_eq!(harness.webhooks.queue.pending().await.unwrap(), 1);
+
+    // CircleCI redelivers (it may); the worker settles both: one pipeline.
+    assert_eq!(post().await.status(), 202);
+    let settled = harness.webhooks.worker.drain().await.unwrap();
+    assert_eq!(settled.len(), 2);
+    assert!(
+        settled
+            .iter()
+            .all(|(_, settlement)| settlement.is_settled())
+    );
+    // Identical deliveries in one batch are settled once and share the outcome.
+    let dispositions: Vec<_> = settled
+        .iter()
+        .map(|(_, settlement)| settlement.report().unwrap().actions[0].disposition)
+        .collect();
+    assert_eq!(
+        dispositions,
+        vec![Disposition::Decided, Disposition::Decided]
+    );
+    // A third delivery, later: replayed.
+    assert_eq!(post().await.status(), 202);
+    let later = harness.webhooks.worker.drain().await.unwrap();
+    assert_eq!(
+        later[0].1.report().unwrap().actions[0].disposition,
+        Disposition::Replayed
+    );
     assert_eq!(sim.pipelines().len(), 1);
+    assert_eq!(harness.webhooks.queue.pending().await.unwrap(), 0);
+    server.abort();
 }

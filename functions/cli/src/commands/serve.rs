@@ -24,9 +24,10 @@ use anyhow::Context;
 use axum::Router;
 use shared::clock::{Clock, SystemClock};
 use shared::config::TriggersFile;
-use shared::local::{SwappableRouter, build, local_secrets, open_store};
+use shared::local::{SwappableRouter, build, local_secrets, open_queue, open_store};
 use shared::secrets::LocalSecretSource;
 use shared::telemetry::{LogFormat, init};
+use shared::triggers::chained::queue::embedded::EmbeddedWorker;
 use shared::triggers::scheduled::Scheduler;
 use shared::triggers::scheduled::local::run_until;
 use tokio::sync::{mpsc, watch};
@@ -80,7 +81,14 @@ async fn serve(
     let api_url = triggers.circleci.api_url.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&args.data, &triggers, clock.clone())?;
-    let server = build(triggers, clock.clone(), store.clone(), secrets.clone())?;
+    let queue = open_queue(&args.data, clock.clone())?;
+    let server = build(
+        triggers,
+        clock.clone(),
+        store.clone(),
+        secrets.clone(),
+        queue.clone(),
+    )?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -119,7 +127,8 @@ async fn serve(
             .with_graceful_shutdown(wait_for_stop(stopped.clone()))
             .into_future(),
     );
-    let mut scheduler = RunningScheduler::spawn(server.scheduler, stopped.clone());
+    let mut scheduler = running_scheduler(server.scheduler, stopped.clone());
+    let mut deliveries = running_worker(server.deliveries, stopped.clone());
 
     // Reloads: SIGHUP or a change of the file. A file that fails `check` is refused and
     // the running configuration stays.
@@ -144,7 +153,14 @@ async fn serve(
         if sandbox.is_some() {
             triggers.circleci.api_url = api_url.clone();
         }
-        match build(triggers, clock.clone(), store.clone(), secrets.clone()) {
+        let rebuilt = build(
+            triggers,
+            clock.clone(),
+            store.clone(),
+            secrets.clone(),
+            queue.clone(),
+        );
+        match rebuilt {
             Ok(reloaded) => {
                 routes.replace(with_sandbox_routes(
                     reloaded.router,
@@ -153,7 +169,10 @@ async fn serve(
                 ));
                 // The old loop finishes the tick it is in before the new one starts.
                 scheduler.stop().await;
-                scheduler = RunningScheduler::spawn(reloaded.scheduler, stopped.clone());
+                scheduler = running_scheduler(reloaded.scheduler, stopped.clone());
+                // Deliveries in flight finish on the old rules; queued ones take the new.
+                deliveries.stop().await;
+                deliveries = running_worker(reloaded.deliveries, stopped.clone());
                 tracing::info!(%reason,
                     schedules = reloaded.context.triggers.schedule.len(),
                     chains = reloaded.context.triggers.chain.len(),
@@ -168,6 +187,7 @@ async fn serve(
     signals.abort();
     let served = served.context("server task failed")?;
     let ticks = scheduler.stop().await;
+    deliveries.stop().await;
     served.context("server failed")?;
     tracing::info!(ticks, "stopped");
     Ok(ExitCode::SUCCESS)
@@ -182,33 +202,51 @@ fn with_sandbox_routes(router: Router, scheduler: &Scheduler, sandbox: bool) -> 
     }
 }
 
-/// The scheduler loop of the running configuration.
-struct RunningScheduler {
+/// A loop of the running configuration (the scheduler, the webhook worker): stopped on a
+/// reload (after the work it is in) or with the process.
+struct Running<T> {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<u64>,
+    task: tokio::task::JoinHandle<T>,
 }
 
-impl RunningScheduler {
-    /// Runs until [`RunningScheduler::stop`] or the process-wide stop.
-    fn spawn(scheduler: Scheduler, process_stop: watch::Receiver<bool>) -> Self {
+impl<T: Default + Send + 'static> Running<T> {
+    /// Runs `work` until [`Running::stop`] or the process-wide stop resolves the future it
+    /// is given.
+    fn spawn<F, W>(process_stop: watch::Receiver<bool>, work: F) -> Self
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> W,
+        W: Future<Output = T> + Send + 'static,
+    {
         let (stop, own_stop) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let either = async move {
-                tokio::select! {
-                    () = wait_for_stop(own_stop) => {}
-                    () = wait_for_stop(process_stop) => {}
-                }
-            };
-            run_until(&scheduler, either).await
+        let either = Box::pin(async move {
+            tokio::select! {
+                () = wait_for_stop(own_stop) => {}
+                () = wait_for_stop(process_stop) => {}
+            }
         });
-        Self { stop, task }
+        Self {
+            stop,
+            task: tokio::spawn(work(either)),
+        }
     }
 
-    /// Stops the loop after its current tick; returns how many ticks it ran.
-    async fn stop(self) -> u64 {
+    /// Stops the loop after the work it is in; returns what it reports.
+    async fn stop(self) -> T {
         let _ = self.stop.send(true);
         self.task.await.unwrap_or_default()
     }
+}
+
+/// The scheduler loop; it reports how many ticks it ran.
+fn running_scheduler(scheduler: Scheduler, process_stop: watch::Receiver<bool>) -> Running<u64> {
+    Running::spawn(process_stop, move |stop| async move {
+        run_until(&scheduler, stop).await
+    })
+}
+
+/// The worker settling queued webhook deliveries.
+fn running_worker(worker: EmbeddedWorker, process_stop: watch::Receiver<bool>) -> Running<()> {
+    Running::spawn(process_stop, move |stop| worker.run(stop))
 }
 
 /// How often the triggers file's modification time is looked at.

@@ -261,10 +261,13 @@ const HTTP_EXTRA: [StoreOperation; 6] = [
     StoreOperation::ClaimSnapshot,
 ];
 
-/// The three Lambda functions of the SAM template.
+/// The four Lambda functions of the SAM template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LambdaFunction {
     Scheduled,
+    /// The webhook acceptor: verifies and queues; no table, no CircleCI token.
+    Webhooks,
+    /// The webhook worker: settles queued deliveries (chain rules, fan-in, closed loop).
     Chained,
     Http,
 }
@@ -278,8 +281,9 @@ pub enum DynamoGrant {
 }
 
 impl LambdaFunction {
-    pub const ALL: [LambdaFunction; 3] = [
+    pub const ALL: [LambdaFunction; 4] = [
         LambdaFunction::Scheduled,
+        LambdaFunction::Webhooks,
         LambdaFunction::Chained,
         LambdaFunction::Http,
     ];
@@ -288,6 +292,7 @@ impl LambdaFunction {
     pub fn binary(self) -> &'static str {
         match self {
             LambdaFunction::Scheduled => "scheduled",
+            LambdaFunction::Webhooks => "webhooks",
             LambdaFunction::Chained => "chained",
             LambdaFunction::Http => "http",
         }
@@ -297,6 +302,7 @@ impl LambdaFunction {
     pub fn store_operations(self) -> BTreeSet<StoreOperation> {
         let extra: &[StoreOperation] = match self {
             LambdaFunction::Scheduled => &SCHEDULED_EXTRA,
+            LambdaFunction::Webhooks => return BTreeSet::new(),
             LambdaFunction::Chained => &CHAINED_EXTRA,
             LambdaFunction::Http => &HTTP_EXTRA,
         };
@@ -332,6 +338,7 @@ impl LambdaFunction {
             LambdaFunction::Scheduled => {
                 &["CLAIM#*", "TRIGGER#*", "PIPELINE#*", "SCHEDULE#*", "FLAGS"]
             }
+            LambdaFunction::Webhooks => &[],
             LambdaFunction::Chained => &[
                 "CLAIM#webhook#*",
                 "CLAIM#join#*",
@@ -357,11 +364,25 @@ impl LambdaFunction {
     pub fn secrets(self) -> &'static [SecretKind] {
         match self {
             LambdaFunction::Scheduled => &[SecretKind::CircleCiTokens],
-            LambdaFunction::Chained => &[
-                SecretKind::CircleCiTokens,
-                SecretKind::WebhookSigningSecrets,
-            ],
+            LambdaFunction::Webhooks => &[SecretKind::WebhookSigningSecrets],
+            LambdaFunction::Chained => &[SecretKind::CircleCiTokens],
             LambdaFunction::Http => &[SecretKind::CircleCiTokens, SecretKind::ClientKeyHashes],
+        }
+    }
+
+    /// The SQS actions the function's role needs on the webhook delivery queue: the
+    /// acceptor sends; the worker's event source mapping receives, deletes and reads the
+    /// queue's attributes with the worker's role, and the worker shortens retry delays.
+    pub fn sqs_actions(self) -> &'static [&'static str] {
+        match self {
+            LambdaFunction::Webhooks => &["sqs:SendMessage"],
+            LambdaFunction::Chained => &[
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+            ],
+            LambdaFunction::Scheduled | LambdaFunction::Http => &[],
         }
     }
 }
@@ -408,17 +429,27 @@ mod tests {
                 function
                     .dynamodb_grants()
                     .contains(&DynamoGrant::Table(CONDITION_CHECK_ITEM)),
-                function != LambdaFunction::Scheduled,
+                matches!(function, LambdaFunction::Chained | LambdaFunction::Http),
                 "{function:?}"
             );
         }
     }
 
     #[test]
-    fn every_function_reads_tokens_and_only_its_own_secrets() {
+    fn every_function_but_the_acceptor_reads_tokens_and_only_its_own_secrets() {
         for function in LambdaFunction::ALL {
-            assert!(function.secrets().contains(&SecretKind::CircleCiTokens));
+            assert_eq!(
+                function.secrets().contains(&SecretKind::CircleCiTokens),
+                function != LambdaFunction::Webhooks,
+                "{function:?}"
+            );
         }
+        // Only the acceptor holds the signing secrets; it holds nothing else.
+        assert_eq!(
+            LambdaFunction::Webhooks.secrets(),
+            &[SecretKind::WebhookSigningSecrets]
+        );
+        assert!(LambdaFunction::Webhooks.store_operations().is_empty());
         assert!(
             !LambdaFunction::Scheduled
                 .secrets()

@@ -1,5 +1,5 @@
-//! `POST /webhooks/circleci`: the HTTP edge of the receiver, and how every outcome maps
-//! to a status CircleCI understands (2xx: done, do not resend; anything else: resend).
+//! `POST /webhooks/circleci`: the HTTP edge of the receiver. It verifies, parses and
+//! queues; it acts on nothing (see [`super::queue`]: the worker does, from the queue).
 //!
 //! | outcome                                    | status | body                        |
 //! |--------------------------------------------|--------|-----------------------------|
@@ -8,14 +8,11 @@
 //! | no signing secret configured               | 500    | problem+json                |
 //! | secrets store unreachable                  | 503    | problem+json + Retry-After  |
 //! | body is not a usable event                 | 400    | problem+json naming the field |
-//! | `happened_at` outside the replay window    | 400    | problem+json (rows recorded) |
-//! | everything decided (or a duplicate)        | 200    | the delivery report         |
-//! | a claim in progress / retryable failure / deadline | 503 | problem+json + Retry-After |
-//! | a failure no redelivery is known to fix    | 500    | problem+json                |
+//! | `happened_at` outside the replay window    | 400    | problem+json (queued: the worker records `rejected` rows) |
+//! | queued durably                             | 202    | `{event_id, event_type, delivery}` |
+//! | the queue is unavailable                   | 503    | problem+json + Retry-After  |
 
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,13 +22,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use secrecy::SecretString;
-use tracing::Instrument;
 
-use super::{DeliveryReport, Receiver, ReceiverError};
+use super::ReceiverSettings;
+use super::queue::{AcceptedDelivery, DeliveryQueue, QueueError};
+use crate::clock::Clock;
 use crate::http::Problem;
-use crate::secrets::{SecretKind, SecretsError};
+use crate::secrets::{SecretKind, Secrets, SecretsError};
 use crate::triggers::chained::webhook::{
-    EventError, SIGNATURE_HEADER, SignatureError, parse_event, verify_signature,
+    EventError, SIGNATURE_HEADER, SignatureError, WebhookEvent, parse_event, verify_signature,
 };
 
 /// Where CircleCI delivers.
@@ -40,39 +38,99 @@ pub const WEBHOOK_PATH: &str = "/webhooks/circleci";
 /// The metric counting deliveries refused for their signature (the template alarms on it).
 pub const SIGNATURE_FAILURE_METRIC: &str = "WebhookSignatureFailures";
 
-/// Seconds CircleCI is asked to wait when the deadline passed with work still running.
-const DEADLINE_RETRY_AFTER: u64 = 10;
+/// Seconds CircleCI is asked to wait when the queue could not take a delivery.
+const QUEUE_RETRY_AFTER: u64 = 10;
 
-/// The receiver's routes. Merge it with others and add
-/// [`crate::http::with_problem_fallbacks`] around the result.
-/// Everything the `chained` function serves — the webhook route, `GET /healthz` and
+/// The webhook edge: signing secrets, the replay window and the queue. It holds no store
+/// and no CircleCI token: in AWS its role may only read the signing secrets and send to
+/// the queue.
+pub struct WebhookAcceptor {
+    secrets: Arc<dyn Secrets>,
+    queue: Arc<dyn DeliveryQueue>,
+    clock: Arc<dyn Clock>,
+    settings: ReceiverSettings,
+    last_secret_refresh: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl std::fmt::Debug for WebhookAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookAcceptor")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookAcceptor {
+    pub fn new(
+        secrets: Arc<dyn Secrets>,
+        queue: Arc<dyn DeliveryQueue>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            secrets,
+            queue,
+            clock,
+            settings: ReceiverSettings::default(),
+            last_secret_refresh: Mutex::new(None),
+        }
+    }
+
+    pub fn with_settings(mut self, settings: ReceiverSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn settings(&self) -> &ReceiverSettings {
+        &self.settings
+    }
+
+    /// Whether the cached signing secrets may be re-read now (and notes that they are).
+    fn may_refresh_secrets(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self
+            .last_secret_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *last {
+            Some(at) if now.duration_since(at) < self.settings.secret_refresh_interval => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// Everything the `webhooks` function serves — the webhook route, `GET /healthz` and
 /// problem+json for unknown routes and methods — composed once for the Lambda and its tests.
-pub fn function_router(receiver: Arc<Receiver>) -> Router {
+pub fn function_router(acceptor: Arc<WebhookAcceptor>) -> Router {
     crate::http::with_problem_fallbacks(
-        webhook_router(receiver).merge(crate::http::health_router()),
+        webhook_router(acceptor).merge(crate::http::health_router()),
     )
 }
 
-pub fn webhook_router(receiver: Arc<Receiver>) -> Router {
-    let limit = receiver.settings.max_body_bytes;
+/// The receiver's route. Merge it with others and add
+/// [`crate::http::with_problem_fallbacks`] around the result.
+pub fn webhook_router(acceptor: Arc<WebhookAcceptor>) -> Router {
+    let limit = acceptor.settings.max_body_bytes;
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(receiver)
+        .with_state(acceptor)
 }
 
 async fn receive(
-    State(receiver): State<Arc<Receiver>>,
+    State(acceptor): State<Arc<WebhookAcceptor>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => return body_problem(&rejection, receiver.settings.max_body_bytes),
+        Err(rejection) => return body_problem(&rejection, acceptor.settings.max_body_bytes),
     };
 
     // Nothing is parsed before the signature is verified.
-    if let Err(refusal) = verify(&receiver, &headers, &body).await {
+    if let Err(refusal) = verify(&acceptor, &headers, &body).await {
         return refusal.into_response();
     }
 
@@ -80,48 +138,71 @@ async fn receive(
         Ok(event) => event,
         Err(error) => return event_problem(&error),
     };
-    let span = tracing::info_span!(
-        "webhook",
-        event_id = %event.id(),
-        event_type = event.kind().as_str(),
-        project = %event.project_slug(),
-        pipeline_id = %event.pipeline().id,
-    );
-    let deadline = receiver.settings.deadline;
-    let now = receiver.engine.clock().now();
-    if let Err(replay) = event.check_replay_window(now, &receiver.settings.replay_window) {
-        let reason = format!("the delivery was refused: {replay}");
-        tracing::warn!(parent: &span, %replay, "stale webhook event refused");
-        let task = {
-            let receiver = receiver.clone();
-            async move { receiver.reject_stale(&event, &reason).await }
-        };
-        return match within(deadline, task.instrument(span)).await {
-            Ok(Ok(report)) if !report.actions.is_empty() && report.only_replays() => {
-                // Every decision it could cause was made before: a late duplicate.
-                (StatusCode::OK, axum::Json(report)).into_response()
-            }
-            Ok(Ok(report)) => Problem::new(
+    let Ok(text) = std::str::from_utf8(&body) else {
+        // parse_event accepted it as JSON, which is UTF-8; kept total anyway.
+        return Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "Unreadable body")
+            .into_response();
+    };
+    let now = acceptor.clock.now();
+    let replay = event.check_replay_window(now, &acceptor.settings.replay_window);
+    let delivery = AcceptedDelivery {
+        body: text.to_owned(),
+        accepted_at: now,
+        refused: replay
+            .as_ref()
+            .err()
+            .map(|replay| format!("the delivery was refused: {replay}")),
+    };
+    let queued = match acceptor.queue.enqueue(&delivery).await {
+        Ok(id) => id,
+        Err(error) => return queue_problem(&event, &error),
+    };
+    match replay {
+        Ok(()) => {
+            tracing::info!(event_id = %event.id(), event_type = event.kind().as_str(),
+                project = %event.project_slug(), delivery = %queued, "webhook queued");
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({
+                    "event_id": event.id(),
+                    "event_type": event.kind().as_str(),
+                    "delivery": queued,
+                })),
+            )
+                .into_response()
+        }
+        Err(replay) => {
+            tracing::warn!(event_id = %event.id(), %replay, delivery = %queued,
+                "stale webhook event refused (its rejected rows are queued)");
+            Problem::new(
                 StatusCode::BAD_REQUEST,
                 "stale-event",
                 "Stale webhook event",
             )
             .with_detail(replay.to_string())
-            .with_extension("recorded", serde_json::json!(report.actions))
-            .into_response(),
-            Ok(Err(error)) => receiver_problem(&error),
-            Err(unfinished) => unfinished.into_response(),
-        };
+            .with_extension("delivery", serde_json::json!(queued))
+            .into_response()
+        }
     }
+}
 
-    let task = {
-        let receiver = receiver.clone();
-        async move { receiver.process(&event).await }
-    };
-    match within(deadline, task.instrument(span)).await {
-        Ok(Ok(report)) => report_response(report),
-        Ok(Err(error)) => receiver_problem(&error),
-        Err(unfinished) => unfinished.into_response(),
+fn queue_problem(event: &WebhookEvent, error: &QueueError) -> Response {
+    tracing::error!(event_id = %event.id(), %error, "webhook not queued");
+    match error {
+        QueueError::Unavailable(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue-unavailable",
+            "Temporarily unavailable",
+        )
+        .with_detail("the delivery could not be queued; deliver it again (duplicates are safe)")
+        .with_retry_after(QUEUE_RETRY_AFTER)
+        .into_response(),
+        QueueError::Refused(_) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        )
+        .into_response(),
     }
 }
 
@@ -164,7 +245,11 @@ impl IntoResponse for Refusal {
 /// Verifies `circleci-signature` against every configured secret. A signature that
 /// matches none re-reads the secrets once (rate-limited), so a secret added during a
 /// rotation is picked up before its cache expires.
-async fn verify(receiver: &Receiver, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+async fn verify(
+    receiver: &WebhookAcceptor,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Refusal> {
     let header = match headers.get(SIGNATURE_HEADER).map(|value| value.to_str()) {
         None => None,
         Some(Ok(text)) => Some(text),
@@ -192,7 +277,7 @@ fn check(result: Result<(), SignatureError>) -> Result<(), Refusal> {
     }
 }
 
-async fn signing_secrets(receiver: &Receiver) -> Result<Vec<SecretString>, Refusal> {
+async fn signing_secrets(receiver: &WebhookAcceptor) -> Result<Vec<SecretString>, Refusal> {
     receiver
         .secrets
         .webhook_signing_secrets()
@@ -205,108 +290,6 @@ async fn signing_secrets(receiver: &Receiver) -> Result<Vec<SecretString>, Refus
                 Refusal::NotConfigured
             }
         })
-}
-
-/// Work that did not produce an answer.
-enum Unfinished {
-    Deadline,
-    Panicked,
-}
-
-impl IntoResponse for Unfinished {
-    fn into_response(self) -> Response {
-        match self {
-            Unfinished::Deadline => {
-                tracing::warn!("webhook not finished within the deadline; asking for a redelivery");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "deadline",
-                    "Not finished in time",
-                )
-                .with_detail(
-                    "the event is still being processed; deliver it again (duplicates are safe)",
-                )
-                .with_retry_after(DEADLINE_RETRY_AFTER)
-                .into_response()
-            }
-            Unfinished::Panicked => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            )
-            .into_response(),
-        }
-    }
-}
-
-/// Runs `work` on its own task and waits at most `deadline` for it. Work still running at
-/// the deadline is not cancelled (cancelling could cut a create request in half); it keeps
-/// going while the runtime lets it, and the claims make the redelivery safe.
-async fn within<T, F>(deadline: Duration, work: F) -> Result<T, Unfinished>
-where
-    F: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let task = tokio::spawn(work);
-    match tokio::time::timeout(deadline, task).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => {
-            tracing::error!(%error, "webhook processing panicked");
-            Err(Unfinished::Panicked)
-        }
-        Err(_) => Err(Unfinished::Deadline),
-    }
-}
-
-fn report_response(report: DeliveryReport) -> Response {
-    tracing::info!(
-        actions = report.actions.len(),
-        joins = report.joins.len(),
-        closed_loop = report.closed_loop.is_some(),
-        "webhook processed"
-    );
-    if let Some(wait) = report.redeliver_after() {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "redeliver",
-            "Not everything was decided",
-        )
-        .with_detail("an action is in progress elsewhere or failed in a way a redelivery may fix")
-        .with_retry_after(wait.as_secs().max(1))
-        .with_extension("report", serde_json::to_value(&report).unwrap_or_default())
-        .into_response();
-    }
-    if report.has_errors() {
-        return Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "An action could not be decided",
-        )
-        .with_extension("report", serde_json::to_value(&report).unwrap_or_default())
-        .into_response();
-    }
-    (StatusCode::OK, axum::Json(report)).into_response()
-}
-
-fn receiver_problem(error: &ReceiverError) -> Response {
-    tracing::warn!(%error, retryable = error.is_retryable(), "webhook not processed");
-    if error.is_retryable() {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Temporarily unavailable",
-        )
-        .with_detail("trigger history or CircleCI is unavailable; deliver again later")
-        .with_retry_after(30)
-        .into_response()
-    } else {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-        )
-        .into_response()
-    }
 }
 
 fn body_problem(rejection: &BytesRejection, limit: usize) -> Response {

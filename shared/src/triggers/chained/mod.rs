@@ -2,23 +2,25 @@
 //! turned into chained triggers, fan-in joins and closed-loop outcomes.
 //!
 //! ```text
-//! POST /webhooks/circleci
+//! POST /webhooks/circleci                                  (the `webhooks` function)
 //!   ├─ body > limit ───────────────▶ 413
 //!   ├─ signature (v1, any secret) ─▶ 401, no detail (+ WebhookSignatureFailures metric)
 //!   ├─ parse ──────────────────────▶ 400 naming the field
-//!   ├─ replay window ──────────────▶ 400 + a `rejected` row per matching action
-//!   └─ within the deadline (8 s):
+//!   ├─ replay window ──────────────▶ queued as refused ▶ 400 (the worker records `rejected` rows)
+//!   └─ queued durably (SQS / SQLite) ▶ 202; the queue unavailable ▶ 503 + Retry-After
+//! worker, per queued delivery                                (the `chained` function / serve)
 //!        upstream = history.find_by_pipeline(event.pipeline)     origin, upstream trigger id
 //!        trust: `upstream = "ours"` needs that record; unpinned exposed actions ─▶ `rejected` row
 //!        when-rules → one claim per (event, rule, action index) → Engine::fire
 //!        fan-in     → JoinStore::join_arrive → fires once per join generation
 //!        closed loop: the pipeline is ours → record the workflow outcome (+ pipeline_final)
-//!      any retryable failure or in-progress claim ─▶ 503 + Retry-After (CircleCI redelivers;
-//!      the claims make the redelivery safe); otherwise 200 with what was decided.
+//!      any retryable failure or in-progress claim ─▶ back to the queue after its delay
+//!      (the claims make the retry safe); otherwise the delivery is settled.
 //! ```
 //!
 //! The modules: [`webhook`] (CircleCI's payloads and the v1 signature), [`rules`] (matching,
-//! planning, fan-in joins), [`http`] (the axum router and status mapping), `dispatch`
+//! planning, fan-in joins), [`http`] (the acceptor's axum router and status mapping),
+//! [`queue`] (durable acceptance: the queue port, SQS, the embedded queue, the worker), `dispatch`
 //! (when-rules and the action each planned request becomes), `trust` (whether the upstream
 //! may drive the action), `fanin` and `closed_loop`. The CLI's dry run and webhook setup
 //! live in [`crate::operator`].
@@ -27,35 +29,30 @@ mod closed_loop;
 mod dispatch;
 pub(crate) mod fanin;
 pub mod http;
+pub mod queue;
 pub mod rules;
 mod trust;
 pub mod webhook;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::{CircleCiSettings, TriggersFile};
 use crate::engine::{Engine, EngineError};
-use crate::secrets::Secrets;
 use crate::store::{StoreError, TriggerId, TriggerStatus};
 use crate::triggers::chained::rules::{ChainRules, ChainRulesError};
 use crate::triggers::chained::webhook::{MAX_BODY_BYTES, ReplayWindow, WebhookEvent};
 
 pub use dispatch::{action_for, selection_of};
 pub use fanin::{join_key, upstream_name};
-pub use http::{WEBHOOK_PATH, function_router, webhook_router};
+pub use http::{WEBHOOK_PATH, WebhookAcceptor, function_router, webhook_router};
 
-/// Tunables of the receiver.
+/// Tunables of the webhook edge ([`WebhookAcceptor`]).
 #[derive(Debug, Clone)]
 pub struct ReceiverSettings {
     /// Events older than this (or too far in the future) are rejected.
     pub replay_window: ReplayWindow,
-    /// CircleCI waits 10 s for a 2xx; work not finished by this deadline is answered 503
-    /// (it continues in the background where the runtime allows, and the claims make
-    /// CircleCI's redelivery safe).
-    pub deadline: Duration,
     /// Largest body read; larger ones are answered 413 before anything else.
     pub max_body_bytes: usize,
     /// A signature that matches no cached secret re-reads the secrets at most this often
@@ -67,74 +64,41 @@ impl Default for ReceiverSettings {
     fn default() -> Self {
         Self {
             replay_window: ReplayWindow::default(),
-            deadline: Duration::from_secs(8),
             max_body_bytes: MAX_BODY_BYTES,
             secret_refresh_interval: Duration::from_secs(60),
         }
     }
 }
 
-/// Everything the receiver works with. Build it once per process (Lambda init, `serve`).
+/// What acts on verified deliveries: the chain rules over the engine. Build it once per
+/// process (Lambda init, `serve`); the queue's worker calls it.
 pub struct Receiver {
     engine: Engine,
-    secrets: Arc<dyn Secrets>,
     rules: ChainRules,
     circleci: CircleCiSettings,
-    settings: ReceiverSettings,
-    last_secret_refresh: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
             .field("rules", &self.rules.specs().count())
-            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
 impl Receiver {
     /// Compiles the file's chain rules (a validated file always compiles).
-    pub fn new(
-        engine: Engine,
-        secrets: Arc<dyn Secrets>,
-        triggers: &TriggersFile,
-    ) -> Result<Self, ChainRulesError> {
+    pub fn new(engine: Engine, triggers: &TriggersFile) -> Result<Self, ChainRulesError> {
         Ok(Self {
             engine,
-            secrets,
             rules: ChainRules::from_file(triggers)?,
             circleci: triggers.circleci.clone(),
-            settings: ReceiverSettings::default(),
-            last_secret_refresh: std::sync::Mutex::new(None),
         })
     }
 
     /// The receiver of a Lambda function (or `serve`) over its wired adapters.
     pub fn from_context(context: &crate::wiring::LambdaContext) -> Result<Self, ChainRulesError> {
-        Self::new(
-            context.engine.clone(),
-            context.secrets.clone(),
-            &context.triggers,
-        )
-    }
-
-    /// What the `chained` function needs from wiring: CircleCI calls (retries included)
-    /// end before the receiver's answer deadline, so an answer reports what happened.
-    pub fn context_options() -> crate::wiring::ContextOptions {
-        let deadline = ReceiverSettings::default().deadline;
-        crate::wiring::ContextOptions {
-            circleci: crate::circleci::ClientOptions {
-                deadline: deadline.saturating_sub(Duration::from_secs(1)),
-                ..crate::circleci::ClientOptions::default()
-            },
-            ..crate::wiring::ContextOptions::default()
-        }
-    }
-
-    pub fn with_settings(mut self, settings: ReceiverSettings) -> Self {
-        self.settings = settings;
-        self
+        Self::new(context.engine.clone(), &context.triggers)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -143,10 +107,6 @@ impl Receiver {
 
     pub fn rules(&self) -> &ChainRules {
         &self.rules
-    }
-
-    pub fn settings(&self) -> &ReceiverSettings {
-        &self.settings
     }
 
     /// Acts on one verified, parsed event that is inside the replay window: chained
@@ -224,22 +184,6 @@ impl Receiver {
             report.actions.extend(rows);
         }
         Ok(report)
-    }
-
-    /// Whether the cached signing secrets may be re-read now (and notes that they are).
-    fn may_refresh_secrets(&self) -> bool {
-        let now = tokio::time::Instant::now();
-        let mut last = self
-            .last_secret_refresh
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *last {
-            Some(at) if now.duration_since(at) < self.settings.secret_refresh_interval => false,
-            _ => {
-                *last = Some(now);
-                true
-            }
-        }
     }
 }
 

@@ -162,10 +162,3 @@ fn the_report_asks_for_a_redelivery_when_anything_is_undecided() {
     assert_eq!(report.redeliver_after(), Some(Duration::from_secs(90)));
     assert!(report.has_errors());
 }
-
-#[test]
-fn the_chained_function_calls_circleci_within_the_answer_deadline() {
-    let options = Receiver::context_options();
-    assert!(options.circleci.deadline < ReceiverSettings::default().deadline);
-    assert!(ReceiverSettings::default().deadline < Duration::from_secs(10));
-}

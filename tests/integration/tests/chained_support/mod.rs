@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use circleci_sim::{Simulator, signature_header};
 use integration_tests::circleci_client::{client_for, test_options};
+use integration_tests::webhook_rig::SettlingWebhooks;
 use serde_json::{Value, json};
 use shared::actions::Actions;
 use shared::circleci::{CircleCi, ClientOptions, RateDefaults};
@@ -20,7 +21,7 @@ use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
-use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH, function_router};
+use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -100,7 +101,7 @@ impl SecretFiles {
         std::fs::write(self.webhook_path(), json!(secrets).to_string()).unwrap();
     }
 
-    fn port(&self) -> Arc<dyn Secrets> {
+    pub fn port(&self) -> Arc<dyn Secrets> {
         let source = LocalSecretSource::from_vars(
             [
                 (
@@ -133,6 +134,9 @@ pub struct Harness {
     pub store: SharedStore,
     pub engine: Engine,
     pub receiver: Arc<Receiver>,
+    pub settings: ReceiverSettings,
+    /// The acceptor's queue and worker (settled before each answer: see `webhook_rig`).
+    pub webhooks: SettlingWebhooks,
     pub triggers: TriggersFile,
     pub circleci: Arc<dyn CircleCi>,
     /// `http://127.0.0.1:PORT/webhooks/circleci`
@@ -210,12 +214,9 @@ impl Harness {
             clock.clone(),
             options.engine,
         );
-        let receiver = Arc::new(
-            Receiver::new(engine.clone(), secrets_port, &triggers)
-                .unwrap()
-                .with_settings(options.settings),
-        );
-        let router = function_router(receiver.clone());
+        let receiver = Arc::new(Receiver::new(engine.clone(), &triggers).unwrap());
+        let webhooks = SettlingWebhooks::new(receiver.clone(), clock.clone());
+        let router = webhooks.router(secrets_port, clock.clone(), options.settings.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -227,6 +228,8 @@ impl Harness {
             store,
             engine,
             receiver,
+            settings: options.settings,
+            webhooks,
             triggers,
             circleci,
             url: format!("http://{addr}{WEBHOOK_PATH}"),
@@ -241,12 +244,14 @@ impl Harness {
     /// over the same store, engine and secrets, served at a new address (`url` follows).
     pub async fn reload(&mut self, rules: &str) {
         let triggers = triggers_file(&self.sim, rules);
-        let receiver = Arc::new(
-            Receiver::new(self.engine.clone(), self.secrets.port(), &triggers)
-                .unwrap()
-                .with_settings(self.receiver.settings().clone()),
+        let receiver = Arc::new(Receiver::new(self.engine.clone(), &triggers).unwrap());
+        let webhooks = SettlingWebhooks::new(receiver.clone(), self.clock.clone());
+        let router = webhooks.router(
+            self.secrets.port(),
+            self.clock.clone(),
+            self.settings.clone(),
         );
-        let router = function_router(receiver.clone());
+        self.webhooks = webhooks;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {

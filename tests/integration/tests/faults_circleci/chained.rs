@@ -337,7 +337,7 @@ async fn a_holder_frozen_past_its_lease_neither_sends_nor_overwrites_the_adopter
             clock,
             EngineSettings::default(),
         );
-        let receiver = Receiver::new(engine, context.secrets.clone(), &context.triggers).unwrap();
+        let receiver = Receiver::new(engine, &context.triggers).unwrap();
         let parsed = parse_event(&serde_json::to_vec(&event).unwrap()).unwrap();
         tokio::spawn(async move { receiver.process(&parsed).await })
     };

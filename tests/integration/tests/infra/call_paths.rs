@@ -25,6 +25,7 @@ use circleci_sim::{Faults, JobSpec, ParameterSpec, ProjectSpec, Simulator, When,
 use integration_tests::circleci_client::test_options;
 use integration_tests::moto::unique_name;
 use integration_tests::store_suite;
+use integration_tests::webhook_rig::SettlingWebhooks;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use shared::circleci::{ClientOptions, RateDefaults};
@@ -415,24 +416,27 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
     let sim = &world.sim;
 
     let scheduled = world.deploy(LambdaFunction::Scheduled, ContextOptions::default());
-    let chained = world.deploy(
-        LambdaFunction::Chained,
-        shared::triggers::chained::Receiver::context_options(),
-    );
+    let webhooks = world.deploy(LambdaFunction::Webhooks, ContextOptions::default());
+    let chained = world.deploy(LambdaFunction::Chained, ContextOptions::default());
     let http = world.deploy(LambdaFunction::Http, ContextOptions::for_http());
 
     let scheduler = Scheduler::new(
         scheduled.context.engine.clone(),
         scheduled.context.triggers.clone(),
     );
-    let receiver = Arc::new(
-        shared::triggers::chained::Receiver::from_context(&chained.context)
-            .unwrap()
-            .with_settings(ReceiverSettings::default()),
-    );
+    // The acceptor with the `webhooks` function's secrets, the worker with `chained`'s
+    // store and tokens; the queue between them is settled before each answer.
+    let worker =
+        Arc::new(shared::triggers::chained::Receiver::from_context(&chained.context).unwrap());
+    let rig = SettlingWebhooks::new(worker, chained.context.clock.clone());
     let webhook_url = format!(
         "{}{WEBHOOK_PATH}",
-        serve(shared::triggers::chained::function_router(receiver)).await
+        serve(rig.router(
+            webhooks.context.secrets.clone(),
+            webhooks.context.clock.clone(),
+            ReceiverSettings::default(),
+        ))
+        .await
     );
     for project in [API, WEB, E2E, DEPLOY] {
         sim.add_webhook(
@@ -572,6 +576,7 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
 
     for (function, deployed) in [
         (LambdaFunction::Scheduled, &scheduled),
+        (LambdaFunction::Webhooks, &webhooks),
         (LambdaFunction::Chained, &chained),
         (LambdaFunction::Http, &http),
     ] {

@@ -156,6 +156,7 @@ fn one_or_many(value: &Value) -> Vec<&Value> {
 fn logical_id(function: LambdaFunction) -> &'static str {
     match function {
         LambdaFunction::Scheduled => "ScheduledFunction",
+        LambdaFunction::Webhooks => "WebhookFunction",
         LambdaFunction::Chained => "ChainedFunction",
         LambdaFunction::Http => "HttpFunction",
     }
@@ -325,6 +326,7 @@ fn every_function_is_an_arm64_cargo_lambda_build_of_its_binary() {
     let root = workspace_root();
     let mut binaries = BTreeSet::new();
     for member in ["scheduled", "chained", "http"] {
+        // `chained` builds two binaries: `webhooks` (the acceptor) and `chained` (the worker).
         let manifest: toml::Table = read(&format!("functions/{member}/Cargo.toml"))
             .parse()
             .unwrap();
@@ -392,16 +394,29 @@ fn timeouts_fit_the_callers_and_stay_under_the_claim_lease() {
         let limit = match function {
             // One tick a minute; at most two alive at once.
             LambdaFunction::Scheduled => Duration::from_secs(60),
+            // CircleCI waits 10 s for the acceptor's answer.
+            LambdaFunction::Webhooks => Duration::from_secs(10),
+            // The worker answers no caller; its lease bounds it (above).
+            LambdaFunction::Chained => lease,
             // HTTP API integrations time out at 30 s.
-            LambdaFunction::Chained | LambdaFunction::Http => Duration::from_secs(29),
+            LambdaFunction::Http => Duration::from_secs(29),
         };
         assert!(timeout <= limit, "{function:?}: {timeout:?} > {limit:?}");
     }
-    let receiver = shared::triggers::chained::ReceiverSettings::default();
-    let chained = function_properties(LambdaFunction::Chained);
+    // A batch still being worked on must not come back: visibility ≥ 6 × the timeout
+    // (AWS's advice for event source mappings), and the worker's retry limit is the queue's.
+    let worker = function_properties(LambdaFunction::Chained);
+    let queue = properties("WebhookDeliveryQueue");
     assert!(
-        Duration::from_secs(chained["Timeout"].as_u64().unwrap()) > receiver.deadline,
-        "the receiver must reach its own deadline before Lambda kills it"
+        queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * worker["Timeout"].as_u64().unwrap()
+    );
+    assert_eq!(
+        queue["RedrivePolicy"]["maxReceiveCount"].as_u64(),
+        Some(u64::from(shared::triggers::chained::queue::MAX_RECEIVES))
+    );
+    assert_eq!(
+        queue["RedrivePolicy"]["deadLetterTargetArn"],
+        get_att("WebhookDeadLetterQueue", "Arn")
     );
     assert!(
         function_properties(LambdaFunction::Scheduled)["ReservedConcurrentExecutions"]
@@ -414,9 +429,15 @@ fn timeouts_fit_the_callers_and_stay_under_the_claim_lease() {
 fn each_function_is_configured_with_its_table_environment_and_only_its_secrets() {
     for function in LambdaFunction::ALL {
         let variables = function_properties(function)["Environment"]["Variables"].clone();
+        // The table and the queue only where the function uses them.
+        let table = (!function.store_operations().is_empty()).then(|| reference("TriggersTable"));
+        assert_eq!(variables.get(TABLE_ENV).cloned(), table, "{function:?}");
+        let queue = (!function.sqs_actions().is_empty()).then(|| reference("WebhookDeliveryQueue"));
         assert_eq!(
-            variables[TABLE_ENV],
-            reference("TriggersTable"),
+            variables
+                .get(shared::triggers::chained::queue::sqs::QUEUE_URL_ENV)
+                .cloned(),
+            queue,
             "{function:?}"
         );
         // shared::telemetry::emit_metric puts this in the Environment dimension.
@@ -575,6 +596,9 @@ fn expected_grants(function: LambdaFunction) -> BTreeSet<String> {
             secret_wiring(*kind).0
         ));
     }
+    for action in function.sqs_actions() {
+        expected.insert(format!("{action} on WebhookDeliveryQueue"));
+    }
     let log_group = props["LoggingConfig"]["LogGroup"]["Ref"]
         .as_str()
         .unwrap_or_else(|| panic!("{function:?} writes to a log group of its own"));
@@ -624,7 +648,11 @@ fn each_role_grants_exactly_what_its_function_uses() {
             .map(|pattern| (*pattern).to_owned())
             .collect();
         let narrowed = table_leading_keys(role_id);
-        assert!(!narrowed.is_empty(), "{role_id} has no table statement");
+        assert_eq!(
+            narrowed.is_empty(),
+            function.store_operations().is_empty(),
+            "{role_id}: a table statement exactly when the function uses the table"
+        );
         for keys in narrowed {
             assert_eq!(
                 keys.as_ref(),
@@ -1223,6 +1251,19 @@ fn routes_reach_the_right_functions_on_the_default_stage_with_throttling() {
     for function in LambdaFunction::ALL {
         let events = function_properties(function)["Events"].clone();
         for (name, event) in events.as_object().into_iter().flatten() {
+            if event["Type"] == "SQS" {
+                // The worker: fed by the delivery queue, reporting per-message failures,
+                // without a batching window (deliveries start within seconds).
+                assert_eq!(function, LambdaFunction::Chained, "{name}");
+                let source = &event["Properties"];
+                assert_eq!(source["Queue"], get_att("WebhookDeliveryQueue", "Arn"));
+                assert_eq!(
+                    source["FunctionResponseTypes"],
+                    json!(["ReportBatchItemFailures"])
+                );
+                assert_eq!(source["MaximumBatchingWindowInSeconds"], 0);
+                continue;
+            }
             assert_eq!(event["Type"], "HttpApi", "{function:?} {name}");
             assert_eq!(event["Properties"]["ApiId"], reference("TriggersApi"));
             let route = format!(
@@ -1246,7 +1287,7 @@ fn routes_reach_the_right_functions_on_the_default_stage_with_throttling() {
     assert_eq!(
         names,
         BTreeMap::from([
-            (webhook_route.as_str(), LambdaFunction::Chained),
+            (webhook_route.as_str(), LambdaFunction::Webhooks),
             ("ANY /v1/{proxy+}", LambdaFunction::Http),
             ("GET /healthz", LambdaFunction::Http),
         ])
@@ -1366,14 +1407,24 @@ fn alarms_watch_what_the_code_emits_and_notify_the_topic() {
             );
         }
     }
-    assert!(
-        watched.contains(&(
-            "AWS/SQS".to_owned(),
-            "ApproximateNumberOfMessagesVisible".to_owned(),
-            json!([{ "Name": "QueueName", "Value": get_att("TickDeadLetterQueue", "QueueName") }])
-                .to_string()
-        ))
-    );
+    for (metric, queue) in [
+        ("ApproximateNumberOfMessagesVisible", "TickDeadLetterQueue"),
+        // A webhook delivery not settled after its last attempt; and a worker falling behind.
+        (
+            "ApproximateNumberOfMessagesVisible",
+            "WebhookDeadLetterQueue",
+        ),
+        ("ApproximateAgeOfOldestMessage", "WebhookDeliveryQueue"),
+    ] {
+        assert!(
+            watched.contains(&(
+                "AWS/SQS".to_owned(),
+                metric.to_owned(),
+                json!([{ "Name": "QueueName", "Value": get_att(queue, "QueueName") }]).to_string()
+            )),
+            "no {metric} alarm on {queue}"
+        );
+    }
 
     // The dead-man's switch: five minutes without a successful tick is an alarm, and so is
     // no data at all.

@@ -16,7 +16,8 @@ use triggers_config::chain::{CompletionStatus, EventKind};
 use triggers_config::template::{TemplateContext, Variable};
 
 /// Largest body parsed. CircleCI's bodies are a few KiB; commit messages make the tail.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Bounded by what one SQS message holds (256 KiB): an accepted delivery is queued whole.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 const MAX_ID_LEN: usize = 128;
 const MAX_NAME_LEN: usize = 1024;
 /// Git's own limit on a ref name.
