@@ -1,12 +1,16 @@
 //! Each role against what its function really sends.
 //!
 //! moto_server ignores IAM, so a role that misses an action passes every other test here and
-//! fails in AWS with AccessDenied. This test deploys the three functions the way their
-//! `main.rs` does (`wiring::assemble` over DynamoDB and Secrets Manager on moto_server, each
-//! function with only the secret ids its template environment sets), with an SDK interceptor
-//! on each function's clients that records every request as the IAM grant it needs
-//! (`dynamodb:<Action> on table | index/<name>`, transactions item by item,
-//! `secretsmanager:GetSecretValue on <secret parameter>`). It then drives every request path
+//! fails in AWS with AccessDenied. This test deploys the four functions the way their
+//! `main.rs` does (`wiring::assemble` over DynamoDB, Secrets Manager and SQS on moto_server,
+//! each function with only the secret ids its template environment sets), with an SDK
+//! interceptor on each function's clients that records every request as the IAM grant it
+//! needs (`dynamodb:<Action> on table | index/<name>`, transactions item by item,
+//! `secretsmanager:GetSecretValue on <secret parameter>`, `sqs:<Action> on
+//! WebhookDeliveryQueue`). Webhooks go the deployed way: `webhooks` sends each verified
+//! delivery to a queue on moto; an emulated event source mapping, with `chained`'s client
+//! (AWS uses the function's role for it), reads the queue's attributes, receives batches,
+//! hands them to the worker (which shortens a retry's visibility) and deletes what settled. It then drives every request path
 //! of each function against the CircleCI simulator: ticks and the sweep (a retryable failure,
 //! an ambiguous create), every chain rule kind (pipeline, fan-in, approve selecting by
 //! origin, the closed loop), every API route (a rate-limited client, listing, a trigger,
@@ -25,7 +29,6 @@ use circleci_sim::{Faults, JobSpec, ParameterSpec, ProjectSpec, Simulator, When,
 use integration_tests::circleci_client::test_options;
 use integration_tests::moto::unique_name;
 use integration_tests::store_suite;
-use integration_tests::webhook_rig::SettlingWebhooks;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use shared::circleci::{ClientOptions, RateDefaults};
@@ -35,7 +38,8 @@ use shared::secrets::{CachedSecrets, SecretIds, SecretKind, SecretsManagerSource
 use shared::store::dynamo::create_table;
 use shared::store::dynamo::permissions::{LambdaFunction, StoreOperation};
 use shared::store::{DynamoStore, SharedStore, StoreSettings};
-use shared::triggers::chained::{ReceiverSettings, WEBHOOK_PATH};
+use shared::triggers::chained::queue::sqs::{SqsDeliveryQueue, handle_batch};
+use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH, WebhookAcceptor};
 use shared::triggers::http::{ApiSettings, TriggerApi, mint_key};
 use shared::triggers::scheduled::Scheduler;
 use shared::wiring::{ContextOptions, LambdaContext, assemble};
@@ -137,6 +141,10 @@ impl Clock for SimClock {
 struct Deployed {
     dynamo: IamAudit,
     secrets: SecretsAudit,
+    /// The function's SQS requests (the event source mapping's included for `chained`: AWS
+    /// makes them with the function's role).
+    sqs: SecretsAudit,
+    sqs_client: aws_sdk_sqs::Client,
     /// The template parameter holding each secret id.
     secret_parameters: BTreeMap<String, &'static str>,
     faults: StoreFaults,
@@ -163,6 +171,10 @@ impl Deployed {
                 .copied()
                 .unwrap_or("an unknown secret");
             observed.insert(format!("secretsmanager:{action} on {secret}"));
+        }
+        for (target, _) in self.sqs.0.lock().unwrap().iter() {
+            let action = target.strip_prefix("AmazonSQS.").unwrap_or(target);
+            observed.insert(format!("sqs:{action} on WebhookDeliveryQueue"));
         }
         observed
     }
@@ -308,13 +320,126 @@ impl World {
             ..options
         };
         let context = assemble(triggers, clock, store, port, options).unwrap();
+        let sqs = SecretsAudit::default();
+        let sqs_client = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&self.aws)
+                .interceptor(sqs.clone())
+                .build(),
+        );
         Deployed {
             dynamo,
             secrets,
+            sqs,
+            sqs_client,
             secret_parameters,
             faults,
             context,
         }
+    }
+}
+
+/// What the SQS event source mapping does with the function's role: reads the queue's
+/// attributes when created, then receives batches of up to 10, invokes the worker with
+/// them, and deletes the messages its answer does not name in `batchItemFailures`.
+#[derive(Clone)]
+struct EventSourceMapping {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    worker: Arc<Receiver>,
+    /// One poller at a time, as one mapping with concurrency 1.
+    polling: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl EventSourceMapping {
+    async fn create(client: aws_sdk_sqs::Client, queue_url: String, worker: Arc<Receiver>) -> Self {
+        client
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        Self {
+            client,
+            queue_url,
+            worker,
+            polling: Arc::default(),
+        }
+    }
+
+    /// Polls until no message is visible.
+    async fn drain(&self) {
+        let _one = self.polling.lock().await;
+        let queue = SqsDeliveryQueue::new(self.client.clone(), &self.queue_url);
+        loop {
+            let received = self
+                .client
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .unwrap();
+            let messages = received.messages();
+            if messages.is_empty() {
+                return;
+            }
+            let records: Vec<Value> = messages
+                .iter()
+                .map(|message| {
+                    let attributes: serde_json::Map<String, Value> = message
+                        .message_attributes()
+                        .into_iter()
+                        .flatten()
+                        .map(|(name, value)| {
+                            let value = json!({
+                                "stringValue": value.string_value(),
+                                "dataType": value.data_type(),
+                            });
+                            (name.clone(), value)
+                        })
+                        .collect();
+                    json!({
+                        "messageId": message.message_id(),
+                        "receiptHandle": message.receipt_handle(),
+                        "body": message.body(),
+                        "messageAttributes": attributes,
+                        "eventSource": "aws:sqs",
+                    })
+                })
+                .collect();
+            let answer = handle_batch(&self.worker, Some(&queue), json!({ "Records": records }))
+                .await
+                .unwrap();
+            let failed: BTreeSet<&str> = answer["batchItemFailures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|failure| failure["itemIdentifier"].as_str())
+                .collect();
+            for message in messages {
+                if !failed.contains(message.message_id().unwrap_or_default()) {
+                    self.client
+                        .delete_message()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(message.receipt_handle().unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+
+    async fn after_each_delivery(
+        axum::extract::State(mapping): axum::extract::State<EventSourceMapping>,
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let answer = next.run(request).await;
+        mapping.drain().await;
+        answer
     }
 }
 
@@ -357,7 +482,11 @@ fn role_grants(function: LambdaFunction) -> BTreeSet<String> {
         .unwrap_or_else(|| panic!("{} has a role of its own", logical_id(function)));
     grants_of_role(role_id)
         .into_iter()
-        .filter(|grant| grant.starts_with("dynamodb:") || grant.starts_with("secretsmanager:"))
+        .filter(|grant| {
+            grant.starts_with("dynamodb:")
+                || grant.starts_with("secretsmanager:")
+                || grant.ends_with(" on WebhookDeliveryQueue")
+        })
         .collect()
 }
 
@@ -424,20 +553,38 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
         scheduled.context.engine.clone(),
         scheduled.context.triggers.clone(),
     );
-    // The acceptor with the `webhooks` function's secrets, the worker with `chained`'s
-    // store and tokens; the queue between them is settled before each answer.
-    let worker =
-        Arc::new(shared::triggers::chained::Receiver::from_context(&chained.context).unwrap());
-    let rig = SettlingWebhooks::new(worker, chained.context.clock.clone());
-    let webhook_url = format!(
-        "{}{WEBHOOK_PATH}",
-        serve(rig.router(
-            webhooks.context.secrets.clone(),
-            webhooks.context.clock.clone(),
-            ReceiverSettings::default(),
-        ))
+    // The webhook path as deployed: the acceptor (the `webhooks` function's secrets and SQS
+    // client) sends to a queue on moto; an event source mapping emulated with the `chained`
+    // function's client receives, hands batches to the worker and deletes what it settled,
+    // before each answer goes back (so the simulator's cascade sees the outcomes).
+    let queue_url = aws_sdk_sqs::Client::new(&world.aws)
+        .create_queue()
+        .queue_name(unique_name("iam-deliveries"))
+        .send()
         .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let mapping = EventSourceMapping::create(
+        chained.sqs_client.clone(),
+        queue_url.clone(),
+        Arc::new(shared::triggers::chained::Receiver::from_context(&chained.context).unwrap()),
+    )
+    .await;
+    let acceptor = WebhookAcceptor::new(
+        webhooks.context.secrets.clone(),
+        Arc::new(SqsDeliveryQueue::new(
+            webhooks.sqs_client.clone(),
+            &queue_url,
+        )),
+        webhooks.context.clock.clone(),
+    )
+    .with_settings(ReceiverSettings::default());
+    let router = shared::triggers::chained::function_router(Arc::new(acceptor)).layer(
+        axum::middleware::from_fn_with_state(mapping, EventSourceMapping::after_each_delivery),
     );
+    let webhook_url = format!("{}{WEBHOOK_PATH}", serve(router).await);
     for project in [API, WEB, E2E, DEPLOY] {
         sim.add_webhook(
             project,
