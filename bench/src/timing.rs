@@ -15,7 +15,7 @@ use shared::circleci::{CircleCi, CircleCiError};
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, Fingerprint,
     FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore, OwnerToken, Page,
-    PageRequest, PauseFlag, PauseScope, ScheduleState, ScheduleStateStore, SharedStore,
+    PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleState, ScheduleStateStore, SharedStore,
     StoreResult, TriggerId, TriggerRecord, TriggerSource,
 };
 
@@ -203,6 +203,9 @@ impl JoinStore for TimedStore {
     }
     async fn join_state(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>> {
         self.meter.time(self.inner.join_state(key)).await
+    }
+    async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool> {
+        self.meter.time(self.inner.take_rate_ticket(ticket)).await
     }
 }
 

@@ -222,6 +222,10 @@ pub trait JoinStore: Send + Sync {
 
     /// The join's current generation, if any.
     async fn join_state(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>>;
+
+    /// Takes one ticket of a client's rate window: one conditional write that counts the
+    /// request unless the window's `limit` is reached. `Ok(false)`: none left.
+    async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool>;
 }
 
 /// Pause flags (operators pausing a schedule, a rule, an endpoint, or everything).

@@ -697,6 +697,34 @@ pub struct ScheduleState {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One request counted against a client's `[[client]].rate_limit`: a fixed window,
+/// aligned to multiples of its length since the Unix epoch, holding `limit` tickets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateTicket {
+    pub client: String,
+    pub window_start: DateTime<Utc>,
+    /// When the window's counter may be forgotten (its end).
+    pub window_ends_at: DateTime<Utc>,
+    pub limit: u32,
+}
+
+impl RateTicket {
+    /// The ticket `now` takes in `client`'s window of `window`.
+    pub fn at(client: &str, now: DateTime<Utc>, window: Duration, limit: u32) -> Self {
+        let length = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let start_ms = now.timestamp_millis().div_euclid(length) * length;
+        let window_start = DateTime::from_timestamp_millis(start_ms).unwrap_or(now);
+        let window_ends_at =
+            DateTime::from_timestamp_millis(start_ms.saturating_add(length)).unwrap_or(now);
+        Self {
+            client: client.to_owned(),
+            window_start,
+            window_ends_at,
+            limit,
+        }
+    }
+}
+
 /// One upstream pipeline reaching a fan-in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinArrival {

@@ -22,8 +22,8 @@ use super::{
     ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
     ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
     JoinState, JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, PauseScope,
-    SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError, StoreResult,
-    StoreSettings, TriggerId, TriggerRecord, TriggerSource, cursor,
+    RateTicket, SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError,
+    StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource, cursor,
 };
 use crate::clock::Clock;
 
@@ -217,7 +217,23 @@ impl SqliteStore {
     }
 }
 
+/// Tables added without a schema change (created where missing, on every open).
+const ADDITIONS: &str = r#"
+CREATE TABLE IF NOT EXISTS rate_windows (
+    client       TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    used         INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (client, window_start)
+);
+"#;
+
 fn migrate(connection: &Connection) -> StoreResult<()> {
+    create_versioned_schema(connection)?;
+    connection.execute_batch(ADDITIONS).map_err(sql_error)
+}
+
+fn create_versioned_schema(connection: &Connection) -> StoreResult<()> {
     let version: i64 = connection
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(sql_error)?;
@@ -964,6 +980,7 @@ impl HistoryStore for SqliteStore {
                 ("claims", "key"),
                 ("joins", "key"),
                 ("join_arrivals", "rowid"),
+                ("rate_windows", "rowid"),
             ] {
                 if budget <= 0 {
                     break;
@@ -1249,6 +1266,30 @@ impl JoinStore for SqliteStore {
         let key = key.clone();
         self.run(move |connection, _, _| read_join(connection, &key))
             .await
+    }
+
+    async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool> {
+        let ticket = ticket.clone();
+        self.run(move |connection, _, _| {
+            // One statement: the first request opens the window, later ones count while
+            // it has room (the WHERE makes a full window a no-op).
+            let changed = connection
+                .execute(
+                    "INSERT INTO rate_windows (client, window_start, used, expires_at) \
+                     VALUES (?1, ?2, 1, ?3) \
+                     ON CONFLICT (client, window_start) DO UPDATE SET used = used + 1 \
+                     WHERE used < ?4",
+                    params![
+                        ticket.client,
+                        millis(ticket.window_start),
+                        millis(ticket.window_ends_at),
+                        i64::from(ticket.limit)
+                    ],
+                )
+                .map_err(sql_error)?;
+            Ok(changed == 1 && ticket.limit > 0)
+        })
+        .await
     }
 }
 

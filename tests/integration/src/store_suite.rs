@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use shared::clock::ManualClock;
+use shared::clock::{Clock as _, ManualClock};
 use shared::config::{ActionKind, HistorySettings};
 use shared::store::{
     ClaimKey, ClaimKind, ClaimOutcome, ClaimResult, ClaimState, DynamoStore, Fingerprint,
-    JoinArrival, JoinOutcome, JoinStatus, PageRequest, PauseScope, PipelineRef, SourceKind,
-    SqliteStore, StoreError, StoreSettings, TriggerId, TriggerRecord, TriggerSource, TriggerStatus,
-    TriggerStore, TriggerTarget, WorkflowOutcome, modify_record,
+    JoinArrival, JoinOutcome, JoinStatus, PageRequest, PauseScope, PipelineRef, RateTicket,
+    SourceKind, SqliteStore, StoreError, StoreSettings, TriggerId, TriggerRecord, TriggerSource,
+    TriggerStatus, TriggerStore, TriggerTarget, WorkflowOutcome, modify_record,
 };
 
 use crate::moto::unique_name;
@@ -1168,6 +1168,39 @@ pub async fn schedule_state_only_moves_forward(adapter: &dyn StoreUnderTest) {
         (t2, "def-2")
     );
     assert!(f.store.schedule_state("hourly").await.unwrap().is_none());
+}
+
+/// A client's rate window admits `limit` requests, each one conditional write, then
+/// refuses until the next window; clients count apart; concurrent requests never overrun.
+pub async fn rate_tickets_are_counted_per_window(adapter: &dyn StoreUnderTest) {
+    let f = adapter.fixture().await;
+    let window = Duration::from_secs(60);
+    let ticket = |client: &str| RateTicket::at(client, f.clock.now(), window, 3);
+    for _ in 0..3 {
+        assert!(f.store.take_rate_ticket(&ticket("bot")).await.unwrap());
+    }
+    assert!(!f.store.take_rate_ticket(&ticket("bot")).await.unwrap());
+    assert!(f.store.take_rate_ticket(&ticket("cms")).await.unwrap());
+    let current = ticket("bot");
+    assert_eq!(
+        current.window_ends_at - current.window_start,
+        TimeDelta::seconds(60)
+    );
+    f.clock.set(current.window_ends_at);
+    assert!(f.store.take_rate_ticket(&ticket("bot")).await.unwrap());
+
+    let racing: Vec<_> = (0..10)
+        .map(|_| {
+            let store = f.store.clone();
+            let ticket = RateTicket::at("racer", f.clock.now(), window, 4);
+            tokio::spawn(async move { store.take_rate_ticket(&ticket).await.unwrap() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in racing {
+        admitted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(admitted, 4);
 }
 
 pub async fn pause_flags_are_set_listed_and_cleared(adapter: &dyn StoreUnderTest) {

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use integration_tests::moto::{RequestCounter, sdk_config, sdk_config_for, unique_name};
 use integration_tests::store_suite::start_time;
-use shared::clock::ManualClock;
+use shared::clock::{Clock as _, ManualClock};
 use shared::store::{
     ClaimKey, ClaimKind, ClaimOutcome, ClaimResult, ClaimStore, DynamoStore, Fingerprint,
-    HistoryStore, SqliteStore, StoreError, TriggerStore,
+    HistoryStore, JoinStore, RateTicket, SqliteStore, StoreError, TriggerStore,
 };
 
 macro_rules! conformance {
@@ -55,6 +55,7 @@ conformance!(
     secret_parameters_are_redacted,
     schedule_state_only_moves_forward,
     pause_flags_are_set_listed_and_cleared,
+    rate_tickets_are_counted_per_window,
     invalid_requests_are_refused_without_retry,
 );
 
@@ -182,6 +183,56 @@ async fn dynamodb_claim_path_request_counts() {
         [1, 1, 1, 1],
         "{steps:?}"
     );
+}
+
+/// The per-client rate limit costs one request per call (#20: it was a fan-in join of
+/// tickets, 4–6 requests, ~4 WRU + 3 RRU): an admitted call and a refused one alike. The
+/// item is ~80 bytes with no index attributes, so each request is 1 WRU and no GSI write.
+#[tokio::test]
+async fn dynamodb_rate_limit_is_one_conditional_update_per_request() {
+    let counter = RequestCounter::default();
+    let config = sdk_config().await;
+    let admin = aws_sdk_dynamodb::Client::new(&config);
+    let table = unique_name("triggers");
+    shared::store::dynamo::create_table(&admin, &table)
+        .await
+        .unwrap();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let clock = clock();
+    let store = DynamoStore::new(client, table.clone(), clock.clone());
+    let ticket = RateTicket::at("bot", clock.now(), Duration::from_secs(60), 2);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(store.take_rate_ticket(&ticket).await.unwrap());
+    }
+    assert_eq!(answers, [true, true, false]);
+    assert_eq!(counter.count(), 3, "one request per call");
+    // The counter item: its window, its count and its expiry, nothing an index keys on.
+    let item = admin
+        .get_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("RATE#bot".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                ticket.window_start.timestamp_millis().to_string(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["expires_at", "pk", "sk", "used"]);
 }
 
 /// The embedded store keeps claims and records across a restart of `serve`.

@@ -40,8 +40,8 @@ use super::{
     ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
     ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
     JoinState, JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, PauseScope,
-    SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError, StoreResult,
-    StoreSettings, TriggerId, TriggerRecord, TriggerSource, cursor,
+    RateTicket, SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError,
+    StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource, cursor,
 };
 use crate::clock::Clock;
 
@@ -1568,6 +1568,34 @@ impl JoinStore for DynamoStore {
 
     async fn join_state(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>> {
         self.read_join(key).await
+    }
+
+    /// One `UpdateItem` on `RATE#<client>` / `<window start>`: `ADD used 1` on condition
+    /// that the window has room. The item has no index attributes (no GSI write), is
+    /// < 100 bytes (1 WRU) and expires with its window.
+    async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool> {
+        if ticket.limit == 0 {
+            return Ok(false);
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(format!("RATE#{}", ticket.client)))
+            .key(SORT_KEY, s(millis(ticket.window_start).to_string()))
+            .update_expression("ADD used :one SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(used) OR used < :limit")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(i64::from(ticket.limit)))
+            .expression_attribute_values(":ttl", n(ttl_seconds(ticket.window_ends_at)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if conditional_failure(&error).is_some() => Ok(false),
+            Err(error) => Err(classify("UpdateItem", &error)),
+        }
     }
 }
 

@@ -89,10 +89,11 @@ pub enum StoreOperation {
     Resume,
     PauseFlag,
     PauseFlags,
+    TakeRateTicket,
 }
 
 impl StoreOperation {
-    pub const ALL: [StoreOperation; 26] = [
+    pub const ALL: [StoreOperation; 27] = [
         StoreOperation::Claim,
         StoreOperation::Renew,
         StoreOperation::MarkSending,
@@ -119,6 +120,7 @@ impl StoreOperation {
         StoreOperation::Resume,
         StoreOperation::PauseFlag,
         StoreOperation::PauseFlags,
+        StoreOperation::TakeRateTicket,
     ];
 
     /// The trait method's name.
@@ -150,6 +152,7 @@ impl StoreOperation {
             StoreOperation::Resume => "resume",
             StoreOperation::PauseFlag => "pause_flag",
             StoreOperation::PauseFlags => "pause_flags",
+            StoreOperation::TakeRateTicket => "take_rate_ticket",
         }
     }
 
@@ -197,6 +200,7 @@ impl StoreOperation {
             StoreOperation::Pause => table(&[PUT_ITEM]),
             StoreOperation::Resume => table(&[DELETE_ITEM]),
             StoreOperation::PauseFlags => table(&[QUERY]),
+            StoreOperation::TakeRateTicket => table(&[UPDATE_ITEM]),
         }
     }
 }
@@ -246,10 +250,9 @@ const CHAINED_EXTRA: [StoreOperation; 5] = [
 ];
 
 /// `shared::triggers::http` (the HTTP trigger API).
-const HTTP_EXTRA: [StoreOperation; 6] = [
-    // `[[client]].rate_limit`: a client's window is a join of tickets.
-    StoreOperation::JoinArrive,
-    StoreOperation::JoinState,
+const HTTP_EXTRA: [StoreOperation; 5] = [
+    // `[[client]].rate_limit`: one conditional update of the client's window counter.
+    StoreOperation::TakeRateTicket,
     // `GET /v1/triggers`: the caller's endpoints' records.
     StoreOperation::ListBySource,
     // `select = "trigger:<id>"`: the pipelines of that trigger's origin.
@@ -347,12 +350,12 @@ impl LambdaFunction {
                 "PIPELINE#*",
                 "FLAGS",
             ],
-            // `[[client]].rate_limit` windows are joins keyed `other#rate#<client>`; operator
+            // `[[client]].rate_limit` windows are `RATE#<client>` counters; operator
             // schedule runs fire slots under their schedule claims and read pause flags.
             LambdaFunction::Http => &[
                 "CLAIM#client#*",
                 "CLAIM#schedule#*",
-                "JOIN#other#rate#*",
+                "RATE#*",
                 "TRIGGER#*",
                 "PIPELINE#*",
                 "FLAGS",
@@ -423,13 +426,13 @@ mod tests {
 
     #[test]
     fn only_the_functions_that_join_check_conditions() {
-        // Fan-in (chained) and the per-client rate limit (http) are joins; the tick is not.
+        // Only fan-in (chained) is a transaction; the rate limit is one conditional update.
         for function in LambdaFunction::ALL {
             assert_eq!(
                 function
                     .dynamodb_grants()
                     .contains(&DynamoGrant::Table(CONDITION_CHECK_ITEM)),
-                matches!(function, LambdaFunction::Chained | LambdaFunction::Http),
+                function == LambdaFunction::Chained,
                 "{function:?}"
             );
         }

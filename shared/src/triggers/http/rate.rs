@@ -4,30 +4,20 @@
 //! API Gateway HTTP API throttling is per route and stage, shared by every caller, and
 //! Function URLs have none: neither can stop one client from using up what others need.
 //!
-//! **How**: a fixed window per client, opened by its first request, holding
-//! `requests` tickets. A request takes one free ticket by "arriving" at the window as a
-//! fan-in join whose expected upstreams are the tickets ([`JoinStore::join_arrive`] records
-//! each upstream once, atomically, and completes the join with exactly one arrival). No
-//! free ticket, or a completed join: limited until the window ends. Concurrent requests
-//! that pick the same ticket see a duplicate arrival and pick another.
+//! **How**: a fixed window per client, aligned to multiples of its length, counted in one
+//! store item: each request is one conditional write that adds itself to the window's
+//! count while the count is below the limit ([`JoinStore::take_rate_ticket`]). No room:
+//! limited until the window ends. One write unit and one round trip per request; no read.
 //!
 //! A fixed window lets a client send up to twice its rate across a window boundary; for
-//! an abuse limit that is acceptable, and it costs a few store operations per request.
+//! an abuse limit that is acceptable.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::seq::IteratorRandom;
-
 use crate::clock::Clock;
 use crate::config::endpoint::RateLimit;
-use crate::store::{
-    ClaimKey, ClaimKind, JoinArrival, JoinOutcome, JoinStatus, JoinStore, StoreError,
-};
-
-/// Attempts to find a free ticket when concurrent requests keep taking the chosen one.
-const TICKET_ATTEMPTS: usize = 6;
+use crate::store::{JoinStore, RateTicket, StoreError};
 
 /// Whether a request may proceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +26,8 @@ pub enum Admission {
     Limited { retry_after: Duration },
 }
 
-/// Counts requests per client in the store (a window is a join whose upstreams are tickets,
-/// so it needs only the join part of the store).
+/// Counts requests per client in the store (only the join part of the store: the rate
+/// windows live beside the fan-in joins).
 #[derive(Clone)]
 pub struct StoreRateLimiter {
     store: Arc<dyn JoinStore>,
@@ -49,90 +39,15 @@ impl StoreRateLimiter {
         Self { store, clock }
     }
 
-    fn key(client: &str) -> ClaimKey {
-        ClaimKey::new(ClaimKind::Other, &["rate", client])
-    }
-
-    fn tickets(limit: RateLimit) -> BTreeSet<String> {
-        (1..=limit.requests).map(|n| format!("t{n}")).collect()
-    }
-
-    /// Takes one ticket of the client's current window.
-    ///
-    /// Optimistic: it arrives with a random ticket first (one store round trip when the
-    /// window has room); a duplicate answer carries the window's state, from which the
-    /// next attempt picks a free ticket.
+    /// Counts one request of `client` against its current window.
     pub async fn admit(&self, client: &str, limit: RateLimit) -> Result<Admission, StoreError> {
-        let key = Self::key(client);
-        let mut expected = Self::tickets(limit);
-        let mut taken: BTreeSet<String> = BTreeSet::new();
-        let mut window_ends = None;
-        for _ in 0..TICKET_ATTEMPTS {
-            // Random, so concurrent requests rarely collide on one ticket.
-            let Some(ticket) = expected
-                .iter()
-                .filter(|t| !taken.contains(*t))
-                .choose(&mut rand::rng())
-                .cloned()
-            else {
-                let now = self.clock.now();
-                return Ok(limited(window_ends.unwrap_or(now) - now));
-            };
-            let arrival = JoinArrival {
-                key: key.clone(),
-                expected: expected.clone(),
-                upstream: ticket,
-                succeeded: true,
-                pipeline_id: None,
-                trigger_id: None,
-                window: limit.window,
-            };
-            match self.store.join_arrive(&arrival).await {
-                Ok(JoinOutcome::Waiting {
-                    duplicate: false, ..
-                })
-                | Ok(JoinOutcome::Complete {
-                    fired_now: true, ..
-                }) => return Ok(Admission::Admitted),
-                // Someone holds that ticket: pick among the free ones.
-                Ok(JoinOutcome::Waiting {
-                    duplicate: true,
-                    state,
-                }) => {
-                    taken = state.arrived.into_iter().map(|a| a.upstream).collect();
-                    window_ends = Some(state.window_ends_at);
-                }
-                Ok(JoinOutcome::Complete { state, .. } | JoinOutcome::Closed { state, .. }) => {
-                    return Ok(limited(state.window_ends_at - self.clock.now()));
-                }
-                // The current window was opened with other tickets (the limit changed):
-                // it keeps them until it ends.
-                Err(StoreError::Invalid { .. }) => {
-                    let now = self.clock.now();
-                    match self
-                        .store
-                        .join_state(&key)
-                        .await?
-                        .filter(|state| state.window_ends_at > now)
-                    {
-                        Some(state) if state.status != JoinStatus::Open => {
-                            return Ok(limited(state.window_ends_at - now));
-                        }
-                        Some(state) => {
-                            expected = state.expected.clone();
-                            taken = state.arrived.into_iter().map(|a| a.upstream).collect();
-                            window_ends = Some(state.window_ends_at);
-                        }
-                        None => {}
-                    }
-                }
-                Err(error) => return Err(error),
-            }
+        let now = self.clock.now();
+        let ticket = RateTicket::at(client, now, limit.window, limit.requests);
+        if self.store.take_rate_ticket(&ticket).await? {
+            Ok(Admission::Admitted)
+        } else {
+            Ok(limited(ticket.window_ends_at - now))
         }
-        // Heavy contention on the last tickets: treat as used up, briefly.
-        Ok(Admission::Limited {
-            retry_after: Duration::from_secs(1),
-        })
     }
 }
 

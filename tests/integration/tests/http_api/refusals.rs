@@ -351,6 +351,13 @@ async fn every_schema_rule_is_enforced_and_every_violation_listed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_clients_own_rate_answers_429_until_its_window_ends() {
     let h = Harness::start().await;
+    // Windows are aligned to multiples of their length (a minute here): start on one.
+    let now = shared::clock::Clock::now(h.clock.as_ref());
+    let next_minute = now
+        - Delta::seconds(i64::from(chrono::Timelike::second(&now)))
+        - Delta::nanoseconds(i64::from(chrono::Timelike::nanosecond(&now)))
+        + Delta::minutes(1);
+    h.clock.set(next_minute);
     let body = json!({"parameters": {"version": "1.0.0"}});
     for _ in 0..3 {
         let answer = h

@@ -40,8 +40,9 @@ use shared::store::dynamo::{PARTITION_KEY, TABLE_ENV, create_table, table_defini
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, DynamoStore,
     Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore,
-    OwnerToken, Page, PageRequest, PauseFlag, PauseScope, ScheduleState, ScheduleStateStore,
-    StoreError, StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource,
+    OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleState,
+    ScheduleStateStore, StoreError, StoreResult, StoreSettings, TriggerId, TriggerRecord,
+    TriggerSource,
 };
 use shared::triggers::scheduled::TickEvent;
 
@@ -1000,6 +1001,13 @@ impl JoinStore for AuditedStore {
     async fn join_state(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>> {
         audited(StoreOperation::JoinState, self.0.join_state(key)).await
     }
+    async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool> {
+        audited(
+            StoreOperation::TakeRateTicket,
+            self.0.take_rate_ticket(ticket),
+        )
+        .await
+    }
 }
 
 #[async_trait]
@@ -1081,6 +1089,7 @@ async fn the_declared_permissions_cover_every_request_the_store_sends() {
     store_suite::secret_parameters_are_redacted(&adapter).await;
     store_suite::schedule_state_only_moves_forward(&adapter).await;
     store_suite::pause_flags_are_set_listed_and_cleared(&adapter).await;
+    store_suite::rate_tickets_are_counted_per_window(&adapter).await;
     store_suite::invalid_requests_are_refused_without_retry(&adapter).await;
 
     assert!(
