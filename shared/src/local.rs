@@ -61,10 +61,7 @@ pub fn open_store(
     triggers: &TriggersFile,
     clock: Arc<dyn Clock>,
 ) -> Result<SharedStore, LocalError> {
-    std::fs::create_dir_all(directory).map_err(|source| LocalError::DataDir {
-        path: directory.display().to_string(),
-        source,
-    })?;
+    data_dir(directory)?;
     Ok(Arc::new(
         SqliteStore::open_in_dir(directory, clock)?
             .with_settings(StoreSettings::from_history(&triggers.history)),
@@ -77,11 +74,16 @@ pub fn open_queue(
     directory: &Path,
     clock: Arc<dyn Clock>,
 ) -> Result<SqliteDeliveryQueue, LocalError> {
+    data_dir(directory)?;
+    Ok(SqliteDeliveryQueue::open_in_dir(directory, clock)?)
+}
+
+/// Creates `serve`'s data directory if it is missing.
+fn data_dir(directory: &Path) -> Result<(), LocalError> {
     std::fs::create_dir_all(directory).map_err(|source| LocalError::DataDir {
         path: directory.display().to_string(),
         source,
-    })?;
-    Ok(SqliteDeliveryQueue::open_in_dir(directory, clock)?)
+    })
 }
 
 /// Secrets from a [`LocalSecretSource`] (environment variables or files), cached like the

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use integration_tests::moto::{sdk_config, unique_name};
+use integration_tests::moto::{create_queue, sdk_config, unique_name};
 use integration_tests::runtime_api::{assert_healthz, http_answer, invoke_binary};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -59,16 +59,7 @@ fn body_id(event: &Value) -> String {
 #[tokio::test]
 async fn a_delivery_is_queued_by_webhooks_then_settled_by_chained() {
     let aws = sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique_name("runtime-deliveries"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let (sqs, queue_url) = create_queue("runtime-deliveries").await;
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
     let secret_arn = |name: &str, value: String| {
         let secrets = secrets.clone();

@@ -41,6 +41,21 @@ pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// A new SQS queue on moto_server (named after `prefix`): an admin client and its URL.
+pub async fn create_queue(prefix: &str) -> (aws_sdk_sqs::Client, String) {
+    let client = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let url = client
+        .create_queue()
+        .queue_name(unique_name(prefix))
+        .send()
+        .await
+        .expect("moto_server creates the queue")
+        .queue_url()
+        .expect("a created queue has a URL")
+        .to_owned();
+    (client, url)
+}
+
 /// A name no other test uses (moto's state is shared by every test of the run).
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

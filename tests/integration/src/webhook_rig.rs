@@ -66,12 +66,11 @@ impl SettlingWebhooks {
         clock: Arc<dyn Clock>,
         settings: ReceiverSettings,
     ) -> Router {
-        let acceptor = WebhookAcceptor::new(secrets, Arc::new(self.queue.clone()), clock)
-            .with_settings(settings);
-        function_router(Arc::new(acceptor)).layer(axum::middleware::from_fn_with_state(
-            self.clone(),
-            settle_before_answering,
-        ))
+        self.accepting_router(secrets, clock, settings)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                settle_before_answering,
+            ))
     }
 
     /// The `webhooks` function's router over this queue as it runs in production: it

@@ -122,10 +122,14 @@ async fn dynamodb_missing_table_is_not_retryable() {
     assert!(!error.is_retryable(), "{error:?}");
 }
 
-/// The request cost of the exactly-once path, counted with an SDK interceptor: a fresh
-/// claim is one write, sending and completing one each, a replay one conditional write.
-#[tokio::test]
-async fn dynamodb_claim_path_request_counts() {
+/// A fresh table on moto_server: an admin client, its name, and a client whose requests
+/// are counted.
+async fn counted_table() -> (
+    aws_sdk_dynamodb::Client,
+    String,
+    aws_sdk_dynamodb::Client,
+    RequestCounter,
+) {
     let counter = RequestCounter::default();
     let config = sdk_config().await;
     let admin = aws_sdk_dynamodb::Client::new(&config);
@@ -138,6 +142,14 @@ async fn dynamodb_claim_path_request_counts() {
             .interceptor(counter.clone())
             .build(),
     );
+    (admin, table, client, counter)
+}
+
+/// The request cost of the exactly-once path, counted with an SDK interceptor: a fresh
+/// claim is one write, sending and completing one each, a replay one conditional write.
+#[tokio::test]
+async fn dynamodb_claim_path_request_counts() {
+    let (_, table, client, counter) = counted_table().await;
     let store = DynamoStore::new(client, table, clock());
     let key = claim_key();
     let fingerprint = Fingerprint::of(b"body");
@@ -190,18 +202,7 @@ async fn dynamodb_claim_path_request_counts() {
 /// item is ~80 bytes with no index attributes, so each request is 1 WRU and no GSI write.
 #[tokio::test]
 async fn dynamodb_rate_limit_is_one_conditional_update_per_request() {
-    let counter = RequestCounter::default();
-    let config = sdk_config().await;
-    let admin = aws_sdk_dynamodb::Client::new(&config);
-    let table = unique_name("triggers");
-    shared::store::dynamo::create_table(&admin, &table)
-        .await
-        .unwrap();
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&config)
-            .interceptor(counter.clone())
-            .build(),
-    );
+    let (admin, table, client, counter) = counted_table().await;
     let clock = clock();
     let store = DynamoStore::new(client, table.clone(), clock.clone());
     let ticket = RateTicket::at("bot", clock.now(), Duration::from_secs(60), 2);

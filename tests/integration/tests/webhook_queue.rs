@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use integration_tests::moto::{RequestCounter, sdk_config, sdk_config_for, unique_name};
+use integration_tests::moto::{RequestCounter, create_queue, sdk_config, sdk_config_for};
 use serde_json::{Value, json};
 use shared::actions::Actions;
 use shared::clock::{Clock, ManualClock};
@@ -163,17 +163,7 @@ async fn a_queued_delivery_survives_the_process() {
 // ------------------------------------------------------------------ SQS on moto_server
 
 async fn sqs_queue() -> (aws_sdk_sqs::Client, String) {
-    let client = aws_sdk_sqs::Client::new(&sdk_config().await);
-    let url = client
-        .create_queue()
-        .queue_name(unique_name("deliveries"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
-    (client, url)
+    create_queue("deliveries").await
 }
 
 #[tokio::test]

@@ -557,15 +557,7 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
     // client) sends to a queue on moto; an event source mapping emulated with the `chained`
     // function's client receives, hands batches to the worker and deletes what it settled,
     // before each answer goes back (so the simulator's cascade sees the outcomes).
-    let queue_url = aws_sdk_sqs::Client::new(&world.aws)
-        .create_queue()
-        .queue_name(unique_name("iam-deliveries"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let (_, queue_url) = integration_tests::moto::create_queue("iam-deliveries").await;
     let mapping = EventSourceMapping::create(
         chained.sqs_client.clone(),
         queue_url.clone(),
