@@ -31,7 +31,7 @@ use shared::triggers::scheduled::Scheduler;
 use shared::triggers::scheduled::local::run_until;
 use tokio::sync::{mpsc, watch};
 
-use crate::sandbox::{Sandbox, sandbox_router};
+use crate::sandbox::{FailingJob, Sandbox, sandbox_router};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// How many times faster than real time sandbox jobs run.
     #[arg(long, default_value_t = 1.0, requires = "sandbox")]
     sandbox_speed: f64,
+    /// Make a sandbox job fail: `PROJECT:JOB` (JOB is `build` or `test`); its first attempt
+    /// in every workflow of the project ends `failed`, reruns succeed. Repeatable.
+    #[arg(long, value_name = "PROJECT:JOB", requires = "sandbox")]
+    sandbox_fail: Vec<FailingJob>,
     /// Added to every simulated CircleCI response (shows what a slow CircleCI looks like).
     #[arg(long, default_value_t = 0, requires = "sandbox", hide = true)]
     sandbox_latency_ms: u64,
@@ -66,7 +70,7 @@ async fn serve(
     mut triggers: TriggersFile,
 ) -> anyhow::Result<ExitCode> {
     let sandbox = if args.sandbox {
-        let sandbox = Sandbox::start(&triggers, args.sandbox_speed).await?;
+        let sandbox = Sandbox::start(&triggers, args.sandbox_speed, &args.sandbox_fail).await?;
         sandbox.set_latency(Duration::from_millis(args.sandbox_latency_ms));
         triggers.circleci.api_url = sandbox.api_url();
         Some(sandbox)

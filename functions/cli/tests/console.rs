@@ -1,0 +1,288 @@
+//! The operator's console, as a process: `serve --sandbox` with the repository's own
+//! `triggers.toml`. The banner's commands are run exactly as printed (through `sh`), a
+//! `--sandbox-fail` job fails and a rerun from failed succeeds.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_circleci-triggers");
+
+/// An upper bound for a cascade, only so a broken build fails instead of hanging.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The repository's example triggers file.
+fn repo_triggers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../triggers.toml")
+}
+
+/// A running `serve --sandbox`; killed when dropped.
+struct Sandbox {
+    child: Child,
+    url: String,
+    banner: String,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sandbox {
+    fn start(config: &Path, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--sandbox", "--sandbox-speed", "20", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = String::new();
+        let url = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("serve --sandbox ended before listening:\n{banner}");
+            };
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.trim().to_owned();
+            }
+            banner.push_str(&line);
+            banner.push('\n');
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        Self {
+            child,
+            url,
+            banner,
+            data,
+            _dir: dir,
+        }
+    }
+
+    /// The banner's `curl` commands, as printed.
+    fn commands(&self) -> Vec<String> {
+        self.banner
+            .lines()
+            .filter_map(|line| line.find("curl ").map(|at| line[at..].to_owned()))
+            .collect()
+    }
+
+    /// The banner's line starting with `prefix`, without it.
+    fn line(&self, prefix: &str) -> String {
+        self.banner
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in the banner:\n{}", self.banner))
+            .trim()
+            .to_owned()
+    }
+
+    fn history(&self) -> Vec<Value> {
+        let output = Command::new(BIN)
+            .args(["history", "--json", "--limit", "500", "--data"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout)
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap()
+    }
+
+    /// Polls history until `done` finds a record.
+    fn wait_for(&self, what: &str, done: impl Fn(&[Value]) -> Option<Value>) -> Value {
+        let started = Instant::now();
+        loop {
+            let records = self.history();
+            if let Some(found) = done(&records) {
+                return found;
+            }
+            assert!(started.elapsed() < LIMIT, "{what}: {records:#?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// Runs a command line through `sh`, as a user pasting it would, adding only curl's
+/// options to print the status code and fail on a refused connection; returns (status, body).
+fn paste(command: &str) -> (u16, String) {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{command} -sS -w '\\n%{{http_code}}'"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "`{command}`: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.trim().parse().unwrap(), body.to_owned())
+}
+
+fn by_source<'a>(records: &'a [Value], kind: &str, name: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["source"]["kind"] == kind && r["source"]["name"] == name)
+        .collect()
+}
+
+fn workflow_statuses(record: &Value) -> Vec<String> {
+    record["workflows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["status"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_banners_commands_work_when_pasted() {
+    let sandbox = Sandbox::start(&repo_triggers(), &[]);
+    let commands = sandbox.commands();
+    // One endpoint call per client with a callable endpoint, and a schedule run.
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.contains("/v1/endpoints/deploy-staging")),
+        "{}",
+        sandbox.banner
+    );
+    assert!(
+        commands.iter().any(|c| c.contains("/sandbox/schedules/")),
+        "{}",
+        sandbox.banner
+    );
+    for command in &commands {
+        let (status, body) = paste(command);
+        assert!(
+            (200..300).contains(&status),
+            "`{command}` → {status} {body}"
+        );
+    }
+    // Each pasted call is a trigger in history that reached CircleCI.
+    let records = sandbox.history();
+    let deploy = by_source(&records, "http", "deploy-staging");
+    assert_eq!(deploy.len(), 1, "{records:#?}");
+    assert_eq!(deploy[0]["status"], "triggered", "{:#}", deploy[0]);
+    assert!(
+        deploy[0]["parameters"]["version"]
+            .as_str()
+            .is_some_and(regex_like_semver),
+        "{:#}",
+        deploy[0]
+    );
+    assert!(
+        !by_source(&records, "schedule", "nightly-api").is_empty(),
+        "{records:#?}"
+    );
+}
+
+/// `^\d+\.\d+\.\d+$`, the pattern of `deploy-staging`'s `version` in triggers.toml.
+fn regex_like_semver(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[test]
+fn a_sandbox_fail_job_fails_its_workflow_and_a_rerun_from_failed_succeeds() {
+    let sandbox = Sandbox::start(&repo_triggers(), &["--sandbox-fail", "gh/acme/e2e:test"]);
+    let run = sandbox
+        .commands()
+        .into_iter()
+        .find(|c| c.contains("/sandbox/schedules/nightly-api/run"))
+        .unwrap_or_else(|| panic!("no run command:\n{}", sandbox.banner));
+    let (status, body) = paste(&run);
+    assert!((200..300).contains(&status), "{status} {body}");
+
+    // nightly-api → api + web nightly → fan-in e2e, whose `test` job fails.
+    let e2e = sandbox.wait_for("the e2e workflow has not failed", |records| {
+        by_source(records, "chain", "e2e-when-both-built")
+            .into_iter()
+            .find(|r| workflow_statuses(r).iter().any(|s| s == "failed"))
+            .cloned()
+    });
+    assert_eq!(e2e["status"], "triggered", "{e2e:#}");
+    // The upstream nightly pipelines were not made to fail.
+    let records = sandbox.history();
+    for upstream in by_source(&records, "schedule", "nightly-api") {
+        let statuses = workflow_statuses(upstream);
+        assert!(
+            !statuses.is_empty() && statuses.iter().all(|s| s == "success"),
+            "{upstream:#}"
+        );
+    }
+    // release-gate waits for a successful e2e: nothing approved.
+    assert!(by_source(&records, "chain", "release-gate").is_empty());
+
+    // rerun-e2e (from_failed) on the failed pipeline: the rerun of `test` succeeds.
+    let key = sandbox.line("sandbox client key release-bot:");
+    let pipeline = e2e["pipeline"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = paste(&format!(
+        "curl -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
+         -d '{{\"select\":\"{pipeline}\"}}' {}/v1/endpoints/rerun-e2e",
+        sandbox.url
+    ));
+    assert!((200..300).contains(&status), "{status} {body}");
+    let records = sandbox.history();
+    let rerun = by_source(&records, "http", "rerun-e2e");
+    assert_eq!(rerun.len(), 1, "{records:#?}");
+    assert_eq!(rerun[0]["status"], "triggered", "{:#}", rerun[0]);
+    assert_eq!(rerun[0]["detail"]["acted_on_pipeline"], pipeline.as_str());
+    let new_workflow = rerun[0]["detail"]["outcome"]["new_workflow_id"].clone();
+    assert!(new_workflow.is_string(), "{:#}", rerun[0]);
+    // The rerun's workflow succeeds, which is what release-gate waits for: it approves.
+    let gate = sandbox.wait_for("the rerun has not succeeded", |records| {
+        by_source(records, "chain", "release-gate")
+            .into_iter()
+            .find(|r| r["upstream"]["workflow_id"] == new_workflow)
+            .cloned()
+    });
+    assert_eq!(gate["detail"]["event"]["status"], "success", "{gate:#}");
+}
+
+#[test]
+fn sandbox_fail_must_name_a_sandbox_project_and_job() {
+    for (flag, expected) in [
+        ("gh/acme/e2e:deploy", "build and test"),
+        ("gh/acme/nope:test", "names no such project"),
+    ] {
+        let output = Command::new(BIN)
+            .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--config"])
+            .arg(repo_triggers())
+            .args([
+                "--data",
+                "/nonexistent/never-created",
+                "--sandbox-fail",
+                flag,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag}: {stderr}");
+        assert!(stderr.contains(expected), "{flag}: {stderr}");
+    }
+}
