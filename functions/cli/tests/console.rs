@@ -286,3 +286,151 @@ fn sandbox_fail_must_name_a_sandbox_project_and_job() {
         assert!(stderr.contains(expected), "{flag}: {stderr}");
     }
 }
+
+/// Runs `history` with `args` against the sandbox's store; its stdout.
+fn history_text(sandbox: &Sandbox, args: &[&str]) -> String {
+    let output = Command::new(BIN)
+        .arg("history")
+        .args(args)
+        .arg("--data")
+        .arg(&sandbox.data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "history {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The cell of `column` in `line`, given the header line (columns are aligned).
+fn cell<'a>(header: &str, line: &'a str, column: &str) -> &'a str {
+    let at = header.find(column).unwrap();
+    line[at..].split("  ").next().unwrap().trim()
+}
+
+#[test]
+fn history_shows_outcomes_acted_on_pipelines_one_origin_per_tree_and_follows() {
+    let sandbox = Sandbox::start(&repo_triggers(), &[]);
+    // --follow from an empty history: every row it prints was written after it started.
+    let mut follower = Command::new(BIN)
+        .args(["history", "--follow", "--json", "--data"])
+        .arg(&sandbox.data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let followed = BufReader::new(follower.stdout.take().unwrap());
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in followed.lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+
+    let run = format!(
+        "curl -X POST {}/sandbox/schedules/nightly-api/run",
+        sandbox.url
+    );
+    let (status, body) = paste(&run);
+    assert!((200..300).contains(&status), "{status} {body}");
+    let gate = sandbox.wait_for("release-gate has not approved", |records| {
+        by_source(records, "chain", "release-gate")
+            .into_iter()
+            .find(|r| r["status"] == "triggered")
+            .cloned()
+    });
+    let records = sandbox.history();
+    let schedule_rows = by_source(&records, "schedule", "nightly-api");
+    assert_eq!(schedule_rows.len(), 2, "{records:#?}");
+    let origin = schedule_rows[0]["origin"].as_str().unwrap().to_owned();
+
+    // The table: every row of the cascade carries the same ORIGIN; the approve row names
+    // the pipeline it acted on and what it did; pipelines show their workflows' outcomes.
+    let table = history_text(&sandbox, &["--origin", &origin]);
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines[0];
+    assert!(header.contains("OUTCOME"), "{table}");
+    assert!(lines.len() >= 6, "{table}");
+    for line in &lines[1..] {
+        assert_eq!(cell(header, line, "ORIGIN"), origin, "{table}");
+    }
+    let approve = lines
+        .iter()
+        .find(|l| l.contains("chain:release-gate"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        cell(header, approve, "PIPELINE").starts_with("on #"),
+        "{table}"
+    );
+    assert_eq!(
+        cell(header, approve, "OUTCOME"),
+        "approved in build",
+        "{table}"
+    );
+    let e2e = lines
+        .iter()
+        .find(|l| l.contains("chain:e2e-when-both-built"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        cell(header, e2e, "OUTCOME").contains("e2e:success"),
+        "{table}"
+    );
+
+    // show: the schedule's api target, the fan-in and the approval under it, as a tree.
+    let api = schedule_rows
+        .iter()
+        .find(|r| r["target"]["project"] == "gh/acme/api")
+        .unwrap();
+    let tree = history_text(&sandbox, &["show", api["id"].as_str().unwrap()]);
+    let tree_lines: Vec<&str> = tree.lines().collect();
+    assert!(
+        tree_lines[0].starts_with("schedule:nightly-api  triggered  gh/acme/api"),
+        "{tree}"
+    );
+    let fan_in = tree_lines
+        .iter()
+        .position(|l| l.contains("chain:e2e-when-both-built"))
+        .unwrap_or_else(|| panic!("{tree}"));
+    assert!(tree_lines[fan_in].contains("fan-in, also after"), "{tree}");
+    let approval = tree_lines
+        .iter()
+        .position(|l| l.contains(&gate["id"].as_str().unwrap().to_owned()))
+        .unwrap_or_else(|| panic!("{tree}"));
+    assert!(approval > fan_in, "{tree}");
+    let indent = |line: &str| line.find("chain:").unwrap_or(0);
+    assert!(
+        indent(tree_lines[approval]) > indent(tree_lines[fan_in]),
+        "{tree}"
+    );
+    // The origin id (no record of its own for a two-target slot) shows both trees.
+    let both = history_text(&sandbox, &["show", &origin]);
+    assert_eq!(
+        both.lines()
+            .filter(|l| l.starts_with("schedule:nightly-api"))
+            .count(),
+        2,
+        "{both}"
+    );
+
+    // --follow printed each record of the cascade once, as it was written.
+    let started = Instant::now();
+    let mut streamed = std::collections::HashSet::new();
+    while streamed.len() < records.len() && started.elapsed() < LIMIT {
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(500)) {
+            let record: Value = serde_json::from_str(&line).unwrap();
+            assert!(
+                streamed.insert(record["id"].as_str().unwrap().to_owned()),
+                "streamed twice: {line}"
+            );
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let ids: std::collections::HashSet<String> = records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streamed, ids);
+}
