@@ -434,3 +434,151 @@ fn history_shows_outcomes_acted_on_pipelines_one_origin_per_tree_and_follows() {
         .collect();
     assert_eq!(streamed, ids);
 }
+
+/// Debian's `chromium` (or `$CHROMIUM`). Missing is a failure, not a skip: `./scripts/test`
+/// installs it.
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return PathBuf::from(path);
+    }
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("chromium"))
+        .find(|path| path.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "chromium is not installed: the status page test needs Debian's chromium package \
+             (`apt-get install chromium`; ./scripts/test installs it)"
+        )
+    })
+}
+
+/// Loads `url` in headless Chromium; returns the DOM after load. Panics on any console
+/// message (the page has no script: any message is an error, e.g. a failed load).
+fn load_page(url: &str, screenshot: Option<&Path>) -> String {
+    let mut command = Command::new(chromium());
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1400,1400",
+    ]);
+    match screenshot {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let output = command.arg(url).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chromium failed: {stderr}");
+    let console: Vec<&str> = stderr.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_status_page_shows_the_sandbox_cascade_in_chromium() {
+    let sandbox = Sandbox::start(&repo_triggers(), &[]);
+    let page = format!("{}/", sandbox.url);
+    let empty = load_page(&page, None);
+    assert!(empty.contains("no triggers yet"), "{empty}");
+    assert!(
+        empty.contains("nightly-api") && empty.contains("Europe/Berlin"),
+        "{empty}"
+    );
+
+    let run = format!(
+        "curl -X POST {}/sandbox/schedules/nightly-api/run",
+        sandbox.url
+    );
+    let (status, body) = paste(&run);
+    assert!((200..300).contains(&status), "{status} {body}");
+    // Watch the page (not history) until the approval at the end of the cascade shows.
+    let started = Instant::now();
+    let dom = loop {
+        let dom = load_page(&page, None);
+        if dom.contains("chain:release-gate") && dom.contains("approved in") {
+            break dom;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "the cascade never showed:\n{dom}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // One origin tree: the two schedule targets at depth 0, the chains below, the
+    // approval below the fan-in; each pipeline's workflows with their outcomes.
+    let records = sandbox.history();
+    let origin = by_source(&records, "schedule", "nightly-api")[0]["origin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tree_at = dom
+        .find(&format!("data-origin=\"{origin}\""))
+        .unwrap_or_else(|| panic!("no tree for {origin}:\n{dom}"));
+    let tree = &dom[tree_at
+        ..dom[tree_at..]
+            .find("</table>")
+            .map_or(dom.len(), |e| tree_at + e)];
+    let depth_of = |source: &str| {
+        let at = tree
+            .find(source)
+            .unwrap_or_else(|| panic!("{source} not in {tree}"));
+        let row = &tree[tree[..at].rfind("<tr").unwrap()..at];
+        let depth = row.split("data-depth=\"").nth(1).unwrap();
+        depth[..depth.find('"').unwrap()].parse::<u32>().unwrap()
+    };
+    assert_eq!(depth_of("schedule:nightly-api"), 0);
+    assert_eq!(depth_of("chain:e2e-when-both-built"), 1);
+    assert_eq!(depth_of("chain:deploy-after-build"), 1);
+    assert_eq!(depth_of("chain:release-gate"), 2);
+    assert!(tree.contains("e2e: success"), "{tree}");
+    assert!(tree.contains("nightly: success"), "{tree}");
+    assert!(dom.contains("Needs attention (0)"), "{dom}");
+    assert!(dom.contains("approve hold-release gh/acme/deploy"), "{dom}");
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    load_page(&page, Some(&shot));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        shot.display()
+    );
+}
+
+#[test]
+fn a_failed_workflow_is_listed_as_needing_attention() {
+    let sandbox = Sandbox::start(&repo_triggers(), &["--sandbox-fail", "gh/acme/e2e:test"]);
+    let run = format!(
+        "curl -X POST {}/sandbox/schedules/nightly-api/run",
+        sandbox.url
+    );
+    let (status, body) = paste(&run);
+    assert!((200..300).contains(&status), "{status} {body}");
+    let started = Instant::now();
+    let page = loop {
+        let (status, page) = paste(&format!("curl {}/", sandbox.url));
+        assert_eq!(status, 200, "{page}");
+        if page.contains("Needs attention (1)") {
+            break page;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "nothing needs attention:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let attention =
+        &page[page.find("id=\"attention\"").unwrap()..page.find("id=\"recent\"").unwrap()];
+    assert!(
+        attention.contains("chain:e2e-when-both-built"),
+        "{attention}"
+    );
+    assert!(attention.contains("e2e: failed"), "{attention}");
+}

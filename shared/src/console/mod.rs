@@ -6,6 +6,8 @@
 //! parent, the others are listed as joined). Roots are schedule slots, HTTP and CLI calls.
 //! Every record of one tree has the same `origin` (ARCHITECTURE, "Trigger records").
 
+pub mod page;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::actions::ActionOutcome;

@@ -24,11 +24,13 @@ use anyhow::Context;
 use axum::Router;
 use shared::clock::{Clock, SystemClock};
 use shared::config::TriggersFile;
+use shared::console::page::{StatusPage, status_router};
 use shared::local::{SwappableRouter, build, local_secrets, open_store};
 use shared::secrets::LocalSecretSource;
 use shared::telemetry::{LogFormat, init};
 use shared::triggers::scheduled::Scheduler;
 use shared::triggers::scheduled::local::run_until;
+use shared::wiring::LambdaContext;
 use tokio::sync::{mpsc, watch};
 
 use crate::sandbox::{FailingJob, Sandbox, sandbox_router};
@@ -114,7 +116,7 @@ async fn serve(
         let _ = stop.send(true);
     });
     let routes = SwappableRouter::new(with_sandbox_routes(
-        server.router,
+        with_status_page(server.router, &server.context),
         &server.scheduler,
         sandbox.is_some(),
     ));
@@ -151,7 +153,7 @@ async fn serve(
         match build(triggers, clock.clone(), store.clone(), secrets.clone()) {
             Ok(reloaded) => {
                 routes.replace(with_sandbox_routes(
-                    reloaded.router,
+                    with_status_page(reloaded.router, &reloaded.context),
                     &reloaded.scheduler,
                     sandbox.is_some(),
                 ));
@@ -175,6 +177,15 @@ async fn serve(
     served.context("server failed")?;
     tracing::info!(ticks, "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Adds the status page at `/` (read-only; `serve` listens where its operator is).
+fn with_status_page(router: Router, context: &LambdaContext) -> Router {
+    router.merge(status_router(StatusPage {
+        triggers: context.triggers.clone(),
+        store: context.store.clone(),
+        clock: context.clock.clone(),
+    }))
 }
 
 /// Adds the sandbox's run-a-schedule route when in the sandbox.
