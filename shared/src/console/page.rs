@@ -51,6 +51,11 @@ pub fn status_router(page: StatusPage) -> Router {
 }
 
 async fn serve_page(State(page): State<StatusPage>) -> Response {
+    respond(&page).await
+}
+
+/// The rendered page as a response; 503 when the store cannot be read.
+pub async fn respond(page: &StatusPage) -> Response {
     match page.render().await {
         Ok(html) => (
             [
