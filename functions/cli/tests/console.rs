@@ -534,6 +534,13 @@ fn the_status_page_shows_the_sandbox_cascade_in_chromium() {
     assert_eq!(depth_of("chain:e2e-when-both-built"), 1);
     assert_eq!(depth_of("chain:deploy-after-build"), 1);
     assert_eq!(depth_of("chain:release-gate"), 2);
+    // The approval links the deploy pipeline it acted on.
+    let gate_row = &tree[tree.find("chain:release-gate").unwrap()..];
+    let gate_row = &gate_row[..gate_row.find("</tr>").unwrap()];
+    assert!(
+        gate_row.contains("href=\"https://app.circleci.com/pipelines/github/acme/deploy/"),
+        "{gate_row}"
+    );
     assert!(tree.contains("e2e: success"), "{tree}");
     assert!(tree.contains("nightly: success"), "{tree}");
     assert!(dom.contains("Needs attention (0)"), "{dom}");

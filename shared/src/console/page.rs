@@ -92,21 +92,25 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The CircleCI page of a record's pipeline: the URL CircleCI returned, else the app's
-/// pipeline URL built from the project slug and number.
+/// The CircleCI page of the pipeline a record started or acted on: the URL CircleCI
+/// returned, else the app's pipeline URL built from the project slug and number.
 fn pipeline_link(record: &TriggerRecord) -> Option<String> {
-    let pipeline = record.pipeline.as_ref()?;
-    if let Some(url) = &pipeline.url {
-        return Some(url.clone());
+    if let Some(url) = record.pipeline.as_ref().and_then(|p| p.url.clone()) {
+        return Some(url);
     }
+    let number = match (&record.pipeline, &record.detail.outcome) {
+        (Some(pipeline), _) => pipeline.number?,
+        (None, Some(outcome)) => outcome.pipeline_number(),
+        (None, None) => return None,
+    };
     let slug = record
         .target
         .project
         .replacen("gh/", "github/", 1)
         .replacen("bb/", "bitbucket/", 1);
-    pipeline
-        .number
-        .map(|n| format!("https://app.circleci.com/pipelines/{slug}/{n}"))
+    Some(format!(
+        "https://app.circleci.com/pipelines/{slug}/{number}"
+    ))
 }
 
 fn status_class(record: &TriggerRecord) -> &'static str {
