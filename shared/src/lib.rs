@@ -44,6 +44,7 @@
 pub mod actions;
 pub mod circleci;
 pub mod clock;
+pub mod console;
 pub mod engine;
 pub mod http;
 pub mod local;

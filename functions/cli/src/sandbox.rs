@@ -24,7 +24,8 @@ use circleci_sim::{
 };
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
-use shared::config::endpoint::{EndpointSpec, ParameterType};
+use shared::config::endpoint::{EndpointSelect, EndpointSpec, ParameterType};
+use shared::config::example;
 use shared::config::{ActionKind, ParameterValue, TargetSpec, TriggersFile};
 use shared::http::Problem;
 use shared::secrets::LocalSecretSource;
@@ -40,6 +41,8 @@ const BUILD_SECONDS: u64 = 3;
 const TEST_SECONDS: u64 = 4;
 /// Workflow of projects the file names no workflow for.
 const DEFAULT_WORKFLOW: &str = "build";
+/// The build jobs of every sandbox workflow, in order.
+const SANDBOX_JOBS: [&str; 2] = ["build", "test"];
 
 /// What the triggers file asks of CircleCI: the projects, workflows and parameters the
 /// simulator must know, and the token names it must accept.
@@ -173,20 +176,30 @@ impl SandboxShape {
         }
     }
 
-    /// The simulator project for `slug`.
-    pub fn project(&self, slug: &str, workflow_parameter: &str, job_scale: f64) -> ProjectSpec {
+    /// The simulator project for `slug`; `failing` names its jobs whose first attempt fails.
+    pub fn project(
+        &self,
+        slug: &str,
+        workflow_parameter: &str,
+        job_scale: f64,
+        failing: &[&str],
+    ) -> ProjectSpec {
         let seconds = |s: u64| Duration::from_secs(s).div_f64(job_scale);
+        let job = |name: &str, duration: u64| {
+            let job = JobSpec::new(name).duration(seconds(duration));
+            if failing.contains(&name) {
+                job.fails_then_succeeds()
+            } else {
+                job
+            }
+        };
         let approvals = self.approvals.get(slug);
         // Approval jobs gate the workflows a pipeline chooses (or its default one), not the
         // always-running upstream ones: one approval per pipeline, as in a real release gate.
         let jobs = |workflow: WorkflowSpec, gated: bool| {
             let mut workflow = workflow
-                .job(JobSpec::new("build").duration(seconds(BUILD_SECONDS)))
-                .job(
-                    JobSpec::new("test")
-                        .requires(["build"])
-                        .duration(seconds(TEST_SECONDS)),
-                );
+                .job(job(SANDBOX_JOBS[0], BUILD_SECONDS))
+                .job(job(SANDBOX_JOBS[1], TEST_SECONDS).requires([SANDBOX_JOBS[0]]));
             for approval in approvals.into_iter().flatten().filter(|_| gated) {
                 workflow = workflow.job(JobSpec::approval(approval).requires(["test"]));
             }
@@ -294,34 +307,66 @@ async fn run_schedule(
     }
 }
 
-/// A request body for `endpoint`: a branch when it has no fixed one, and a placeholder for
-/// each required parameter without a default (to be edited to fit its schema).
-fn example_body(endpoint: &EndpointSpec) -> String {
-    let mut body = serde_json::Map::new();
-    let target = &endpoint.target;
-    if target.branch.is_none()
-        && target.tag.is_none()
-        && let Some(branch) = target.branches.iter().find(|b| literal(b))
-    {
-        body.insert("branch".into(), branch.clone().into());
+/// A request body for `endpoint` that it accepts as is: a branch when it has no fixed one
+/// and a value for each required parameter without a default, all generated from the
+/// endpoint's own declarations (`triggers_config::example`). `None` when the endpoint
+/// cannot be called without knowing something only a run produces (an approve, rerun or
+/// cancel whose caller must select the workflow), or when no accepted value is derivable.
+fn example_body(endpoint: &EndpointSpec) -> Option<String> {
+    if endpoint.action != ActionKind::Pipeline && endpoint.select == EndpointSelect::Caller {
+        return None;
     }
-    let parameters: serde_json::Map<String, serde_json::Value> = endpoint
-        .parameters
-        .iter()
-        .filter(|(_, schema)| schema.required && schema.default.is_none())
-        .map(|(name, schema)| {
-            let value = match schema.kind {
-                ParameterType::String => serde_json::Value::from("<value>"),
-                ParameterType::Integer => serde_json::Value::from(schema.minimum.unwrap_or(1)),
-                ParameterType::Boolean => serde_json::Value::from(true),
-            };
-            (name.clone(), value)
-        })
-        .collect();
+    let mut body = serde_json::Map::new();
+    if let Some(branch) = example::example_branch(endpoint) {
+        body.insert("branch".into(), branch.into());
+    }
+    let parameters: serde_json::Map<String, serde_json::Value> =
+        example::example_parameters(endpoint)
+            .ok()?
+            .into_iter()
+            .map(|(name, value)| (name, json_value(value)))
+            .collect();
     if !parameters.is_empty() {
         body.insert("parameters".into(), parameters.into());
     }
-    serde_json::Value::Object(body).to_string()
+    Some(serde_json::Value::Object(body).to_string())
+}
+
+fn json_value(value: ParameterValue) -> serde_json::Value {
+    match value {
+        ParameterValue::String(text) => text.into(),
+        ParameterValue::Integer(number) => number.into(),
+        ParameterValue::Boolean(flag) => flag.into(),
+    }
+}
+
+/// `--sandbox-fail PROJECT:JOB`: the job's first attempt in every workflow of the project
+/// ends `failed` (reruns succeed), so failure paths and rerun-from-failed can be tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailingJob {
+    pub project: String,
+    pub job: String,
+}
+
+impl std::str::FromStr for FailingJob {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (project, job) = text
+            .rsplit_once(':')
+            .filter(|(p, j)| !p.is_empty() && !j.is_empty())
+            .ok_or_else(|| format!("`{text}` is not PROJECT:JOB (e.g. gh/acme/e2e:test)"))?;
+        if !SANDBOX_JOBS.contains(&job) {
+            return Err(format!(
+                "sandbox jobs are {}; `{job}` is not one of them",
+                SANDBOX_JOBS.join(" and ")
+            ));
+        }
+        Ok(Self {
+            project: project.to_owned(),
+            job: job.to_owned(),
+        })
+    }
 }
 
 /// A running sandbox: the simulator and this run's secrets.
@@ -352,7 +397,12 @@ fn random_secret(prefix: &str) -> SecretString {
 impl Sandbox {
     /// Starts the simulator (real-time, jobs `speed` times faster than nominal) with the
     /// file's projects, and generates this run's secrets.
-    pub async fn start(triggers: &TriggersFile, speed: f64) -> anyhow::Result<Self> {
+    /// A `--sandbox-fail` naming a project the file does not name is refused.
+    pub async fn start(
+        triggers: &TriggersFile,
+        speed: f64,
+        failing: &[FailingJob],
+    ) -> anyhow::Result<Self> {
         let speed = if speed.is_finite() && speed > 0.0 {
             speed
         } else {
@@ -368,12 +418,33 @@ impl Sandbox {
         .await
         .context("cannot start the CircleCI simulator")?;
         let shape = SandboxShape::of(triggers);
+        if let Some(unknown) = failing
+            .iter()
+            .find(|f| !shape.projects.contains(&f.project))
+        {
+            anyhow::bail!(
+                "--sandbox-fail {}:{}: the triggers file names no such project (sandbox projects: {})",
+                unknown.project,
+                unknown.job,
+                shape
+                    .projects
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let token = random_secret("sandbox-token-");
         for name in &shape.tokens {
             simulator.add_token(SANDBOX_USER, name, token.expose_secret());
         }
         for slug in &shape.projects {
-            let project = shape.project(slug, &triggers.circleci.workflow_parameter, speed);
+            let jobs: Vec<&str> = failing
+                .iter()
+                .filter(|f| &f.project == slug)
+                .map(|f| f.job.as_str())
+                .collect();
+            let project = shape.project(slug, &triggers.circleci.workflow_parameter, speed, &jobs);
             if let Err(error) = simulator.try_add_project(project) {
                 tracing::warn!(project = %slug, %error, "sandbox: project not simulated");
             }
@@ -387,13 +458,9 @@ impl Sandbox {
                     name: client.name.clone(),
                     key: minted.key,
                     hash_hex: minted.hash.to_hex(),
-                    example: client.endpoints.first().map(|name| {
-                        let body = triggers
-                            .endpoint
-                            .iter()
-                            .find(|e| &e.name == name)
-                            .map_or_else(|| "{}".to_owned(), example_body);
-                        (name.clone(), body)
+                    example: client.endpoints.iter().find_map(|name| {
+                        let endpoint = triggers.endpoint.iter().find(|e| &e.name == name)?;
+                        Some((name.clone(), example_body(endpoint)?))
                     }),
                 }
             })
@@ -581,7 +648,7 @@ parameters = { version = { type = "string", required = true } }
                 .map(|j| j.iter().map(String::as_str).collect::<Vec<_>>()),
             Some(vec!["hold"])
         );
-        let deploy = shape.project("gh/acme/deploy", "run-workflow", 1.0);
+        let deploy = shape.project("gh/acme/deploy", "run-workflow", 1.0, &[]);
         // The approval gates the default workflow, not the one chains wait for.
         assert_eq!(deploy.workflows[1].name, "ci");
         assert_eq!(deploy.workflows[1].jobs.len(), 2);
@@ -592,7 +659,15 @@ parameters = { version = { type = "string", required = true } }
             .map(|j| j.name.as_str())
             .collect();
         assert_eq!(jobs, ["build", "test", "hold"]);
-        let project = shape.project("gh/acme/api", "run-workflow", 1.0);
+        let project = shape.project("gh/acme/api", "run-workflow", 1.0, &["test"]);
+        let test = &project.workflows[0].jobs[1];
+        assert_eq!(test.name, "test");
+        assert_eq!(test.outcome_for(0), circleci_sim::JobOutcome::Failed);
+        assert_eq!(test.outcome_for(1), circleci_sim::JobOutcome::Success);
+        assert_eq!(
+            project.workflows[0].jobs[0].outcome_for(0),
+            circleci_sim::JobOutcome::Success
+        );
         let names: Vec<&str> = project.workflows.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["nightly", "ci", "build"]);
         assert_eq!(project.parameters[0].name, "run-workflow");
@@ -602,8 +677,34 @@ parameters = { version = { type = "string", required = true } }
             .find(|e| e.name == "release")
             .unwrap();
         assert_eq!(
-            example_body(release),
-            r#"{"branch":"main","parameters":{"version":"<value>"}}"#
+            example_body(release).as_deref(),
+            Some(r#"{"branch":"main","parameters":{"version":"example"}}"#)
+        );
+        let approve = triggers
+            .endpoint
+            .iter()
+            .find(|e| e.name == "approve-deploy")
+            .unwrap();
+        // The caller must select the workflow: nothing to show before a run.
+        assert_eq!(example_body(approve), None);
+    }
+
+    #[test]
+    fn sandbox_fail_names_a_project_and_one_of_the_sandbox_jobs() {
+        let failing: FailingJob = "gh/acme/e2e:test".parse().unwrap();
+        assert_eq!(
+            failing,
+            FailingJob {
+                project: "gh/acme/e2e".into(),
+                job: "test".into()
+            }
+        );
+        assert!("gh/acme/e2e".parse::<FailingJob>().is_err());
+        assert!(
+            "gh/acme/e2e:deploy"
+                .parse::<FailingJob>()
+                .unwrap_err()
+                .contains("build and test")
         );
     }
 }

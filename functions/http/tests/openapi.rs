@@ -88,6 +88,7 @@ fn the_document_is_valid_openapi_3_1_and_every_reference_resolves() {
         routes.into_iter().collect::<Vec<_>>(),
         [
             "GET /v1/openapi.json",
+            "GET /v1/status",
             "GET /v1/triggers",
             "GET /v1/triggers/{id}",
             "POST /v1/endpoints/{name}",

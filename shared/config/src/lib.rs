@@ -14,6 +14,7 @@ pub mod circleci;
 pub mod cron;
 pub mod endpoint;
 mod error;
+pub mod example;
 pub mod history;
 mod path;
 pub mod rules;

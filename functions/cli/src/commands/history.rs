@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use shared::clock::SystemClock;
+use shared::console;
 use shared::store::sqlite::DEFAULT_FILE_NAME;
 use shared::store::{
     DynamoStore, HistoryStore, Page, PageRequest, SourceKind, SqliteStore, StoreResult, TriggerId,
@@ -36,12 +37,30 @@ pub struct HistoryArgs {
     #[arg(long)]
     json: bool,
     /// Directory of the embedded store (as given to `serve`).
-    #[arg(long, default_value = ".circleci-triggers")]
+    #[arg(long, default_value = ".circleci-triggers", global = true)]
     data: PathBuf,
     /// Read the DynamoDB table instead of the embedded store.
-    #[arg(long, env = shared::store::dynamo::TABLE_ENV)]
+    #[arg(long, env = shared::store::dynamo::TABLE_ENV, global = true)]
     table: Option<String>,
+    /// Keep running and print each new record as it is written (JSON: one per line).
+    #[arg(long)]
+    follow: bool,
+    #[command(subcommand)]
+    command: Option<HistoryCommand>,
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum HistoryCommand {
+    /// One trigger and everything it caused, as a tree (schedule → pipelines → chains →
+    /// fan-in → approval). Also takes an origin id: every tree of that origin.
+    Show {
+        /// A trigger id, or an origin id (a schedule slot's, shared by its targets).
+        id: String,
+    },
+}
+
+/// How often `--follow` looks for new records.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Which records to show; filters beyond the one an index serves are applied in code.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,7 +132,13 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                 Arc::new(SqliteStore::open(&path, Arc::new(SystemClock))?)
             }
         };
+        if let Some(HistoryCommand::Show { id }) = &args.command {
+            return show(store.as_ref(), id, args.json).await;
+        }
         let records = collect(store.as_ref(), &filter, args.limit as usize).await?;
+        if args.follow {
+            return follow(store.as_ref(), &filter, records, args.json).await;
+        }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&records)?);
         } else if records.is_empty() {
@@ -123,6 +148,94 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `history show ID`: the trigger with its descendants (or every tree of an origin).
+async fn show(store: &dyn HistoryStore, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let id: TriggerId = id
+        .parse()
+        .with_context(|| format!("`{id}` is not a trigger id"))?;
+    let origin = match store.get_record(id).await? {
+        Some(record) => record.origin,
+        None => id,
+    };
+    let filter = Filter {
+        origin: Some(origin),
+        ..Filter::default()
+    };
+    let records = collect(store, &filter, MAX_TREE).await?;
+    let forest = console::build_forest(records);
+    let shown: Vec<console::Node> = match console::find_subtree(&forest, id) {
+        Some(node) => vec![node.clone()],
+        None if origin == id => forest,
+        None => Vec::new(),
+    };
+    if shown.is_empty() {
+        bail!("no trigger or origin {id} in this history");
+    }
+    if json {
+        let records: Vec<&TriggerRecord> = console::walk(&shown)
+            .into_iter()
+            .map(|(_, n)| &n.record)
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else {
+        print!("{}", console::render_tree(&shown));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Most records of one origin `history show` reads.
+const MAX_TREE: usize = 1000;
+
+/// `--follow`: prints what `collect` found (oldest first), then each record created after
+/// it, until interrupted. The table keeps the first rows' column widths.
+async fn follow(
+    store: &dyn HistoryStore,
+    filter: &Filter,
+    mut initial: Vec<TriggerRecord>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    initial.reverse();
+    let mut seen: std::collections::HashSet<TriggerId> = initial.iter().map(|r| r.id).collect();
+    let widths = if json {
+        None
+    } else {
+        let table = Table::new(&initial);
+        print!("{}", table.render());
+        Some(table.widths)
+    };
+    let emit = |records: &[TriggerRecord]| -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        for record in records {
+            match widths {
+                Some(widths) => write!(out, "{}", Table::line(&widths, &row(record)))?,
+                None => writeln!(out, "{}", serde_json::to_string(record)?)?,
+            }
+        }
+        out.flush()?;
+        Ok(())
+    };
+    if json {
+        emit(&initial)?;
+    }
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+            () = tokio::time::sleep(FOLLOW_POLL) => {}
+        }
+        let mut fresh: Vec<TriggerRecord> = collect(store, filter, 100)
+            .await?
+            .into_iter()
+            .filter(|r| !seen.contains(&r.id))
+            .collect();
+        fresh.reverse();
+        seen.extend(fresh.iter().map(|r| r.id));
+        emit(&fresh)?;
+    }
 }
 
 /// Up to `limit` matching records, newest first, using the most selective index.
@@ -207,50 +320,56 @@ fn source_cell(record: &TriggerRecord) -> String {
     }
 }
 
-/// The human table: one line per record, columns sized to their content.
-pub fn render_table(records: &[TriggerRecord]) -> String {
-    let header = [
-        "CREATED (UTC)",
-        "STATUS",
-        "SOURCE",
-        "PROJECT",
-        "ACTION",
-        "PIPELINE",
-        "ID",
-        "ORIGIN",
-        "REASON",
-    ];
-    let rows: Vec<[String; 9]> = records
-        .iter()
-        .map(|r| {
-            [
-                r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                r.status.to_string(),
-                source_cell(r),
-                r.target.project.clone(),
-                r.action.as_str().to_owned(),
-                r.pipeline.as_ref().map_or_else(
-                    || "-".to_owned(),
-                    |p| p.number.map_or_else(|| p.id.clone(), |n| format!("#{n}")),
-                ),
-                r.id.to_string(),
-                if r.origin == r.id {
-                    "(self)".to_owned()
-                } else {
-                    r.origin.to_string()
-                },
-                r.reason.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+const HEADER: [&str; 10] = [
+    "CREATED (UTC)",
+    "STATUS",
+    "SOURCE",
+    "PROJECT",
+    "ACTION",
+    "PIPELINE",
+    "OUTCOME",
+    "ID",
+    "ORIGIN",
+    "REASON",
+];
+
+/// One record's cells. ORIGIN is the record's origin id on every row (a root shows its
+/// own id, a schedule slot the id its targets share), so the rows of one tree show the
+/// same value and `--origin` / `history show` take it.
+fn row(r: &TriggerRecord) -> [String; 10] {
+    [
+        r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        r.status.to_string(),
+        source_cell(r),
+        r.target.project.clone(),
+        r.action.as_str().to_owned(),
+        console::pipeline_cell(r),
+        console::outcome_cell(r),
+        r.id.to_string(),
+        r.origin.to_string(),
+        r.reason.clone().unwrap_or_default(),
+    ]
+}
+
+/// Rows with columns sized to their content.
+struct Table {
+    widths: [usize; 10],
+    rows: Vec<[String; 10]>,
+}
+
+impl Table {
+    fn new(records: &[TriggerRecord]) -> Self {
+        let rows: Vec<[String; 10]> = records.iter().map(row).collect();
+        let mut widths = HEADER.map(str::len);
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
         }
+        Self { widths, rows }
     }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
+
+    fn line(widths: &[usize; 10], cells: &[String; 10]) -> String {
         let mut text = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == cells.len() {
@@ -259,15 +378,23 @@ pub fn render_table(records: &[TriggerRecord]) -> String {
                 text.push_str(&format!("{cell:<width$}  "));
             }
         }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&header);
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&cells);
+        let mut text = text.trim_end().to_owned();
+        text.push('\n');
+        text
     }
-    out
+
+    fn render(&self) -> String {
+        let mut out = Self::line(&self.widths, &HEADER.map(str::to_owned));
+        for row in &self.rows {
+            out.push_str(&Self::line(&self.widths, row));
+        }
+        out
+    }
+}
+
+/// The human table: one line per record, columns sized to their content.
+pub fn render_table(records: &[TriggerRecord]) -> String {
+    Table::new(records).render()
 }
 
 #[cfg(test)]
@@ -335,6 +462,8 @@ mod tests {
             json: false,
             data: PathBuf::new(),
             table: None,
+            follow: false,
+            command: None,
         };
         let bare = Filter::parse(&args("nightly")).unwrap();
         assert_eq!(
@@ -379,14 +508,16 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("CREATED (UTC)"));
         assert!(lines[1].starts_with("2026-11-28 02:00:00  triggered  schedule:nightly"));
-        assert!(
-            lines[1].contains("(self)"),
-            "a root trigger is its own origin"
-        );
-        assert!(
-            lines[2].contains(&r[0].id.to_string()),
-            "a chained trigger shows its origin"
-        );
+        // A root trigger is its own origin; a chained one shows its root's id: both rows
+        // carry the same ORIGIN value.
+        let origin_column = lines[0].find("ORIGIN").unwrap();
+        let root = r[0].id.to_string();
+        assert_eq!(&lines[1][origin_column..origin_column + root.len()], root);
+        assert_eq!(&lines[2][origin_column..origin_column + root.len()], root);
+        let outcome_column = lines[0].find("OUTCOME").unwrap();
+        assert!(lines[1][outcome_column..].starts_with("running"), "{table}");
+        let pipeline_column = lines[0].find("PIPELINE").unwrap();
+        assert!(lines[1][pipeline_column..].starts_with("#7"), "{table}");
         let status_column = lines[0].find("STATUS").unwrap();
 
         // An operator's run of a schedule says so, and who ran it.

@@ -24,15 +24,17 @@ use anyhow::Context;
 use axum::Router;
 use shared::clock::{Clock, SystemClock};
 use shared::config::TriggersFile;
+use shared::console::page::{StatusPage, status_router};
 use shared::local::{SwappableRouter, build, local_secrets, open_queue, open_store};
 use shared::secrets::LocalSecretSource;
 use shared::telemetry::{LogFormat, init};
 use shared::triggers::chained::queue::embedded::EmbeddedWorker;
 use shared::triggers::scheduled::Scheduler;
 use shared::triggers::scheduled::local::run_until;
+use shared::wiring::LambdaContext;
 use tokio::sync::{mpsc, watch};
 
-use crate::sandbox::{Sandbox, sandbox_router};
+use crate::sandbox::{FailingJob, Sandbox, sandbox_router};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -49,6 +51,10 @@ pub struct ServeArgs {
     /// How many times faster than real time sandbox jobs run.
     #[arg(long, default_value_t = 1.0, requires = "sandbox")]
     sandbox_speed: f64,
+    /// Make a sandbox job fail: `PROJECT:JOB` (JOB is `build` or `test`); its first attempt
+    /// in every workflow of the project ends `failed`, reruns succeed. Repeatable.
+    #[arg(long, value_name = "PROJECT:JOB", requires = "sandbox")]
+    sandbox_fail: Vec<FailingJob>,
     /// Added to every simulated CircleCI response (shows what a slow CircleCI looks like).
     #[arg(long, default_value_t = 0, requires = "sandbox", hide = true)]
     sandbox_latency_ms: u64,
@@ -67,7 +73,7 @@ async fn serve(
     mut triggers: TriggersFile,
 ) -> anyhow::Result<ExitCode> {
     let sandbox = if args.sandbox {
-        let sandbox = Sandbox::start(&triggers, args.sandbox_speed).await?;
+        let sandbox = Sandbox::start(&triggers, args.sandbox_speed, &args.sandbox_fail).await?;
         sandbox.set_latency(Duration::from_millis(args.sandbox_latency_ms));
         triggers.circleci.api_url = sandbox.api_url();
         Some(sandbox)
@@ -118,7 +124,7 @@ async fn serve(
         let _ = stop.send(true);
     });
     let routes = SwappableRouter::new(with_sandbox_routes(
-        server.router,
+        with_status_page(server.router, &server.context),
         &server.scheduler,
         sandbox.is_some(),
     ));
@@ -163,7 +169,7 @@ async fn serve(
         match rebuilt {
             Ok(reloaded) => {
                 routes.replace(with_sandbox_routes(
-                    reloaded.router,
+                    with_status_page(reloaded.router, &reloaded.context),
                     &reloaded.scheduler,
                     sandbox.is_some(),
                 ));
@@ -191,6 +197,15 @@ async fn serve(
     served.context("server failed")?;
     tracing::info!(ticks, "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Adds the status page at `/` (read-only; `serve` listens where its operator is).
+fn with_status_page(router: Router, context: &LambdaContext) -> Router {
+    router.merge(status_router(StatusPage {
+        triggers: context.triggers.clone(),
+        store: context.store.clone(),
+        clock: context.clock.clone(),
+    }))
 }
 
 /// Adds the sandbox's run-a-schedule route when in the sandbox.

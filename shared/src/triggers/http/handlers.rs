@@ -61,6 +61,7 @@ pub fn api_router(api: TriggerApi) -> Router {
             "/v1/schedules/{name}/runs",
             post(super::operator::run_schedule).fallback(endpoint_method_not_allowed),
         )
+        .route("/v1/status", get(super::operator::status_page))
         .route("/v1/triggers", get(list_triggers))
         .route("/v1/triggers/{id}", get(get_trigger))
         .route("/v1/openapi.json", get(openapi_json))

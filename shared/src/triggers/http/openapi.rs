@@ -26,6 +26,7 @@ use super::view::{PipelineView, TriggerPage, TriggerState, TriggerView, Workflow
         handlers::list_triggers,
         handlers::openapi_json,
         operator::run_schedule,
+        operator::status_page,
     ),
     components(schemas(
         TriggerRequestBody,
@@ -42,7 +43,7 @@ use super::view::{PipelineView, TriggerPage, TriggerState, TriggerView, Workflow
     modifiers(&ClientKeyScheme),
     tags(
         (name = "triggers", description = "Call endpoints and read their history"),
-        (name = "operator", description = "Run schedules (clients with `operator = true`)"),
+        (name = "operator", description = "Run schedules and read the status page (clients with `operator = true`)"),
         (name = "meta", description = "This document"),
     ),
 )]

@@ -9,6 +9,7 @@
 //! `"ignore_pause": true`, which is written on the record. Refusals decide nothing and are
 //! not recorded (the answer and a log line say why).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -269,4 +270,50 @@ fn scheduler_problem(error: &SchedulerError) -> Response {
             )
         }
     }
+}
+
+/// The status page (`shared::console::page`) for operator clients: schedules, what needs
+/// attention, recent triggers as origin trees, chain rules. Other clients see only their
+/// own calls (`GET /v1/triggers`), so the page, which shows every trigger, is theirs only
+/// with `operator = true`.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "operator",
+    operation_id = "statusPage",
+    responses(
+        (status = 200, description = "The status page (read-only HTML)", body = String, content_type = "text/html"),
+        (status = 401, description = "No valid client key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The client has no `operator` scope", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "This client's rate is used up", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error or misconfiguration (logged)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable; retry the same request", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("client_key" = [])),
+)]
+pub(crate) async fn status_page(State(api): State<TriggerApi>, headers: HeaderMap) -> Response {
+    let client = match authenticate(api.catalog(), api.secrets(), &headers).await {
+        Ok(client) => client,
+        Err(failure) => {
+            super::handlers::unauthenticated(&api, &failure, "GET /v1/status");
+            return super::handlers::respond(&super::handlers::auth_error(failure), None);
+        }
+    };
+    if !client.spec.operator {
+        return problem(
+            StatusCode::FORBIDDEN,
+            super::problem::kinds::FORBIDDEN,
+            "Not allowed for this client",
+            "the status page needs a client with `operator = true`",
+        );
+    }
+    if let Err(error) = super::handlers::admit(&api, client).await {
+        return super::handlers::respond(&error, None);
+    }
+    let page = crate::console::page::StatusPage {
+        triggers: Arc::new(api.scheduler().triggers().clone()),
+        store: api.engine().store().clone(),
+        clock: api.engine().clock().clone(),
+    };
+    crate::console::page::respond(&page).await
 }

@@ -373,6 +373,7 @@ fn template(path: &str) -> Option<&'static str> {
         ["v1", "triggers", _] => Some("/v1/triggers/{id}"),
         ["v1", "openapi.json"] => Some("/v1/openapi.json"),
         ["v1", "schedules", _, "runs"] => Some("/v1/schedules/{name}/runs"),
+        ["v1", "status"] => Some("/v1/status"),
         _ => None,
     }
 }

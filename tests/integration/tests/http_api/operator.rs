@@ -195,3 +195,38 @@ async fn a_paused_schedule_is_refused_unless_the_run_overrides_it_and_says_so() 
         Some("schedule:nightly-deploy paused: freeze; run anyway by ops")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_is_for_operator_clients_only() {
+    let h = Harness::start().await;
+    let page = |key: Option<&str>| {
+        let request = h.http.get(format!("{}/v1/status", h.url));
+        match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    };
+    assert_eq!(h.send(page(None)).await.status, 401);
+    let not_operator = h.send(page(Some(&h.keys.bot))).await;
+    assert_eq!(not_operator.status, 403);
+    assert_eq!(not_operator.kind(), "forbidden");
+
+    // A run shows on the page, with its schedule's next fire times in its zone.
+    let ran = h
+        .send(runs(&h, "nightly-deploy", Some(&h.keys.ops)).json(&json!({})))
+        .await;
+    assert_eq!(ran.status, 202, "{:#}", ran.body);
+    let shown = h.send(page(Some(&h.keys.ops))).await;
+    assert_eq!(shown.status, 200);
+    assert!(
+        shown
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        shown.headers
+    );
+    let html = shown.body.as_str().unwrap();
+    assert!(html.contains("<td>nightly-deploy</td>"), "{html}");
+    assert!(html.contains("Europe/Berlin"), "{html}");
+    assert!(html.contains("schedule:nightly-deploy"), "{html}");
+}
