@@ -250,7 +250,7 @@ const CHAINED_EXTRA: [StoreOperation; 5] = [
 ];
 
 /// `shared::triggers::http` (the HTTP trigger API).
-const HTTP_EXTRA: [StoreOperation; 5] = [
+const HTTP_EXTRA: [StoreOperation; 7] = [
     // `[[client]].rate_limit`: one conditional update of the client's window counter.
     StoreOperation::TakeRateTicket,
     // `GET /v1/triggers`: the caller's endpoints' records.
@@ -262,6 +262,9 @@ const HTTP_EXTRA: [StoreOperation; 5] = [
     // lifecycle already grants.
     StoreOperation::PauseFlag,
     StoreOperation::ClaimSnapshot,
+    // `GET /v1/status` (operator clients): the recent triggers and every pause flag.
+    StoreOperation::ListRecent,
+    StoreOperation::PauseFlags,
 ];
 
 /// The four Lambda functions of the SAM template.

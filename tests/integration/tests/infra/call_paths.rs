@@ -691,6 +691,14 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
             .unwrap();
         assert_eq!(answer.status(), 200, "{path}");
     }
+    // An operator reads the status page (recent triggers, pause flags).
+    let status = client
+        .get(format!("{api_url}/v1/status"))
+        .bearer_auth(&world.ops_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200, "{:?}", status.text().await);
     // An operator runs the schedule now, then replays a slot the tick fired.
     let fired_slot = scheduled_slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for body in [json!({}), json!({ "at": fired_slot })] {
