@@ -4,12 +4,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_circleci-triggers");
 
 /// An upper bound for a cascade, only so a broken build fails instead of hanging.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -19,57 +17,41 @@ fn repo_triggers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../triggers.toml")
 }
 
-/// A running `serve --sandbox`; killed when dropped.
+mod support;
+
+use support::{BIN, SandboxProcess, history_json};
+
+/// A running `serve --sandbox` over a data directory of its own.
 struct Sandbox {
-    child: Child,
+    process: SandboxProcess,
     url: String,
     banner: String,
     data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Sandbox {
     fn start(config: &Path, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--sandbox", "--sandbox-speed", "20", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut banner = String::new();
-        let url = loop {
-            let Some(Ok(line)) = lines.next() else {
-                panic!("serve --sandbox ended before listening:\n{banner}");
-            };
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_owned();
-            }
-            banner.push_str(&line);
-            banner.push('\n');
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        let process = SandboxProcess::start(config, &data, extra);
         Self {
-            child,
-            url,
-            banner,
+            url: process.url.clone(),
+            banner: process.banner.clone(),
+            process,
             data,
             _dir: dir,
         }
+    }
+
+    /// Runs the `nightly-api` schedule now through the sandbox's run route; must be 2xx.
+    fn run_nightly_api(&self) {
+        let run = format!(
+            "curl -X POST {}/sandbox/schedules/nightly-api/run",
+            self.url
+        );
+        let (status, body) = paste(&run);
+        assert!((200..300).contains(&status), "{status} {body}");
     }
 
     /// The banner's `curl` commands, as printed.
@@ -82,30 +64,13 @@ impl Sandbox {
 
     /// The banner's line starting with `prefix`, without it.
     fn line(&self, prefix: &str) -> String {
-        self.banner
-            .lines()
-            .find_map(|line| line.strip_prefix(prefix))
+        self.process
+            .banner_value(prefix)
             .unwrap_or_else(|| panic!("no `{prefix}` in the banner:\n{}", self.banner))
-            .trim()
-            .to_owned()
     }
 
     fn history(&self) -> Vec<Value> {
-        let output = Command::new(BIN)
-            .args(["history", "--json", "--limit", "500", "--data"])
-            .arg(&self.data)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice::<Value>(&output.stdout)
-            .unwrap()
-            .as_array()
-            .cloned()
-            .unwrap()
+        history_json(&self.data, &["--limit", "500"])
     }
 
     /// Polls history until `done` finds a record.
@@ -329,12 +294,7 @@ fn history_shows_outcomes_acted_on_pipelines_one_origin_per_tree_and_follows() {
         }
     });
 
-    let run = format!(
-        "curl -X POST {}/sandbox/schedules/nightly-api/run",
-        sandbox.url
-    );
-    let (status, body) = paste(&run);
-    assert!((200..300).contains(&status), "{status} {body}");
+    sandbox.run_nightly_api();
     let gate = sandbox.wait_for("release-gate has not approved", |records| {
         by_source(records, "chain", "release-gate")
             .into_iter()
@@ -489,12 +449,7 @@ fn the_status_page_shows_the_sandbox_cascade_in_chromium() {
         "{empty}"
     );
 
-    let run = format!(
-        "curl -X POST {}/sandbox/schedules/nightly-api/run",
-        sandbox.url
-    );
-    let (status, body) = paste(&run);
-    assert!((200..300).contains(&status), "{status} {body}");
+    sandbox.run_nightly_api();
     // Watch the page (not history) until the approval at the end of the cascade shows.
     let started = Instant::now();
     let dom = loop {
@@ -562,12 +517,7 @@ fn the_status_page_shows_the_sandbox_cascade_in_chromium() {
 #[test]
 fn a_failed_workflow_is_listed_as_needing_attention() {
     let sandbox = Sandbox::start(&repo_triggers(), &["--sandbox-fail", "gh/acme/e2e:test"]);
-    let run = format!(
-        "curl -X POST {}/sandbox/schedules/nightly-api/run",
-        sandbox.url
-    );
-    let (status, body) = paste(&run);
-    assert!((200..300).contains(&status), "{status} {body}");
+    sandbox.run_nightly_api();
     let started = Instant::now();
     let page = loop {
         let (status, page) = paste(&format!("curl {}/", sandbox.url));

@@ -2,15 +2,12 @@
 //! the in-process simulator, its completion webhook comes back signed, a chain cascades to
 //! a second project, and `history --json --data DIR` reads both back from the store.
 
-use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_circleci-triggers");
 
 /// An upper bound for the cascade, only so a broken build fails instead of hanging.
 const CASCADE_LIMIT: Duration = Duration::from_secs(90);
@@ -36,35 +33,11 @@ when = { project = "gh/acme/api", workflow = "build" }
 then = [{ project = "gh/acme/deploy", branch = "main" }]
 "#;
 
-/// Kills the server if a test fails before stopping it.
-struct Server(Child);
+mod support;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{BIN, SandboxProcess as Server, history_json};
 
-/// Reads stdout up to the `listening on` line; returns the base URL and the printed
-/// client key of `ci-bot`.
-fn read_banner(lines: &mut Lines<BufReader<ChildStdout>>) -> (String, Option<String>, String) {
-    let mut key = None;
-    let mut text = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        text.push_str(&line);
-        text.push('\n');
-        if let Some(found) = line.strip_prefix("sandbox client key ci-bot: ") {
-            key = Some(found.trim().to_owned());
-        }
-        if let Some(url) = line.strip_prefix("listening on ") {
-            return (url.trim().to_owned(), key, text);
-        }
-    }
-    panic!("serve --sandbox ended before listening:\n{text}");
-}
-
+/// The server, its URL, the printed client key of `ci-bot` and the banner.
 fn start(config: &Path, data: &Path) -> (Server, String, String, String) {
     let (server, url, key, banner, _later) = start_with_output(config, data);
     (server, url, key, banner)
@@ -83,53 +56,17 @@ fn start_with_args(
     data: &Path,
     extra: &[&str],
 ) -> (Server, String, String, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--sandbox",
-            "--sandbox-speed",
-            "20",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let server = Server(child);
-    let (url, key, banner) = read_banner(&mut lines);
-    // Keep draining stdout so the child never blocks on a full pipe.
-    let (sender, later) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    let key = key.unwrap_or_else(|| panic!("no client key in the banner:\n{banner}"));
+    let mut server = Server::start(config, data, extra);
+    let key = server
+        .banner_value("sandbox client key ci-bot: ")
+        .unwrap_or_else(|| panic!("no client key in the banner:\n{}", server.banner));
+    let later = server.take_output();
+    let (url, banner) = (server.url.clone(), server.banner.clone());
     (server, url, key, banner, later)
 }
 
 fn history(data: &Path) -> Vec<Value> {
-    let output = Command::new(BIN)
-        .args(["history", "--json", "--data", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice::<Value>(&output.stdout)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap()
+    history_json(data, &[])
 }
 
 fn find<'a>(records: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
@@ -140,11 +77,11 @@ fn find<'a>(records: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
 
 fn terminate(server: &mut Server) -> std::process::ExitStatus {
     let status = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
+        .args(["-TERM", &server.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    server.0.wait().unwrap()
+    server.wait()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,7 +184,7 @@ endpoints = ["build-api"]
 
 fn hangup(server: &Server) {
     let status = Command::new("kill")
-        .args(["-HUP", &server.0.id().to_string()])
+        .args(["-HUP", &server.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
