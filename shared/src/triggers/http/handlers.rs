@@ -110,6 +110,21 @@ pub(super) fn unauthenticated(api: &TriggerApi, failure: &AuthFailure, route: &'
     }
 }
 
+/// The calling client, or the answer to send when the request does not authenticate (the
+/// failure noted by [`unauthenticated`], nothing recorded).
+pub(super) async fn client_or_refusal<'a>(
+    api: &'a TriggerApi,
+    headers: &HeaderMap,
+    route: &'static str,
+) -> Result<&'a Client, Response> {
+    authenticate(api.catalog(), api.secrets(), headers)
+        .await
+        .map_err(|failure| {
+            unauthenticated(api, &failure, route);
+            respond(&auth_error(failure), None)
+        })
+}
+
 /// The answer to a failed authentication.
 pub(super) fn auth_error(failure: AuthFailure) -> ApiError {
     match failure {
@@ -236,12 +251,9 @@ pub(crate) async fn fire_endpoint(
     let key = idempotency_key(&headers);
     let audit_key: Option<String> = key.as_ref().ok().cloned().flatten();
     // Only an authenticated request is recorded when refused.
-    let client = match authenticate(api.catalog(), api.secrets(), &headers).await {
+    let client = match client_or_refusal(&api, &headers, "POST /v1/endpoints/{name}").await {
         Ok(client) => client,
-        Err(failure) => {
-            unauthenticated(&api, &failure, "POST /v1/endpoints/{name}");
-            return respond(&auth_error(failure), None);
-        }
+        Err(refusal) => return refusal,
     };
     let audit_client = Some(client.name().to_owned());
     macro_rules! refuse {

@@ -9,7 +9,6 @@
 //! `"ignore_pause": true`, which is written on the record. Refusals decide nothing and are
 //! not recorded (the answer and a log line say why).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,7 +20,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::authenticate;
 use super::problem::ProblemDoc;
 use super::view::TriggerView;
 use super::{ApiError, CallError, TriggerApi};
@@ -101,6 +99,16 @@ fn problem(status: StatusCode, kind: &str, title: &str, detail: impl Into<String
         .into_response()
 }
 
+/// 403 for a client without `operator = true`; `what` needs it.
+fn not_an_operator(what: &str) -> Response {
+    problem(
+        StatusCode::FORBIDDEN,
+        super::problem::kinds::FORBIDDEN,
+        "Not allowed for this client",
+        format!("{what} needs a client with `operator = true`"),
+    )
+}
+
 fn refused(name: &str, client: &str, response: Response) -> Response {
     tracing::info!(
         schedule = name,
@@ -143,26 +151,17 @@ pub(crate) async fn run_schedule(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let client = match authenticate(api.catalog(), api.secrets(), &headers).await {
-        Ok(client) => client,
-        Err(failure) => {
-            super::handlers::unauthenticated(&api, &failure, "POST /v1/schedules/{name}/runs");
-            return super::handlers::respond(&super::handlers::auth_error(failure), None);
-        }
-    };
+    let client =
+        match super::handlers::client_or_refusal(&api, &headers, "POST /v1/schedules/{name}/runs")
+            .await
+        {
+            Ok(client) => client,
+            Err(refusal) => return refusal,
+        };
     let name = path.map(|Path(name)| name).unwrap_or_default();
     let client_name = client.name().to_owned();
     if !client.spec.operator {
-        return refused(
-            &name,
-            &client_name,
-            problem(
-                StatusCode::FORBIDDEN,
-                super::problem::kinds::FORBIDDEN,
-                "Not allowed for this client",
-                "running schedules needs a client with `operator = true`",
-            ),
-        );
+        return refused(&name, &client_name, not_an_operator("running schedules"));
     }
     if let Err(error) = super::handlers::admit(&api, client).await {
         return super::handlers::respond(&error, None);
@@ -292,26 +291,18 @@ fn scheduler_problem(error: &SchedulerError) -> Response {
     security(("client_key" = [])),
 )]
 pub(crate) async fn status_page(State(api): State<TriggerApi>, headers: HeaderMap) -> Response {
-    let client = match authenticate(api.catalog(), api.secrets(), &headers).await {
+    let client = match super::handlers::client_or_refusal(&api, &headers, "GET /v1/status").await {
         Ok(client) => client,
-        Err(failure) => {
-            super::handlers::unauthenticated(&api, &failure, "GET /v1/status");
-            return super::handlers::respond(&super::handlers::auth_error(failure), None);
-        }
+        Err(refusal) => return refusal,
     };
     if !client.spec.operator {
-        return problem(
-            StatusCode::FORBIDDEN,
-            super::problem::kinds::FORBIDDEN,
-            "Not allowed for this client",
-            "the status page needs a client with `operator = true`",
-        );
+        return not_an_operator("the status page");
     }
     if let Err(error) = super::handlers::admit(&api, client).await {
         return super::handlers::respond(&error, None);
     }
     let page = crate::console::page::StatusPage {
-        triggers: Arc::new(api.scheduler().triggers().clone()),
+        triggers: api.scheduler().shared_triggers(),
         store: api.engine().store().clone(),
         clock: api.engine().clock().clone(),
     };

@@ -230,6 +230,11 @@ impl Scheduler {
         &self.triggers
     }
 
+    /// The same file, shared (no copy).
+    pub fn shared_triggers(&self) -> Arc<TriggersFile> {
+        self.triggers.clone()
+    }
+
     /// Handles one invocation: a regular tick (refused when its instant is ahead of the
     /// clock by more than [`MAX_TICK_AHEAD`]), or a manual run of one schedule at the engine
     /// clock's now.
