@@ -756,14 +756,12 @@ impl ClientSpec {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn schema(kind: ParameterType) -> ParameterSchema {
-        ParameterSchema {
+impl ParameterSchema {
+    /// A schema of `kind` that declares nothing else (tests).
+    pub(crate) fn bare(kind: ParameterType, required: bool) -> Self {
+        Self {
             kind,
-            required: false,
+            required,
             default: None,
             allowed: None,
             pattern: None,
@@ -772,6 +770,16 @@ mod tests {
             maximum: None,
             description: None,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn schema(kind: ParameterType) -> ParameterSchema {
+        ParameterSchema::bare(kind, false)
     }
 
     #[test]

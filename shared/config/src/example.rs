@@ -144,17 +144,7 @@ mod tests {
     use super::*;
 
     fn schema(kind: ParameterType) -> ParameterSchema {
-        ParameterSchema {
-            kind,
-            required: true,
-            default: None,
-            allowed: None,
-            pattern: None,
-            max_length: None,
-            minimum: None,
-            maximum: None,
-            description: None,
-        }
+        ParameterSchema::bare(kind, true)
     }
 
     fn accepted(schema: &ParameterSchema, value: &ParameterValue) -> bool {

@@ -18,7 +18,7 @@ use shared::config::parse_str;
 use shared::engine::{Engine, EngineSettings};
 use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{DynamoStore, SharedStore};
-use shared::triggers::chained::queue::embedded::SqliteDeliveryQueue;
+use shared::triggers::chained::queue::embedded::{ReceivedDelivery, SqliteDeliveryQueue};
 use shared::triggers::chained::queue::sqs::{SqsDeliveryQueue, handle_batch};
 use shared::triggers::chained::queue::{
     AcceptedDelivery, DeliveryQueue, MAX_RECEIVES, QueueError, Settlement,
@@ -55,42 +55,35 @@ fn closed_port() -> u16 {
 
 // ------------------------------------------------------------------ the embedded queue
 
+/// Receives up to 10 visible deliveries, each hidden for 120 s.
+async fn take(queue: &SqliteDeliveryQueue) -> Vec<ReceivedDelivery> {
+    queue.receive(10, Duration::from_secs(120)).await.unwrap()
+}
+
 #[tokio::test]
 async fn the_embedded_queue_hides_received_deliveries_and_shows_retries_when_due() {
     let clock = Arc::new(ManualClock::new(at("2026-12-01T10:00:00Z")));
     let queue = SqliteDeliveryQueue::in_memory(clock.clone()).unwrap();
     let id = queue.enqueue(&delivery("{\"a\":1}")).await.unwrap();
 
-    let first = queue.receive(10, Duration::from_secs(120)).await.unwrap();
+    let first = take(&queue).await;
     assert_eq!(first.len(), 1);
     assert_eq!((first[0].id.as_str(), first[0].receives), (id.as_str(), 1));
     assert_eq!(first[0].delivery, delivery("{\"a\":1}"));
     // Being worked on: invisible to every other receive.
-    assert!(
-        queue
-            .receive(10, Duration::from_secs(120))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(take(&queue).await.is_empty());
 
     // Retry in 30 s: not before.
     queue.apply(&first[0], &retry(30)).await.unwrap();
     clock.advance(chrono::Duration::seconds(29));
-    assert!(
-        queue
-            .receive(10, Duration::from_secs(120))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(take(&queue).await.is_empty());
     clock.advance(chrono::Duration::seconds(1));
-    let second = queue.receive(10, Duration::from_secs(120)).await.unwrap();
+    let second = take(&queue).await;
     assert_eq!(second[0].receives, 2);
 
     // A worker that dies mid-delivery gives it back when its visibility ends.
     clock.advance(chrono::Duration::seconds(120));
-    let third = queue.receive(10, Duration::from_secs(120)).await.unwrap();
+    let third = take(&queue).await;
     assert_eq!(third[0].receives, 3);
     let settled = Settlement::Settled(DeliveryReport {
         event_id: "e-1".to_owned(),
@@ -122,7 +115,7 @@ async fn the_embedded_queue_dead_letters_a_delivery_after_its_last_receive() {
     let queue = SqliteDeliveryQueue::in_memory(clock.clone()).unwrap();
     queue.enqueue(&delivery("{\"doomed\":true}")).await.unwrap();
     for attempt in 1..=MAX_RECEIVES {
-        let received = queue.receive(10, Duration::from_secs(120)).await.unwrap();
+        let received = take(&queue).await;
         assert_eq!(received.len(), 1, "attempt {attempt}");
         assert_eq!(received[0].receives, attempt);
         let failed = Settlement::Failed {
@@ -132,13 +125,7 @@ async fn the_embedded_queue_dead_letters_a_delivery_after_its_last_receive() {
         queue.apply(&received[0], &failed).await.unwrap();
         clock.advance(chrono::Duration::minutes(10));
     }
-    assert!(
-        queue
-            .receive(10, Duration::from_secs(120))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(take(&queue).await.is_empty());
     assert_eq!(queue.pending().await.unwrap(), 0);
     let dead = queue.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
