@@ -30,7 +30,7 @@ use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
-use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH};
+use shared::triggers::chained::{AcceptorSettings, Receiver, WEBHOOK_PATH};
 use shared::triggers::http::{ApiSettings, TriggerApi, function_router, mint_key};
 use shared::triggers::scheduled::lambda::TickFailed;
 use shared::triggers::scheduled::{Scheduler, TickReport};
@@ -388,7 +388,7 @@ impl System {
         let (receiver_url, receiver_served) = serve(webhooks.router(
             context.secrets.clone(),
             context.clock.clone(),
-            ReceiverSettings::default(),
+            AcceptorSettings::default(),
         ))
         .await;
         let (api_url, api_served) = serve(function_router(api)).await;

@@ -33,7 +33,7 @@ use shared::http::Problem;
 use shared::secrets::Secrets;
 use shared::triggers::chained::queue::Settlement;
 use shared::triggers::chained::queue::embedded::{EmbeddedWorker, SqliteDeliveryQueue};
-use shared::triggers::chained::{Receiver, ReceiverSettings, WebhookAcceptor, function_router};
+use shared::triggers::chained::{AcceptorSettings, Receiver, WebhookAcceptor, function_router};
 use tokio::sync::Mutex;
 
 /// The header carrying the acceptor's own status.
@@ -64,7 +64,7 @@ impl SettlingWebhooks {
         &self,
         secrets: Arc<dyn Secrets>,
         clock: Arc<dyn Clock>,
-        settings: ReceiverSettings,
+        settings: AcceptorSettings,
     ) -> Router {
         self.accepting_router(secrets, clock, settings)
             .layer(axum::middleware::from_fn_with_state(
@@ -79,7 +79,7 @@ impl SettlingWebhooks {
         &self,
         secrets: Arc<dyn Secrets>,
         clock: Arc<dyn Clock>,
-        settings: ReceiverSettings,
+        settings: AcceptorSettings,
     ) -> Router {
         let acceptor = WebhookAcceptor::new(secrets, Arc::new(self.queue.clone()), clock)
             .with_settings(settings);

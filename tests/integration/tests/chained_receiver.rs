@@ -15,7 +15,7 @@ use circleci_sim::{JobSpec, ParameterSpec, ProjectSpec, Simulator, WorkflowSpec}
 use serde_json::{Value, json};
 use shared::clock::ManualClock;
 use shared::store::{SourceKind, TriggerStatus};
-use shared::triggers::chained::{Disposition, ReceiverSettings};
+use shared::triggers::chained::{AcceptorSettings, Disposition};
 
 const DEPLOY: &str = "gh/acme/deploy";
 const APP_PROJECT: &str = "circleci/DdaVtNusHqi24D4YT3X4eu/6EkDPZoN4ZdMKKZtBkRodt";
@@ -279,9 +279,9 @@ async fn good_bad_missing_and_v2_only_signatures() {
 
 #[tokio::test]
 async fn a_rotated_secret_is_accepted_at_once_and_a_retired_one_after_the_next_read() {
-    let settings = ReceiverSettings {
+    let settings = AcceptorSettings {
         secret_refresh_interval: Duration::ZERO,
-        ..ReceiverSettings::default()
+        ..AcceptorSettings::default()
     };
     let (_sim, harness, clock) = fixture_harness(Options {
         webhook_secrets: vec![OLD_SECRET.to_owned()],
@@ -562,7 +562,7 @@ async fn a_slow_circleci_delays_nothing_the_acceptor_answers_and_the_worker_deci
     let router = harness.webhooks.accepting_router(
         harness.secrets.port(),
         harness.clock.clone(),
-        ReceiverSettings::default(),
+        AcceptorSettings::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(

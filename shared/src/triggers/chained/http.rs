@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use secrecy::SecretString;
 
-use super::ReceiverSettings;
+use super::AcceptorSettings;
 use super::queue::{AcceptedDelivery, DeliveryQueue, QueueError};
 use crate::clock::Clock;
 use crate::http::Problem;
@@ -48,7 +48,7 @@ pub struct WebhookAcceptor {
     secrets: Arc<dyn Secrets>,
     queue: Arc<dyn DeliveryQueue>,
     clock: Arc<dyn Clock>,
-    settings: ReceiverSettings,
+    settings: AcceptorSettings,
     last_secret_refresh: Mutex<Option<tokio::time::Instant>>,
 }
 
@@ -70,17 +70,17 @@ impl WebhookAcceptor {
             secrets,
             queue,
             clock,
-            settings: ReceiverSettings::default(),
+            settings: AcceptorSettings::default(),
             last_secret_refresh: Mutex::new(None),
         }
     }
 
-    pub fn with_settings(mut self, settings: ReceiverSettings) -> Self {
+    pub fn with_settings(mut self, settings: AcceptorSettings) -> Self {
         self.settings = settings;
         self
     }
 
-    pub fn settings(&self) -> &ReceiverSettings {
+    pub fn settings(&self) -> &AcceptorSettings {
         &self.settings
     }
 

@@ -50,7 +50,7 @@ pub use http::{WEBHOOK_PATH, WebhookAcceptor, function_router, webhook_router};
 
 /// Tunables of the webhook edge ([`WebhookAcceptor`]).
 #[derive(Debug, Clone)]
-pub struct ReceiverSettings {
+pub struct AcceptorSettings {
     /// Events older than this (or too far in the future) are rejected.
     pub replay_window: ReplayWindow,
     /// Largest body read; larger ones are answered 413 before anything else.
@@ -60,7 +60,7 @@ pub struct ReceiverSettings {
     pub secret_refresh_interval: Duration,
 }
 
-impl Default for ReceiverSettings {
+impl Default for AcceptorSettings {
     fn default() -> Self {
         Self {
             replay_window: ReplayWindow::default(),

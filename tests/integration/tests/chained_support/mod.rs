@@ -21,7 +21,7 @@ use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
-use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH};
+use shared::triggers::chained::{AcceptorSettings, Receiver, WEBHOOK_PATH};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -51,7 +51,7 @@ pub struct Options {
     /// `None`: the simulator's clock.
     pub clock: Option<Arc<ManualClock>>,
     pub store: StoreKind,
-    pub settings: ReceiverSettings,
+    pub settings: AcceptorSettings,
     pub webhook_secrets: Vec<String>,
     pub engine: EngineSettings,
 }
@@ -61,7 +61,7 @@ impl Default for Options {
         Self {
             clock: None,
             store: StoreKind::Sqlite,
-            settings: ReceiverSettings::default(),
+            settings: AcceptorSettings::default(),
             webhook_secrets: vec![SECRET.to_owned()],
             engine: EngineSettings::default(),
         }
@@ -134,7 +134,7 @@ pub struct Harness {
     pub store: SharedStore,
     pub engine: Engine,
     pub receiver: Arc<Receiver>,
-    pub settings: ReceiverSettings,
+    pub settings: AcceptorSettings,
     /// The acceptor's queue and worker (settled before each answer: see `webhook_rig`).
     pub webhooks: SettlingWebhooks,
     pub triggers: TriggersFile,

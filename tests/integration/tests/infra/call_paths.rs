@@ -39,7 +39,7 @@ use shared::store::dynamo::create_table;
 use shared::store::dynamo::permissions::{LambdaFunction, StoreOperation};
 use shared::store::{DynamoStore, SharedStore, StoreSettings};
 use shared::triggers::chained::queue::sqs::{SqsDeliveryQueue, handle_batch};
-use shared::triggers::chained::{Receiver, ReceiverSettings, WEBHOOK_PATH, WebhookAcceptor};
+use shared::triggers::chained::{AcceptorSettings, Receiver, WEBHOOK_PATH, WebhookAcceptor};
 use shared::triggers::http::{ApiSettings, TriggerApi, mint_key};
 use shared::triggers::scheduled::Scheduler;
 use shared::wiring::{ContextOptions, LambdaContext, assemble};
@@ -572,7 +572,7 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
         )),
         webhooks.context.clock.clone(),
     )
-    .with_settings(ReceiverSettings::default());
+    .with_settings(AcceptorSettings::default());
     let router = shared::triggers::chained::function_router(Arc::new(acceptor)).layer(
         axum::middleware::from_fn_with_state(mapping, EventSourceMapping::after_each_delivery),
     );
