@@ -14,9 +14,10 @@ use shared::circleci::intercept::{Call, Forward, Intercepted, Interceptor};
 use shared::circleci::{CircleCi, CircleCiError};
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, Fingerprint,
-    FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore, OwnerToken, Page,
-    PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleState, ScheduleStateStore, SharedStore,
-    StoreResult, TriggerId, TriggerRecord, TriggerSource,
+    FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore, OpenedTrigger,
+    OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleState,
+    ScheduleStateStore, SharedStore, StoreResult, TriggerId, TriggerLedger, TriggerRecord,
+    TriggerSource,
 };
 
 /// Calls made and time spent inside them (summed; the measured paths call one at a time).
@@ -206,6 +207,36 @@ impl JoinStore for TimedStore {
     }
     async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool> {
         self.meter.time(self.inner.take_rate_ticket(ticket)).await
+    }
+}
+
+#[async_trait]
+impl TriggerLedger for TimedStore {
+    async fn open_trigger(
+        &self,
+        key: &ClaimKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        record: TriggerRecord,
+        sending: bool,
+    ) -> StoreResult<OpenedTrigger> {
+        self.meter
+            .time(
+                self.inner
+                    .open_trigger(key, fingerprint, lease, record, sending),
+            )
+            .await
+    }
+    async fn settle_trigger(
+        &self,
+        key: &ClaimKey,
+        owner: OwnerToken,
+        lease: Duration,
+        record: TriggerRecord,
+    ) -> StoreResult<TriggerRecord> {
+        self.meter
+            .time(self.inner.settle_trigger(key, owner, lease, record))
+            .await
     }
 }
 

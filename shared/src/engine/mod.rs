@@ -48,7 +48,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::actions::{
     Action, ActionError, ActionOutcome, Actions, CreateWindow, Reconciled, SendGuard,
@@ -63,9 +62,6 @@ use crate::store::{
 };
 
 pub use ledger::StoreLedger;
-
-/// Namespace of the record ids derived from claim keys (UUIDv5).
-const RECORD_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5c1c_7a1e_0b0e_4c2a_9d3e_7f00_c1c1_7219);
 
 /// Tunables of the lifecycle.
 #[derive(Debug, Clone)]
@@ -225,8 +221,7 @@ impl Engine {
 
     /// The id of the record a claim key stands for (stable across holders and attempts).
     pub fn record_id_for(key: &ClaimKey) -> TriggerId {
-        let uuid = Uuid::new_v5(&RECORD_ID_NAMESPACE, key.as_str().as_bytes());
-        TriggerId::from_uuid(uuid)
+        key.record_id()
     }
 
     /// Claims the intent and, when this call wins, performs its action once.
@@ -243,20 +238,42 @@ impl Engine {
 
     async fn fire_inner(&self, intent: TriggerIntent) -> Result<Fired, EngineError> {
         let lease = self.settings.lease;
-        match self
+        // A create's claim starts out sending: its next step is the request (one write
+        // fewer; a holder that dies before sending leaves it ambiguous, and reconciliation
+        // finds nothing and sends).
+        let sending = matches!(intent.action, Action::Pipeline { .. });
+        let opened = self
             .store
-            .claim(&intent.key, &intent.fingerprint, lease)
-            .await?
-        {
+            .open_trigger(
+                &intent.key,
+                &intent.fingerprint,
+                lease,
+                self.new_record(&intent),
+                sending,
+            )
+            .await?;
+        match opened.outcome {
             ClaimOutcome::Won(grant) => {
-                let record = self.open_record(&intent, &grant).await?;
-                self.attempt(&intent.key, grant, record, &intent.action)
-                    .await
-                    .map(Fired::Performed)
+                let record = match opened.record {
+                    Some(record) => record,
+                    None => self.open_record(&intent, &grant).await?,
+                };
+                self.attempt(
+                    &intent.key,
+                    grant,
+                    record,
+                    &intent.action,
+                    opened.marked_sending,
+                )
+                .await
+                .map(Fired::Performed)
             }
-            ClaimOutcome::Completed { result, .. } => {
-                self.replay(&intent.key, &result).await.map(Fired::Replayed)
-            }
+            ClaimOutcome::Completed { result, .. } => match opened.record {
+                Some(record) if result.trigger_id.is_none_or(|id| id == record.id) => {
+                    Ok(Fired::Replayed(record))
+                }
+                _ => self.replay(&intent.key, &result).await.map(Fired::Replayed),
+            },
             ClaimOutcome::InProgress {
                 lease_expires_at, ..
             } => Ok(Fired::InProgress {
@@ -290,24 +307,41 @@ impl Engine {
         status: TriggerStatus,
         reason: String,
     ) -> Result<Fired, EngineError> {
-        match self
+        let mut decided = self.new_record(&intent);
+        decided.status = status;
+        decided.reason = Some(reason.clone());
+        let opened = self
             .store
-            .claim(&intent.key, &intent.fingerprint, self.settings.lease)
-            .await?
-        {
+            .open_trigger(
+                &intent.key,
+                &intent.fingerprint,
+                self.settings.lease,
+                decided,
+                false,
+            )
+            .await?;
+        match opened.outcome {
             ClaimOutcome::Won(grant) => {
-                let mut record = self.open_record(&intent, &grant).await?;
+                let mut record = match opened.record {
+                    Some(record) => record,
+                    None => self.open_record(&intent, &grant).await?,
+                };
                 record.status = status;
                 record.reason = Some(reason);
                 record.retry_at = None;
                 record.updated_at = self.clock.now();
-                let record = self.store.update_record(record).await?;
-                self.finish_claim(&intent.key, &grant, &record).await?;
+                let record = self
+                    .store
+                    .settle_trigger(&intent.key, grant.owner, self.settings.lease, record)
+                    .await?;
                 Ok(Fired::Performed(record))
             }
-            ClaimOutcome::Completed { result, .. } => {
-                self.replay(&intent.key, &result).await.map(Fired::Replayed)
-            }
+            ClaimOutcome::Completed { result, .. } => match opened.record {
+                Some(record) if result.trigger_id.is_none_or(|id| id == record.id) => {
+                    Ok(Fired::Replayed(record))
+                }
+                _ => self.replay(&intent.key, &result).await.map(Fired::Replayed),
+            },
             ClaimOutcome::InProgress {
                 lease_expires_at, ..
             } => Ok(Fired::InProgress {
@@ -369,7 +403,7 @@ impl Engine {
                     .await
                     .map(Some),
                 ClaimOutcome::Won(grant) => self
-                    .attempt(&attempt_key, grant, record, &plan.action)
+                    .attempt(&attempt_key, grant, record, &plan.action, false)
                     .await
                     .map(Some),
                 // That attempt sent and could not record its outcome: reconcile it.
@@ -480,7 +514,7 @@ impl Engine {
                 if record.source.kind.swept() {
                     tracing::warn!(trigger_id = %id, "performing a record left received");
                     return self
-                        .attempt(&key, grant, record, &plan.action)
+                        .attempt(&key, grant, record, &plan.action, false)
                         .await
                         .map(Some);
                 }
@@ -528,7 +562,7 @@ impl Engine {
             .await
         {
             // Still nothing where the first create would be: it never reached CircleCI.
-            Lookup::Nothing => self.attempt(key, grant, record, action).await,
+            Lookup::Nothing => self.attempt(key, grant, record, action, false).await,
             lookup => {
                 // A look that failed counts as an attempt, so rechecks end.
                 if lookup == Lookup::Failed {
@@ -635,6 +669,23 @@ impl Engine {
         {
             return Ok(existing);
         }
+        match self.store.create_record(self.new_record(intent)).await {
+            Ok(record) => Ok(record),
+            Err(StoreError::RecordExists { .. }) => {
+                self.store
+                    .get_record(id)
+                    .await?
+                    .ok_or_else(|| EngineError::MissingRecord {
+                        key: intent.key.clone(),
+                    })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The record an intent starts as (`received`), before it is stored.
+    fn new_record(&self, intent: &TriggerIntent) -> TriggerRecord {
+        let id = Self::record_id_for(&intent.key);
         let now = self.clock.now();
         let target = intent.action.target();
         let mut record = TriggerRecord::new(
@@ -662,20 +713,11 @@ impl Engine {
             action: intent.action.clone(),
         });
         // The reconciler's time: a record still `received` after its claim's lease is
-        // re-driven by the sweep (deciding it clears this).
+        // re-driven by the sweep (deciding it clears this), whether or not anything
+        // delivers the trigger again. It costs two index writes per trigger (entering and
+        // leaving `retry_due`); docs/benchmarks.md, "Lean store", says what would remove them.
         record.retry_at = Some(now + lease_delta(self.settings.lease));
-        match self.store.create_record(record).await {
-            Ok(record) => Ok(record),
-            Err(StoreError::RecordExists { .. }) => {
-                self.store
-                    .get_record(id)
-                    .await?
-                    .ok_or_else(|| EngineError::MissingRecord {
-                        key: intent.key.clone(),
-                    })
-            }
-            Err(error) => Err(error.into()),
-        }
+        record
     }
 
     /// One attempt of the action under a won claim, ending with the claim completed (or
@@ -686,6 +728,7 @@ impl Engine {
         grant: ClaimGrant,
         mut record: TriggerRecord,
         action: &Action,
+        marked_sending: bool,
     ) -> Result<TriggerRecord, EngineError> {
         record.attempts += 1;
         let guard = ClaimSendGuard {
@@ -693,6 +736,7 @@ impl Engine {
             key: key.clone(),
             grant: grant.clone(),
             clock: self.clock.clone(),
+            marked: marked_sending,
             sent_at: std::sync::Mutex::new(None),
         };
         // One deadline for the whole action, shorter than the lease: no request starts
@@ -703,6 +747,7 @@ impl Engine {
         );
         let result = budget.run(self.actions.perform(action, &guard)).await;
         let sent_at = guard.sent_at();
+        let mut fresh_answer = true;
         let now = self.clock.now();
         record.updated_at = now;
         match result {
@@ -717,6 +762,9 @@ impl Engine {
                 }));
             }
             Err(error) if error.is_ambiguous() => {
+                // Reconciliation may adopt a pipeline this holder did not create: its
+                // binding must precede the record (the narrow path below).
+                fresh_answer = false;
                 let sent_at = sent_at.unwrap_or(now);
                 match action {
                     Action::Pipeline { target } => {
@@ -743,19 +791,28 @@ impl Engine {
             // forever (the sweep skips it).
             record.retry_at = None;
         }
-        let record = match self.save_fenced(key, &grant, record.clone()).await {
-            Ok(saved) => saved,
-            Err(error) if sent_at.is_some() => return Err(outcome_unknown(record, &error)),
-            Err(error) => return Err(error),
-        };
-        if let Err(error) = self.finish_claim(key, &grant, &record).await {
-            if sent_at.is_none() {
-                return Err(error);
+        let record = if fresh_answer {
+            match self.settle(key, &grant, record.clone()).await {
+                Ok(saved) => saved,
+                Err(error) if sent_at.is_some() => return Err(outcome_unknown(record, &error)),
+                Err(error) => return Err(error),
             }
-            // The record holds the outcome; the claim stays `sending` until the same
-            // intent comes again and completes it from the record.
-            tracing::warn!(%key, %error, "outcome recorded, claim not completed");
-        }
+        } else {
+            let record = match self.save_fenced(key, &grant, record.clone()).await {
+                Ok(saved) => saved,
+                Err(error) if sent_at.is_some() => return Err(outcome_unknown(record, &error)),
+                Err(error) => return Err(error),
+            };
+            if let Err(error) = self.finish_claim(key, &grant, &record).await {
+                if sent_at.is_none() {
+                    return Err(error);
+                }
+                // The record holds the outcome; the claim stays `sending` until the same
+                // intent comes again and completes it from the record.
+                tracing::warn!(%key, %error, "outcome recorded, claim not completed");
+            }
+            record
+        };
         emit_metrics(&record);
         tracing::info!(status = %record.status, reason = record.reason.as_deref().unwrap_or(""), "trigger decided");
         Ok(record)
@@ -874,6 +931,35 @@ impl Engine {
             None
         };
         record.detail.retryable = Some(error.is_retryable());
+    }
+
+    /// Writes the holder's decision and completes its claim in one fenced write
+    /// ([`TriggerLedger::settle_trigger`]); a claim taken over meanwhile gets the late
+    /// holder's certain facts only ([`Self::offer_late_outcome`]), and a record changed
+    /// meanwhile (the closed loop) is re-read and re-applied on the narrow path.
+    async fn settle(
+        &self,
+        key: &ClaimKey,
+        grant: &ClaimGrant,
+        record: TriggerRecord,
+    ) -> Result<TriggerRecord, EngineError> {
+        match self
+            .store
+            .settle_trigger(key, grant.owner, self.settings.lease, record.clone())
+            .await
+        {
+            Ok(saved) => Ok(saved),
+            Err(error @ StoreError::LostClaim { .. }) => {
+                tracing::warn!(%key, "claim taken over meanwhile: this holder's outcome is not written");
+                self.offer_late_outcome(key, &record, error.into()).await
+            }
+            Err(StoreError::StaleRecord { .. }) => {
+                let saved = self.save_fenced(key, grant, record).await?;
+                self.finish_claim(key, grant, &saved).await?;
+                Ok(saved)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Saves what the holder of `grant` decided, fenced by the claim: the holder renews its
@@ -1044,6 +1130,8 @@ struct ClaimSendGuard {
     key: ClaimKey,
     grant: ClaimGrant,
     clock: Arc<dyn Clock>,
+    /// The claim was written already sending (`TriggerLedger::open_trigger`).
+    marked: bool,
     sent_at: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -1059,7 +1147,9 @@ impl ClaimSendGuard {
 #[async_trait::async_trait]
 impl SendGuard for ClaimSendGuard {
     async fn before_send(&self) -> Result<(), StoreError> {
-        self.store.mark_sending(&self.key, self.grant.owner).await?;
+        if !self.marked {
+            self.store.mark_sending(&self.key, self.grant.owner).await?;
+        }
         *self
             .sent_at
             .lock()

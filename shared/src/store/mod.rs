@@ -3,7 +3,8 @@
 //!
 //! The port is split into narrow traits — [`ClaimStore`], [`HistoryStore`],
 //! [`ScheduleStateStore`], [`JoinStore`], [`FlagStore`] — so a component can ask for only
-//! what it uses; [`TriggerStore`] is all of them, usable as `Arc<dyn TriggerStore>`.
+//! what it uses; [`TriggerLedger`] is a trigger's claim and record written together (the
+//! hot path), and [`TriggerStore`] is all of them, usable as `Arc<dyn TriggerStore>`.
 //!
 //! Both adapters take their notion of "now" from an injected [`Clock`]: leases, retention
 //! and join windows are compared against it in code (never against DynamoDB TTL deletion,
@@ -247,14 +248,106 @@ pub trait FlagStore: Send + Sync {
     async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>>;
 }
 
+/// What [`TriggerLedger::open_trigger`] found or made.
+#[derive(Debug, Clone)]
+pub struct OpenedTrigger {
+    pub outcome: ClaimOutcome,
+    /// The key's record: the one just created, the one a takeover found, or the decided one
+    /// a completed claim's replay repeats (`None` when the store does not have it at hand).
+    pub record: Option<TriggerRecord>,
+    /// The claim was written already marked sending (see `sending` below).
+    pub marked_sending: bool,
+}
+
+/// A trigger's claim and its record together: the write path of every trigger, as few
+/// writes as the adapter can make it. The default methods compose the narrow traits (one
+/// write each); the DynamoDB adapter keeps claim and record in one item and overrides them
+/// with one write each.
+#[async_trait]
+pub trait TriggerLedger: ClaimStore + HistoryStore {
+    /// Claims `key` and, when this call wins, creates `record` with it (its id is
+    /// [`ClaimKey::record_id`]) — or, after a takeover, finds the record the previous holder
+    /// created. `sending`: the caller's next step is the side-effecting request, so the
+    /// claim may start out marked sending (the adapter says whether it did: if not, the
+    /// caller marks it itself). A claim that starts sending and whose holder dies before
+    /// sending anything is ambiguous like any other: it is reconciled, never resent blindly.
+    async fn open_trigger(
+        &self,
+        key: &ClaimKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        record: TriggerRecord,
+        sending: bool,
+    ) -> StoreResult<OpenedTrigger> {
+        let _ = sending;
+        let outcome = self.claim(key, fingerprint, lease).await?;
+        let ClaimOutcome::Won(grant) = &outcome else {
+            return Ok(OpenedTrigger {
+                outcome,
+                record: None,
+                marked_sending: false,
+            });
+        };
+        let id = record.id;
+        let existing = if grant.taken_over || grant.attempt > 1 {
+            self.get_record(id).await?
+        } else {
+            None
+        };
+        let record = match existing {
+            Some(existing) => existing,
+            None => match self.create_record(record).await {
+                Ok(created) => created,
+                Err(StoreError::RecordExists { .. }) => self
+                    .get_record(id)
+                    .await?
+                    .ok_or(StoreError::RecordNotFound { id })?,
+                Err(error) => return Err(error),
+            },
+        };
+        Ok(OpenedTrigger {
+            outcome,
+            record: Some(record),
+            marked_sending: false,
+        })
+    }
+
+    /// Writes the holder's decision (`record`, at its read `version`) and completes the
+    /// claim with it, fenced by the claim: [`StoreError::LostClaim`] when another owner
+    /// holds it now (the write is not made), [`StoreError::StaleRecord`] when the record
+    /// changed since it was read. A pipeline `record` newly names must be the one this
+    /// holder's own create returned (nobody else can have it): it is bound without waiting
+    /// for the record (reconciliation, which adopts pipelines it did not create, uses
+    /// [`HistoryStore::update_record`], which binds first).
+    async fn settle_trigger(
+        &self,
+        key: &ClaimKey,
+        owner: OwnerToken,
+        lease: Duration,
+        record: TriggerRecord,
+    ) -> StoreResult<TriggerRecord> {
+        self.renew(key, owner, lease).await?;
+        let saved = self.update_record(record).await?;
+        match self
+            .complete(key, owner, &ClaimResult::trigger(saved.id))
+            .await
+        {
+            // The lease ran out between the two writes and someone took over: the record
+            // holds the truth, and the new holder finds it.
+            Ok(()) | Err(StoreError::LostClaim { .. }) => Ok(saved),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// Everything the domain asks of storage.
 pub trait TriggerStore:
-    ClaimStore + HistoryStore + ScheduleStateStore + JoinStore + FlagStore
+    ClaimStore + HistoryStore + TriggerLedger + ScheduleStateStore + JoinStore + FlagStore
 {
 }
 
 impl<T> TriggerStore for T where
-    T: ClaimStore + HistoryStore + ScheduleStateStore + JoinStore + FlagStore
+    T: ClaimStore + HistoryStore + TriggerLedger + ScheduleStateStore + JoinStore + FlagStore
 {
 }
 

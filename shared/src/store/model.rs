@@ -57,7 +57,16 @@ impl ClaimKind {
 #[serde(transparent)]
 pub struct ClaimKey(String);
 
+/// Namespace of the record ids derived from claim keys (UUIDv5).
+const RECORD_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5c1c_7a1e_0b0e_4c2a_9d3e_7f00_c1c1_7219);
+
 impl ClaimKey {
+    /// The id of the record this key stands for (stable across holders and attempts): the
+    /// DynamoDB adapter keeps a claim and its record in one item under this id.
+    pub fn record_id(&self) -> TriggerId {
+        TriggerId::from_uuid(Uuid::new_v5(&RECORD_ID_NAMESPACE, self.as_str().as_bytes()))
+    }
+
     /// Joins `parts` under the kind's prefix. `#` and `%` inside a part are escaped, so
     /// `("a#b", "c")` and `("a", "b#c")` never collide; overlong keys become a SHA-256.
     pub fn new(kind: ClaimKind, parts: &[&str]) -> Self {

@@ -23,7 +23,7 @@ use super::{
     ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
     JoinState, JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, PauseScope,
     RateTicket, SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError,
-    StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource, cursor,
+    StoreResult, StoreSettings, TriggerId, TriggerLedger, TriggerRecord, TriggerSource, cursor,
 };
 use crate::clock::Clock;
 
@@ -767,6 +767,10 @@ fn list_page(
     };
     Ok(Page { items, next })
 }
+
+/// The composed defaults: each step is already one SQLite transaction, and a local disk
+/// bills nothing per write.
+impl TriggerLedger for SqliteStore {}
 
 #[async_trait]
 impl HistoryStore for SqliteStore {

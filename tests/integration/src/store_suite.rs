@@ -1335,3 +1335,199 @@ pub mod serial_proxy {
         response.body(Body::from(bytes)).unwrap()
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The trigger ledger: claim and record together
+// ---------------------------------------------------------------------------------------
+
+/// The record a claim key stands for, as the engine builds it.
+fn keyed_record(fixture: &Fixture, key: &ClaimKey) -> TriggerRecord {
+    let mut record = record(fixture, SourceKind::Schedule, "nightly", "gh/acme/api");
+    record.id = key.record_id();
+    record.origin = record.id;
+    record.claim_key = Some(key.clone());
+    record
+}
+
+/// `open_trigger` claims and creates the record at once; `settle_trigger` writes the
+/// decision, binds the new pipeline and completes the claim; a replay then finds both.
+pub async fn a_trigger_is_opened_and_settled_with_its_claim(adapter: &dyn StoreUnderTest) {
+    let f = adapter.fixture().await;
+    let key = key("ledger");
+    let opened = f
+        .store
+        .open_trigger(&key, &fingerprint("a"), LEASE, keyed_record(&f, &key), true)
+        .await
+        .unwrap();
+    let owner = won(&opened.outcome);
+    let record = opened.record.expect("the new record");
+    assert_eq!((record.id, record.version), (key.record_id(), 1));
+    assert_eq!(record.status, TriggerStatus::Received);
+    assert_eq!(
+        f.store.get_record(record.id).await.unwrap(),
+        Some(record.clone())
+    );
+    let snapshot = f.store.claim_snapshot(&key).await.unwrap().unwrap();
+    let expected_state = if opened.marked_sending {
+        ClaimState::Sending
+    } else {
+        ClaimState::InProgress
+    };
+    assert_eq!(snapshot.state, expected_state);
+    // A duplicate while the holder works: in progress, nothing written.
+    let duplicate = f
+        .store
+        .open_trigger(&key, &fingerprint("a"), LEASE, keyed_record(&f, &key), true)
+        .await
+        .unwrap();
+    assert!(
+        matches!(duplicate.outcome, ClaimOutcome::InProgress { .. }),
+        "{:?}",
+        duplicate.outcome
+    );
+
+    let mut decided = record.clone();
+    decided.status = TriggerStatus::Triggered;
+    decided.pipeline = Some(PipelineRef {
+        id: "11111111-2222-4333-8444-555555555555".into(),
+        number: Some(7),
+        url: None,
+    });
+    let saved = f
+        .store
+        .settle_trigger(&key, owner, LEASE, decided)
+        .await
+        .unwrap();
+    assert_eq!(saved.version, 2);
+    assert_eq!(
+        f.store
+            .pipeline_recorded("11111111-2222-4333-8444-555555555555")
+            .await
+            .unwrap(),
+        Some(record.id)
+    );
+    let snapshot = f.store.claim_snapshot(&key).await.unwrap().unwrap();
+    assert_eq!(snapshot.state, ClaimState::Completed);
+    let replay = f
+        .store
+        .open_trigger(&key, &fingerprint("a"), LEASE, keyed_record(&f, &key), true)
+        .await
+        .unwrap();
+    match replay.outcome {
+        ClaimOutcome::Completed { result, .. } => assert_eq!(result.trigger_id, Some(record.id)),
+        other => panic!("expected the completed claim, got {other:?}"),
+    }
+    if let Some(found) = replay.record {
+        assert_eq!(found, saved, "a replay's record is the decided one");
+    }
+    assert_eq!(f.store.get_record(record.id).await.unwrap(), Some(saved));
+    let conflict = f
+        .store
+        .open_trigger(&key, &fingerprint("b"), LEASE, keyed_record(&f, &key), true)
+        .await
+        .unwrap();
+    assert_eq!(conflict.outcome, ClaimOutcome::Conflict);
+}
+
+/// A holder whose lease ran out before it sent anything is taken over: the new holder
+/// finds the record the first one created, and the first holder's settle is refused
+/// without writing.
+pub async fn a_taken_over_holder_cannot_settle(adapter: &dyn StoreUnderTest) {
+    let f = adapter.fixture().await;
+    let key = key("ledger-takeover");
+    let first = f
+        .store
+        .open_trigger(
+            &key,
+            &fingerprint("a"),
+            LEASE,
+            keyed_record(&f, &key),
+            false,
+        )
+        .await
+        .unwrap();
+    let first_owner = won(&first.outcome);
+    let created = first.record.unwrap();
+    f.clock.advance(TimeDelta::seconds(61));
+    let second = f
+        .store
+        .open_trigger(
+            &key,
+            &fingerprint("a"),
+            LEASE,
+            keyed_record(&f, &key),
+            false,
+        )
+        .await
+        .unwrap();
+    let second_owner = match &second.outcome {
+        ClaimOutcome::Won(grant) => {
+            assert!(grant.taken_over && grant.attempt == 2, "{grant:?}");
+            grant.owner
+        }
+        other => panic!("expected a takeover, got {other:?}"),
+    };
+    assert_eq!(
+        second.record.as_ref(),
+        Some(&created),
+        "the first holder's record"
+    );
+    let mut late = created.clone();
+    late.status = TriggerStatus::Failed;
+    let refused = f
+        .store
+        .settle_trigger(&key, first_owner, LEASE, late)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::LostClaim { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        f.store.get_record(created.id).await.unwrap(),
+        Some(created.clone())
+    );
+    let mut decided = created.clone();
+    decided.status = TriggerStatus::Skipped;
+    let saved = f
+        .store
+        .settle_trigger(&key, second_owner, LEASE, decided)
+        .await
+        .unwrap();
+    assert_eq!(saved.status, TriggerStatus::Skipped);
+}
+
+/// A record changed since the holder read it (the closed loop) is not overwritten: the
+/// settle is refused as stale and the claim stays open for a re-read.
+pub async fn a_settle_on_a_changed_record_is_stale(adapter: &dyn StoreUnderTest) {
+    let f = adapter.fixture().await;
+    let key = key("ledger-stale");
+    let opened = f
+        .store
+        .open_trigger(
+            &key,
+            &fingerprint("a"),
+            LEASE,
+            keyed_record(&f, &key),
+            false,
+        )
+        .await
+        .unwrap();
+    let owner = won(&opened.outcome);
+    let read = opened.record.unwrap();
+    let mut other = read.clone();
+    other.reason = Some("someone else was here".into());
+    f.store.update_record(other).await.unwrap();
+    let mut ours = read.clone();
+    ours.status = TriggerStatus::Triggered;
+    let error = f
+        .store
+        .settle_trigger(&key, owner, LEASE, ours)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::StaleRecord { .. }), "{error:?}");
+    let snapshot = f.store.claim_snapshot(&key).await.unwrap().unwrap();
+    assert_ne!(snapshot.state, ClaimState::Completed);
+    let stored = f.store.get_record(read.id).await.unwrap().unwrap();
+    assert_eq!(stored.reason.as_deref(), Some("someone else was here"));
+}

@@ -35,6 +35,9 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_trigger_is_opened_and_settled_with_its_claim,
+    a_taken_over_holder_cannot_settle,
+    a_settle_on_a_changed_record_is_stale,
     concurrent_claims_have_exactly_one_winner,
     a_different_fingerprint_conflicts,
     an_expired_lease_is_taken_over_before_sending,

@@ -20,28 +20,29 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem,
+    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
-use sha2::{Digest, Sha256};
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 
 use self::item::{
     Item, Reader, classify, from_ttl_seconds, key_to_strings, n, n_u64, s, sort_time,
     strings_to_key, ttl_seconds,
 };
 pub use self::table::{
-    BY_MONTH, BY_ORIGIN, BY_PROJECT, BY_SOURCE, IndexDefinition, PARTITION_KEY, RETRY_DUE,
-    SORT_KEY, TTL_ATTRIBUTE, TableDefinition, create_table, table_definition,
+    BY_ORIGIN, BY_SOURCE, IndexDefinition, IndexProjection, PARTITION_KEY, RETRY_DUE, SORT_KEY,
+    TTL_ATTRIBUTE, TableDefinition, create_table, table_definition,
 };
 use super::logic::{self, ClaimDecision, HolderOp, HolderPlan, JoinStep, StoredClaim, millis};
 use super::{
     ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
     ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
-    JoinState, JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, PauseScope,
-    RateTicket, SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError,
-    StoreResult, StoreSettings, TriggerId, TriggerRecord, TriggerSource, cursor,
+    JoinState, JoinStatus, JoinStore, OpenedTrigger, OwnerToken, Page, PageRequest, PauseFlag,
+    PauseScope, RateTicket, SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock,
+    StoreError, StoreResult, StoreSettings, TriggerId, TriggerLedger, TriggerRecord, TriggerSource,
+    cursor,
 };
 use crate::clock::Clock;
 
@@ -57,10 +58,11 @@ const RACE_ATTEMPTS: usize = 8;
 
 const FLAGS_PARTITION: &str = "FLAGS";
 const RETRY_PARTITION: &str = "RETRY";
+/// One item per source that has records (`sk` = its `by_source` key): what `list_recent` merges.
+const SOURCES_PARTITION: &str = "SOURCES";
+/// A `by_origin` page cursor meaning "only the root record is left".
+const ROOT_CURSOR: &str = "root";
 
-fn claim_pk(key: &ClaimKey) -> String {
-    format!("CLAIM#{key}")
-}
 fn trigger_pk(id: TriggerId) -> String {
     format!("TRIGGER#{id}")
 }
@@ -77,16 +79,10 @@ fn arrival_prefix(generation: u64) -> String {
     format!("ARRIVAL#{generation:020}#")
 }
 fn source_pk(source: &TriggerSource) -> String {
-    format!("SOURCE#{}#{}", source.kind, source.name)
-}
-fn project_pk(project: &str) -> String {
-    format!("PROJECT#{project}")
+    format!("S#{}#{}", source.kind, source.name)
 }
 fn origin_pk(origin: TriggerId) -> String {
-    format!("ORIGIN#{origin}")
-}
-fn month_pk(month: NaiveDate) -> String {
-    format!("MONTH#{}", month.format("%Y-%m"))
+    format!("O#{}", origin.as_uuid().simple())
 }
 
 /// The [`TriggerStore`](super::TriggerStore) on a DynamoDB table.
@@ -96,6 +92,8 @@ pub struct DynamoStore {
     table: String,
     clock: SharedClock,
     settings: Arc<StoreSettings>,
+    /// Sources this process has registered, and when (see [`DynamoStore::register_source`]).
+    sources_seen: Arc<std::sync::Mutex<HashMap<String, DateTime<Utc>>>>,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -114,6 +112,7 @@ impl DynamoStore {
             table: table_name.into(),
             clock,
             settings: Arc::new(StoreSettings::default()),
+            sources_seen: Arc::default(),
         }
     }
 
@@ -241,83 +240,158 @@ fn failed_condition(codes: &[Option<String>], index: usize) -> bool {
         .is_some_and(|code| code == "ConditionalCheckFailed")
 }
 
-/// A token that makes the SDK's automatic retries of one transaction idempotent.
-fn request_token(parts: &[&str]) -> String {
-    let digest = Sha256::digest(parts.join("\u{1f}").as_bytes());
-    hex::encode(&digest[..16])
-}
-
 // ---------------------------------------------------------------------------------------
 // Claims
 // ---------------------------------------------------------------------------------------
 
-fn claim_from_item(key: &ClaimKey, item: &Item) -> StoreResult<StoredClaim> {
+/// A claim lives in its record's item (`TRIGGER#<key.record_id()>`): claim and record are
+/// created by one write and decided by one write on the hot path.
+fn claim_item_key(key: &ClaimKey) -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), s(trigger_pk(key.record_id()))),
+        (SORT_KEY.to_owned(), s("TRIGGER")),
+    ])
+}
+
+/// The claim attributes (everything but the keys, the record and its index keys).
+const CLAIM_ATTRIBUTES: &[&str] = &[
+    "fp",
+    "state",
+    "owner",
+    "lease",
+    "attempts",
+    "since",
+    "result",
+    "completed_at",
+    "created_at",
+];
+
+/// The claim stored in `item`, if the item holds one (a record of a rejected call, or a
+/// record whose claim was released, holds none).
+fn claim_from_item(key: &ClaimKey, item: &Item) -> StoreResult<Option<StoredClaim>> {
+    if !item.contains_key("state") {
+        return Ok(None);
+    }
     let what = format!("claim `{key}`");
     let r = Reader::new(item, &what);
     let state = ClaimState::parse(r.s("state")?)
         .ok_or_else(|| StoreError::corrupt(&what, "unknown state"))?;
     let owner = OwnerToken::parse(r.s("owner")?)
         .ok_or_else(|| StoreError::corrupt(&what, "unreadable owner token"))?;
-    let result = r
+    let mut result = r
         .opt_s("result")?
         .map(serde_json::from_str::<ClaimResult>)
         .transpose()
         .map_err(|error| StoreError::corrupt(&what, error.to_string()))?;
-    Ok(StoredClaim {
+    let updated_at = r.time("updated_at")?;
+    let mut completed_at = r.opt_time("completed_at")?;
+    if state == ClaimState::Completed && result.is_none() {
+        // Settled with its own record (`settle_trigger` writes neither: every byte of this
+        // item is paid for on each of its writes): the result names this item's record,
+        // and the completion is the last update.
+        result = Some(ClaimResult::trigger(key.record_id()));
+        completed_at = completed_at.or(Some(updated_at));
+    }
+    Ok(Some(StoredClaim {
         key: key.clone(),
-        fingerprint: Fingerprint::from_stored(r.s("fingerprint")?),
+        fingerprint: stored_fingerprint(item, &what)?,
         state,
         owner,
-        lease_expires_at: r.time("lease_expires_at")?,
+        lease_expires_at: r.time("lease")?,
         attempts: u32::try_from(r.n("attempts")?).unwrap_or(u32::MAX),
-        sending_since: r.opt_time("sending_since")?,
+        sending_since: r.opt_time("since")?,
         result,
-        completed_at: r.opt_time("completed_at")?,
+        completed_at,
         created_at: r.time("created_at")?,
-        updated_at: r.time("updated_at")?,
+        updated_at,
         expires_at: from_ttl_seconds(r.n(TTL_ATTRIBUTE)?)?,
         revision: u64::try_from(r.n("revision")?).unwrap_or(0),
-    })
+    }))
+}
+
+/// A fingerprint (a SHA-256, hex) as 32 bytes: half the size in an item whose every byte
+/// is paid for on each write; any other text is kept as it is.
+fn fingerprint_value(fingerprint: &Fingerprint) -> AttributeValue {
+    match hex::decode(fingerprint.as_str()) {
+        // Only text that reads back identically (lowercase hex, as `Fingerprint::of` writes).
+        Ok(bytes) if hex::encode(&bytes) == fingerprint.as_str() => {
+            AttributeValue::B(aws_smithy_types::Blob::new(bytes))
+        }
+        _ => s(fingerprint.as_str()),
+    }
+}
+
+fn stored_fingerprint(item: &Item, what: &str) -> StoreResult<Fingerprint> {
+    match item.get("fp") {
+        Some(AttributeValue::B(bytes)) => Ok(Fingerprint::from_stored(hex::encode(bytes.as_ref()))),
+        Some(AttributeValue::S(text)) => Ok(Fingerprint::from_stored(text)),
+        _ => Err(StoreError::corrupt(what, "attribute `fp` is missing")),
+    }
+}
+
+/// How [`DynamoStore::claim_with`] won a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WonBy {
+    /// A fresh item (with the record, when one was given).
+    FreshItem,
+    /// An expired lease taken over, or a claim set on an item that holds only a record.
+    ExistingItem,
+}
+
+/// A fresh claim's attributes.
+struct FreshClaim<'a> {
+    fingerprint: &'a Fingerprint,
+    owner: OwnerToken,
+    lease_expires_at: DateTime<Utc>,
+    /// Start marked sending (the caller's next step is the side-effecting request).
+    sending: bool,
 }
 
 impl DynamoStore {
     async fn read_claim(&self, key: &ClaimKey) -> StoreResult<Option<StoredClaim>> {
-        self.get(claim_pk(key), "CLAIM")
-            .await?
-            .map(|item| claim_from_item(key, &item))
-            .transpose()
+        match self.get(trigger_pk(key.record_id()), "TRIGGER").await? {
+            Some(item) => claim_from_item(key, &item),
+            None => Ok(None),
+        }
     }
 
-    /// Writes a fresh claim unless a live one exists; `Err(item)` carries the live one.
+    /// Writes a fresh item (claim, and `record` if given) unless a live one exists;
+    /// `Err(item)` carries the live one.
     async fn put_fresh_claim(
         &self,
         key: &ClaimKey,
-        fingerprint: &Fingerprint,
-        owner: OwnerToken,
-        lease_expires_at: DateTime<Utc>,
+        fresh: &FreshClaim<'_>,
+        record: Option<&Item>,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<(), Option<Item>>> {
+        let mut item = record.cloned().unwrap_or_default();
+        item.extend(claim_item_key(key));
+        let state = if fresh.sending {
+            item.insert("since".to_owned(), n(millis(now)));
+            ClaimState::Sending
+        } else {
+            ClaimState::InProgress
+        };
+        let claim_expiry = ttl_seconds(logic::retention_end(now, &self.settings));
+        // The record's own expiry when it is in the item (within a second of the claim's).
+        item.entry(TTL_ATTRIBUTE.to_owned())
+            .or_insert_with(|| n(claim_expiry));
+        item.extend([
+            ("fp".to_owned(), fingerprint_value(fresh.fingerprint)),
+            ("state".to_owned(), s(state.as_str())),
+            ("owner".to_owned(), s(fresh.owner.to_string())),
+            ("lease".to_owned(), n(millis(fresh.lease_expires_at))),
+            ("attempts".to_owned(), n(1)),
+            ("created_at".to_owned(), n(millis(now))),
+            ("updated_at".to_owned(), n(millis(now))),
+            ("revision".to_owned(), n(1)),
+        ]);
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item(PARTITION_KEY, s(claim_pk(key)))
-            .item(SORT_KEY, s("CLAIM"))
-            .item("type", s("claim"))
-            .item("fingerprint", s(fingerprint.as_str()))
-            .item("state", s(ClaimState::InProgress.as_str()))
-            .item("owner", s(owner.to_string()))
-            .item("lease_expires_at", n(millis(lease_expires_at)))
-            .item("attempts", n(1))
-            .item("created_at", n(millis(now)))
-            .item("updated_at", n(millis(now)))
-            .item(
-                TTL_ATTRIBUTE,
-                n(ttl_seconds(logic::retention_end(now, &self.settings))),
-            )
-            .item("revision", n(1))
-            .item("schema_version", n(i64::from(SCHEMA_VERSION)))
-            // A claim past its retention is as good as absent.
+            .set_item(Some(item))
+            // An item past its retention is as good as absent.
             .condition_expression("attribute_not_exists(pk) OR #ttl <= :now_s")
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":now_s", n(now.timestamp()))
@@ -331,6 +405,174 @@ impl DynamoStore {
                 None => Err(classify("PutItem", &error)),
             },
         }
+    }
+
+    /// Sets a fresh claim on a live item that holds none (a record whose claim was
+    /// released); `false` when a claim appeared meanwhile.
+    async fn claim_existing_item(
+        &self,
+        key: &ClaimKey,
+        fresh: &FreshClaim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(claim_item_key(key)))
+            .update_expression(
+                "SET fp = :fp, #state = :state, #owner = :owner, \
+                 lease = :lease, attempts = :one, created_at = :now, \
+                 updated_at = :now ADD #rev :one",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(#state) AND #ttl > :now_s",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#rev", "revision")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":fp", fingerprint_value(fresh.fingerprint))
+            .expression_attribute_values(":state", s(ClaimState::InProgress.as_str()))
+            .expression_attribute_values(":owner", s(fresh.owner.to_string()))
+            .expression_attribute_values(":lease", n(millis(fresh.lease_expires_at)))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(millis(now)))
+            .expression_attribute_values(":now_s", n(now.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if conditional_failure(&error).is_some() => Ok(false),
+            Err(error) => Err(classify("UpdateItem", &error)),
+        }
+    }
+
+    /// [`ClaimStore::claim`], optionally creating `record` (its item attributes) in the
+    /// same write, and starting out sending. Answers how it was won and the item it found
+    /// (for a takeover's or a replay's record).
+    async fn claim_with(
+        &self,
+        key: &ClaimKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        record: Option<&Item>,
+        sending: bool,
+    ) -> StoreResult<(ClaimOutcome, Option<WonBy>, Option<Item>)> {
+        let now = self.clock.now();
+        let lease_expires_at = logic::lease_end(now, lease)?;
+        // One token for every try: if the SDK retried a write whose answer was lost, the
+        // stored claim carries this token and is recognised as ours below.
+        let fresh = FreshClaim {
+            fingerprint,
+            owner: OwnerToken::generate(),
+            lease_expires_at,
+            sending,
+        };
+        let owner = fresh.owner;
+        for _ in 0..RACE_ATTEMPTS {
+            let old = match self.put_fresh_claim(key, &fresh, record, now).await? {
+                Ok(()) => {
+                    let grant = ClaimGrant {
+                        owner,
+                        attempt: 1,
+                        lease_expires_at,
+                        taken_over: false,
+                    };
+                    return Ok((ClaimOutcome::Won(grant), Some(WonBy::FreshItem), None));
+                }
+                Err(Some(item)) => item,
+                Err(None) => match self.get(trigger_pk(key.record_id()), "TRIGGER").await? {
+                    Some(item) => item,
+                    None => continue, // purged in between: try again
+                },
+            };
+            let Some(existing) = claim_from_item(key, &old)? else {
+                // A live item without a claim: a record whose claim was released.
+                if self.claim_existing_item(key, &fresh, now).await? {
+                    let grant = ClaimGrant {
+                        owner,
+                        attempt: 1,
+                        lease_expires_at,
+                        taken_over: false,
+                    };
+                    return Ok((
+                        ClaimOutcome::Won(grant),
+                        Some(WonBy::ExistingItem),
+                        Some(old),
+                    ));
+                }
+                continue;
+            };
+            if existing.owner == owner && existing.state != ClaimState::Completed {
+                // Our own write landed although its answer was lost (SDK retry).
+                let grant = ClaimGrant {
+                    owner,
+                    attempt: existing.attempts,
+                    lease_expires_at: existing.lease_expires_at,
+                    taken_over: existing.attempts > 1,
+                };
+                let by = if existing.attempts > 1 {
+                    WonBy::ExistingItem
+                } else {
+                    WonBy::FreshItem
+                };
+                return Ok((ClaimOutcome::Won(grant), Some(by), Some(old)));
+            }
+            match logic::assess_claim(&existing, fingerprint, now)? {
+                ClaimDecision::Answer(outcome) => return Ok((outcome, None, Some(old))),
+                ClaimDecision::Vacant => continue,
+                ClaimDecision::TakeOver => {
+                    let attempt = existing.attempts + 1;
+                    let result = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(claim_item_key(key)))
+                        .update_expression(
+                            "SET #owner = :owner, lease = :lease, attempts = :attempt, \
+                             updated_at = :now, #rev = :next",
+                        )
+                        // Exactly the claim we judged expired: any write since bumped the revision.
+                        .condition_expression("#rev = :seen AND #state = :in_progress")
+                        .expression_attribute_names("#owner", "owner")
+                        .expression_attribute_names("#rev", "revision")
+                        .expression_attribute_names("#state", "state")
+                        .expression_attribute_values(":owner", s(owner.to_string()))
+                        .expression_attribute_values(":lease", n(millis(lease_expires_at)))
+                        .expression_attribute_values(":attempt", n(i64::from(attempt)))
+                        .expression_attribute_values(":now", n(millis(now)))
+                        .expression_attribute_values(":seen", n_u64(existing.revision))
+                        .expression_attribute_values(":next", n_u64(existing.revision + 1))
+                        .expression_attribute_values(
+                            ":in_progress",
+                            s(ClaimState::InProgress.as_str()),
+                        )
+                        .send()
+                        .await;
+                    match result {
+                        Ok(_) => {
+                            let grant = ClaimGrant {
+                                owner,
+                                attempt,
+                                lease_expires_at,
+                                taken_over: true,
+                            };
+                            return Ok((
+                                ClaimOutcome::Won(grant),
+                                Some(WonBy::ExistingItem),
+                                Some(old),
+                            ));
+                        }
+                        Err(error) if conditional_failure(&error).is_some() => continue,
+                        Err(error) => return Err(classify("UpdateItem", &error)),
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable {
+            message: format!("claim `{key}` kept changing under concurrent writers"),
+        })
     }
 
     /// A holder transition as one conditional update (or delete, for release); when the
@@ -373,69 +615,84 @@ impl DynamoStore {
             ("#ttl".to_owned(), TTL_ATTRIBUTE.to_owned()),
         ]);
         if op == HolderOp::MarkSending {
-            names.insert("#lease".to_owned(), "lease_expires_at".to_owned());
+            names.insert("#lease".to_owned(), "lease".to_owned());
             values.insert(":now_ms".to_owned(), n(millis(now)));
         }
-        let key_item = HashMap::from([
-            (PARTITION_KEY.to_owned(), s(claim_pk(key))),
-            (SORT_KEY.to_owned(), s("CLAIM")),
-        ]);
-        let failure =
-            match update {
-                Some((expression, extra)) => {
-                    for (name, value) in extra {
-                        values.insert(name.to_owned(), value);
-                    }
-                    if expression.contains("#result") {
-                        names.insert("#result".to_owned(), "result".to_owned());
-                    }
-                    names.insert("#rev".to_owned(), "revision".to_owned());
-                    names.insert("#updated".to_owned(), "updated_at".to_owned());
-                    values.insert(":one".to_owned(), n(1));
-                    values.insert(":now".to_owned(), n(millis(now)));
-                    let result = self
-                        .client
-                        .update_item()
-                        .table_name(&self.table)
-                        .set_key(Some(key_item))
-                        .update_expression(format!("{expression}, #updated = :now ADD #rev :one"))
-                        .condition_expression(condition)
-                        .set_expression_attribute_names(Some(names))
-                        .set_expression_attribute_values(Some(values))
-                        .return_values_on_condition_check_failure(
-                            ReturnValuesOnConditionCheckFailure::AllOld,
-                        )
-                        .send()
-                        .await;
-                    match result {
-                        Ok(_) => return Ok(()),
-                        Err(error) => conditional_failure(&error)
-                            .ok_or_else(|| classify("UpdateItem", &error))?,
+        let key_item = claim_item_key(key);
+        let failure = match update {
+            Some((expression, extra)) => {
+                for (name, value) in extra {
+                    values.insert(name.to_owned(), value);
+                }
+                if expression.contains("#result") {
+                    names.insert("#result".to_owned(), "result".to_owned());
+                }
+                names.insert("#rev".to_owned(), "revision".to_owned());
+                names.insert("#updated".to_owned(), "updated_at".to_owned());
+                values.insert(":one".to_owned(), n(1));
+                values.insert(":now".to_owned(), n(millis(now)));
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_item))
+                    .update_expression(format!("{expression}, #updated = :now ADD #rev :one"))
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => return Ok(()),
+                    Err(error) => {
+                        conditional_failure(&error).ok_or_else(|| classify("UpdateItem", &error))?
                     }
                 }
-                None => {
-                    let result = self
-                        .client
-                        .delete_item()
-                        .table_name(&self.table)
-                        .set_key(Some(key_item))
-                        .condition_expression(condition)
-                        .set_expression_attribute_names(Some(names))
-                        .set_expression_attribute_values(Some(values))
-                        .return_values_on_condition_check_failure(
-                            ReturnValuesOnConditionCheckFailure::AllOld,
-                        )
-                        .send()
-                        .await;
-                    match result {
-                        Ok(_) => return Ok(()),
-                        Err(error) => conditional_failure(&error)
-                            .ok_or_else(|| classify("DeleteItem", &error))?,
+            }
+            None => {
+                // Release: the claim's attributes go, the record (if any) stays.
+                names.insert("#rev".to_owned(), "revision".to_owned());
+                names.insert("#updated".to_owned(), "updated_at".to_owned());
+                names.insert("#result".to_owned(), "result".to_owned());
+                values.insert(":one".to_owned(), n(1));
+                values.insert(":now".to_owned(), n(millis(now)));
+                let remove = CLAIM_ATTRIBUTES
+                    .iter()
+                    .map(|name| match *name {
+                        "state" => "#state",
+                        "owner" => "#owner",
+                        "result" => "#result",
+                        other => other,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_item))
+                    .update_expression(format!("REMOVE {remove} SET #updated = :now ADD #rev :one"))
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => return Ok(()),
+                    Err(error) => {
+                        conditional_failure(&error).ok_or_else(|| classify("UpdateItem", &error))?
                     }
                 }
-            };
+            }
+        };
         let stored = match failure {
-            Some(item) => Some(claim_from_item(key, &item)?),
+            Some(item) => claim_from_item(key, &item)?,
             None => self.read_claim(key).await?,
         };
         match logic::check_holder(op, key, stored.as_ref(), owner, now)? {
@@ -455,88 +712,10 @@ impl ClaimStore for DynamoStore {
         fingerprint: &Fingerprint,
         lease: Duration,
     ) -> StoreResult<ClaimOutcome> {
-        let now = self.clock.now();
-        let lease_expires_at = logic::lease_end(now, lease)?;
-        // One token for every try: if the SDK retried a write whose answer was lost, the
-        // stored claim carries this token and is recognised as ours below.
-        let owner = OwnerToken::generate();
-        for _ in 0..RACE_ATTEMPTS {
-            let existing = match self
-                .put_fresh_claim(key, fingerprint, owner, lease_expires_at, now)
-                .await?
-            {
-                Ok(()) => {
-                    return Ok(ClaimOutcome::Won(ClaimGrant {
-                        owner,
-                        attempt: 1,
-                        lease_expires_at,
-                        taken_over: false,
-                    }));
-                }
-                Err(Some(item)) => claim_from_item(key, &item)?,
-                Err(None) => match self.read_claim(key).await? {
-                    Some(existing) => existing,
-                    None => continue, // released in between: try again
-                },
-            };
-            if existing.owner == owner && existing.state == ClaimState::InProgress {
-                return Ok(ClaimOutcome::Won(ClaimGrant {
-                    owner,
-                    attempt: existing.attempts,
-                    lease_expires_at: existing.lease_expires_at,
-                    taken_over: existing.attempts > 1,
-                }));
-            }
-            match logic::assess_claim(&existing, fingerprint, now)? {
-                ClaimDecision::Answer(outcome) => return Ok(outcome),
-                ClaimDecision::Vacant => continue,
-                ClaimDecision::TakeOver => {
-                    let attempt = existing.attempts + 1;
-                    let result = self
-                        .client
-                        .update_item()
-                        .table_name(&self.table)
-                        .key(PARTITION_KEY, s(claim_pk(key)))
-                        .key(SORT_KEY, s("CLAIM"))
-                        .update_expression(
-                            "SET #owner = :owner, lease_expires_at = :lease, attempts = :attempt, \
-                             updated_at = :now, #rev = :next",
-                        )
-                        // Exactly the claim we judged expired: any write since bumped the revision.
-                        .condition_expression("#rev = :seen AND #state = :in_progress")
-                        .expression_attribute_names("#owner", "owner")
-                        .expression_attribute_names("#rev", "revision")
-                        .expression_attribute_names("#state", "state")
-                        .expression_attribute_values(":owner", s(owner.to_string()))
-                        .expression_attribute_values(":lease", n(millis(lease_expires_at)))
-                        .expression_attribute_values(":attempt", n(i64::from(attempt)))
-                        .expression_attribute_values(":now", n(millis(now)))
-                        .expression_attribute_values(":seen", n_u64(existing.revision))
-                        .expression_attribute_values(":next", n_u64(existing.revision + 1))
-                        .expression_attribute_values(
-                            ":in_progress",
-                            s(ClaimState::InProgress.as_str()),
-                        )
-                        .send()
-                        .await;
-                    match result {
-                        Ok(_) => {
-                            return Ok(ClaimOutcome::Won(ClaimGrant {
-                                owner,
-                                attempt,
-                                lease_expires_at,
-                                taken_over: true,
-                            }));
-                        }
-                        Err(error) if conditional_failure(&error).is_some() => continue,
-                        Err(error) => return Err(classify("UpdateItem", &error)),
-                    }
-                }
-            }
-        }
-        Err(StoreError::Unavailable {
-            message: format!("claim `{key}` kept changing under concurrent writers"),
-        })
+        let (outcome, _, _) = self
+            .claim_with(key, fingerprint, lease, None, false)
+            .await?;
+        Ok(outcome)
     }
 
     async fn renew(
@@ -552,7 +731,7 @@ impl ClaimStore for DynamoStore {
             key,
             owner,
             Some((
-                "SET lease_expires_at = :lease",
+                "SET lease = :lease",
                 vec![(":lease", n(millis(lease_expires_at)))],
             )),
             now,
@@ -568,7 +747,7 @@ impl ClaimStore for DynamoStore {
             key,
             owner,
             Some((
-                "SET #state = :sending, sending_since = if_not_exists(sending_since, :since)",
+                "SET #state = :sending, since = if_not_exists(since, :since)",
                 vec![
                     (":sending", s(ClaimState::Sending.as_str())),
                     (":since", n(millis(now))),
@@ -633,10 +812,9 @@ impl ClaimStore for DynamoStore {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key(PARTITION_KEY, s(claim_pk(key)))
-                .key(SORT_KEY, s("CLAIM"))
+                .set_key(Some(claim_item_key(key)))
                 .update_expression(
-                    "SET #owner = :owner, lease_expires_at = :lease, attempts = :attempt, \
+                    "SET #owner = :owner, lease = :lease, attempts = :attempt, \
                      updated_at = :now, #rev = :next",
                 )
                 .condition_expression("#rev = :seen AND #state = :sending")
@@ -680,55 +858,255 @@ impl ClaimStore for DynamoStore {
     }
 }
 
+/// Claim and record in one item: a trigger is opened by one `PutItem` (claim + record, and
+/// the claim already `sending` for a create) and decided by one fenced `UpdateItem` (record
+/// + completion), with its new pipeline's binding put alongside.
+#[async_trait]
+impl TriggerLedger for DynamoStore {
+    async fn open_trigger(
+        &self,
+        key: &ClaimKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        record: TriggerRecord,
+        sending: bool,
+    ) -> StoreResult<OpenedTrigger> {
+        let now = self.clock.now();
+        if record.id != key.record_id() {
+            return Err(StoreError::invalid(format!(
+                "record {} is not the record of claim `{key}`",
+                record.id
+            )));
+        }
+        let record = logic::prepare_create(record, &self.settings, now)?;
+        let attributes = record_item(&record)?;
+        // Concurrent: the (once per process) source registration costs no round trip.
+        let (claimed, registered) = futures::join!(
+            self.claim_with(key, fingerprint, lease, Some(&attributes), sending),
+            self.register_source(&record.source, now)
+        );
+        let (outcome, won_by, old) = claimed?;
+        registered?;
+        let found = old.as_ref().map(record_in_item).transpose()?.flatten();
+        let opened = match (&outcome, won_by) {
+            (ClaimOutcome::Won(_), Some(WonBy::FreshItem)) => OpenedTrigger {
+                outcome,
+                // A lost answer retried by the SDK: the stored record is ours.
+                record: Some(found.unwrap_or(record)),
+                marked_sending: sending,
+            },
+            (ClaimOutcome::Won(_), _) => {
+                let record = match found {
+                    Some(existing) => existing,
+                    // A claim-only item (e.g. a claim whose holder died before it could
+                    // write a record through the narrow traits): create it now.
+                    None => match self.create_record(record.clone()).await {
+                        Ok(created) => created,
+                        Err(StoreError::RecordExists { id }) => self
+                            .get_record(id)
+                            .await?
+                            .ok_or(StoreError::RecordNotFound { id })?,
+                        Err(error) => return Err(error),
+                    },
+                };
+                OpenedTrigger {
+                    outcome,
+                    record: Some(record),
+                    marked_sending: false,
+                }
+            }
+            _ => OpenedTrigger {
+                outcome,
+                record: found.filter(|record| record.expires_at > now),
+                marked_sending: false,
+            },
+        };
+        Ok(opened)
+    }
+
+    async fn settle_trigger(
+        &self,
+        key: &ClaimKey,
+        owner: OwnerToken,
+        lease: Duration,
+        record: TriggerRecord,
+    ) -> StoreResult<TriggerRecord> {
+        let _ = lease;
+        let now = self.clock.now();
+        if record.id != key.record_id() {
+            // A retry attempt's claim lives apart from the record it decides.
+            self.renew(key, owner, lease).await?;
+            let saved = self.update_record(record).await?;
+            self.complete(key, owner, &ClaimResult::trigger(saved.id))
+                .await
+                .or_else(|error| match error {
+                    StoreError::LostClaim { .. } => Ok(()),
+                    other => Err(other),
+                })?;
+            return Ok(saved);
+        }
+        let (record, expected) = logic::prepare_update(record, &self.settings, now)?;
+        let mut update = RecordUpdate::of(&record_item(&record)?);
+        // No `result` and no `completed_at`: a completed claim without them names its own
+        // record and was completed at its last update (`claim_from_item`).
+        update.also_set("#state = :completed, updated_at = :now, #rev = #rev + :one");
+        update.names.insert("#state".to_owned(), "state".to_owned());
+        update.names.insert("#owner".to_owned(), "owner".to_owned());
+        update
+            .names
+            .insert("#rev".to_owned(), "revision".to_owned());
+        update.value(":completed", s(ClaimState::Completed.as_str()));
+        update.value(":now", n(millis(now)));
+        update.value(":one", n(1));
+        update.value(":owner", s(owner.to_string()));
+        update.value(":in_progress", s(ClaimState::InProgress.as_str()));
+        update.value(":sending", s(ClaimState::Sending.as_str()));
+        update.value(":expected", n_u64(expected));
+        update.value(":now_s", n(now.timestamp()));
+        let write = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(claim_item_key(key)))
+            .update_expression(update.expression())
+            // The fence: still this owner's claim, still undecided, and the record as read.
+            .condition_expression(
+                "#owner = :owner AND #state IN (:in_progress, :sending) AND #ttl > :now_s \
+                 AND #ver = :expected",
+            )
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send();
+        // The pipeline is this holder's own create's answer: nobody else can hold it, so
+        // its binding need not precede the record.
+        let binding = async {
+            match &record.pipeline {
+                Some(pipeline) => self.bind_pipeline(&pipeline.id, &record, now).await,
+                None => Ok(()),
+            }
+        };
+        let (written, bound) = futures::join!(write, binding);
+        bound?;
+        let old = match written {
+            Ok(_) => return Ok(record),
+            Err(error) => {
+                conditional_failure(&error).ok_or_else(|| classify("UpdateItem", &error))?
+            }
+        };
+        let old = match old {
+            Some(old) => Some(old),
+            None => self.get(trigger_pk(record.id), "TRIGGER").await?,
+        };
+        let claim = old
+            .as_ref()
+            .map(|item| claim_from_item(key, item))
+            .transpose()?
+            .flatten();
+        let stored = old.as_ref().map(record_in_item).transpose()?.flatten();
+        match claim {
+            // The SDK retried a write whose answer was lost: it is done, and it was ours.
+            Some(claim)
+                if claim.owner == owner
+                    && claim.state == ClaimState::Completed
+                    && stored.as_ref() == Some(&record) =>
+            {
+                Ok(record)
+            }
+            Some(claim)
+                if claim.owner == owner
+                    && claim.state != ClaimState::Completed
+                    && !claim.is_expired(now) =>
+            {
+                Err(StoreError::StaleRecord { id: record.id })
+            }
+            _ => Err(StoreError::LostClaim { key: key.clone() }),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Trigger records
 // ---------------------------------------------------------------------------------------
 
-fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
-    let body = serde_json::to_string(record)
+/// The record's attribute: its JSON, deflated (a scheduled record of ~1.2 KB of JSON
+/// is ~500 bytes), so the item stays under the 1 KB of one write unit.
+const RECORD_BODY: &str = "r";
+/// The record's optimistic-concurrency version (conditions compare it).
+const RECORD_VERSION: &str = "ver";
+
+fn deflate(json: &[u8]) -> StoreResult<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(json.len() / 2),
+        flate2::Compression::best(),
+    );
+    encoder
+        .write_all(json)
+        .and_then(|()| encoder.finish())
+        .map_err(|error| StoreError::invalid(format!("cannot compress a record: {error}")))
+}
+
+fn inflate(bytes: &[u8]) -> StoreResult<Vec<u8>> {
+    use std::io::Read as _;
+    let mut json = Vec::with_capacity(bytes.len() * 3);
+    flate2::read::DeflateDecoder::new(bytes)
+        .take(MAX_RECORD_BYTES as u64 * 4)
+        .read_to_end(&mut json)
+        .map_err(|error| StoreError::corrupt("trigger record", error.to_string()))?;
+    Ok(json)
+}
+
+/// Record fields the item says anyway (`id` in the key, `version` in `ver`) or whose
+/// defaults are restored on reading: left out of the stored body, where every byte is paid
+/// for on each write.
+fn stored_body(record: &TriggerRecord) -> StoreResult<Vec<u8>> {
+    let mut value = serde_json::to_value(record)
         .map_err(|error| StoreError::invalid(format!("unserialisable record: {error}")))?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("id");
+        fields.remove("version");
+        if fields.get("schema_version") == Some(&serde_json::json!(SCHEMA_VERSION)) {
+            fields.remove("schema_version");
+        }
+        if fields.get("workflows") == Some(&serde_json::json!([])) {
+            fields.remove("workflows");
+        }
+        if fields.get("pipeline_final") == Some(&serde_json::json!(false)) {
+            fields.remove("pipeline_final");
+        }
+    }
+    serde_json::to_vec(&value)
+        .map_err(|error| StoreError::invalid(format!("unserialisable record: {error}")))
+}
+
+fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
+    let json = stored_body(record)?;
+    let body = deflate(&json)?;
     if body.len() > MAX_RECORD_BYTES {
         return Err(StoreError::invalid(format!(
-            "record {} is {} bytes; the limit is {MAX_RECORD_BYTES}",
+            "record {} is {} bytes compressed; the limit is {MAX_RECORD_BYTES}",
             record.id,
             body.len()
         )));
     }
-    let created = format!("{}#{}", sort_time(record.created_at), record.id);
-    let project = &record.target.project;
+    let created = created_sort_key(record);
+    // Only keys and the body: every attribute is paid for on every write of the item.
     let mut item: Item = HashMap::from([
         (PARTITION_KEY.to_owned(), s(trigger_pk(record.id))),
         (SORT_KEY.to_owned(), s("TRIGGER")),
-        ("type".to_owned(), s("trigger")),
+        (RECORD_VERSION.to_owned(), n_u64(record.version)),
         (
-            "schema_version".to_owned(),
-            n(i64::from(record.schema_version)),
+            RECORD_BODY.to_owned(),
+            AttributeValue::B(aws_smithy_types::Blob::new(body)),
         ),
-        ("version".to_owned(), n_u64(record.version)),
-        ("record".to_owned(), s(body)),
-        // Operator-facing copies of the main facts (console, ad-hoc queries).
-        ("status".to_owned(), s(record.status.as_str())),
-        ("source".to_owned(), s(record.source.to_string())),
-        ("origin".to_owned(), s(record.origin.to_string())),
-        ("created_at".to_owned(), s(sort_time(record.created_at))),
         (TTL_ATTRIBUTE.to_owned(), n(ttl_seconds(record.expires_at))),
         ("source_pk".to_owned(), s(source_pk(&record.source))),
         ("created_sk".to_owned(), s(created.clone())),
-        ("origin_pk".to_owned(), s(origin_pk(record.origin))),
-        ("origin_sk".to_owned(), s(format!("{project}#{created}"))),
-        (
-            "month_pk".to_owned(),
-            s(month_pk(first_of_month(record.created_at))),
-        ),
     ]);
-    // Key attributes cannot be empty strings: without a project, the record is simply
-    // absent from the project index (sparse), e.g. a rejected call to an unknown endpoint.
-    if !project.is_empty() {
-        item.insert("project".to_owned(), s(project.clone()));
-        item.insert("project_pk".to_owned(), s(project_pk(project)));
-    }
-    if let Some(pipeline) = &record.pipeline {
-        item.insert("pipeline_id".to_owned(), s(pipeline.id.clone()));
+    // Sparse: a root trigger is found by its id, so only descendants enter `by_origin`.
+    if record.origin != record.id {
+        item.insert("origin_pk".to_owned(), s(origin_pk(record.origin)));
     }
     if let Some(retry_at) = record.retry_at.filter(|_| record.in_retry_index()) {
         item.insert("retry_pk".to_owned(), s(RETRY_PARTITION));
@@ -740,23 +1118,132 @@ fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
     Ok(item)
 }
 
+/// A record's attributes as one `UpdateItem` (`SET` each, `REMOVE` the optional index keys
+/// it no longer has), leaving any claim attributes of the item alone. Names are `#r`,
+/// `#ver`, `#ttl` and `#a<n>`; values `:a<n>`.
+struct RecordUpdate {
+    set: Vec<String>,
+    remove: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+/// Index keys a record may have or not (sparse indexes).
+const OPTIONAL_RECORD_KEYS: [&str; 3] = ["origin_pk", "retry_pk", "retry_sk"];
+
+impl RecordUpdate {
+    fn of(item: &Item) -> Self {
+        let mut update = RecordUpdate {
+            set: Vec::new(),
+            remove: Vec::new(),
+            names: HashMap::from([
+                ("#r".to_owned(), RECORD_BODY.to_owned()),
+                ("#ver".to_owned(), RECORD_VERSION.to_owned()),
+                ("#ttl".to_owned(), TTL_ATTRIBUTE.to_owned()),
+            ]),
+            values: HashMap::new(),
+        };
+        let mut attributes: Vec<(&String, &AttributeValue)> = item
+            .iter()
+            .filter(|(name, _)| *name != PARTITION_KEY && *name != SORT_KEY)
+            .collect();
+        attributes.sort_by(|a, b| a.0.cmp(b.0));
+        for (i, (name, value)) in attributes.into_iter().enumerate() {
+            let placeholder = match name.as_str() {
+                RECORD_BODY => "#r".to_owned(),
+                RECORD_VERSION => "#ver".to_owned(),
+                TTL_ATTRIBUTE => "#ttl".to_owned(),
+                _ => {
+                    let placeholder = format!("#a{i}");
+                    update.names.insert(placeholder.clone(), name.clone());
+                    placeholder
+                }
+            };
+            update.set.push(format!("{placeholder} = :a{i}"));
+            update.values.insert(format!(":a{i}"), value.clone());
+        }
+        for (i, name) in OPTIONAL_RECORD_KEYS.iter().enumerate() {
+            if !item.contains_key(*name) {
+                let placeholder = format!("#o{i}");
+                update.names.insert(placeholder.clone(), (*name).to_owned());
+                update.remove.push(placeholder);
+            }
+        }
+        update
+    }
+
+    fn value(&mut self, name: &str, value: AttributeValue) {
+        self.values.insert(name.to_owned(), value);
+    }
+
+    /// Adds `SET` clauses (e.g. the claim's completion).
+    fn also_set(&mut self, clause: &str) {
+        self.set.push(clause.to_owned());
+    }
+
+    fn expression(&self) -> String {
+        let mut expression = format!("SET {}", self.set.join(", "));
+        if !self.remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
+        }
+        expression
+    }
+}
+
+/// The record in `item`, if it holds one (an item may hold only a claim).
+fn record_in_item(item: &Item) -> StoreResult<Option<TriggerRecord>> {
+    if item.contains_key(RECORD_BODY) {
+        record_from_item(item).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 fn record_from_item(item: &Item) -> StoreResult<TriggerRecord> {
-    let body = Reader::new(item, "trigger record").s("record")?;
-    serde_json::from_str(body)
-        .map_err(|error| StoreError::corrupt("trigger record", error.to_string()))
+    let body = match item.get(RECORD_BODY) {
+        Some(AttributeValue::B(blob)) => blob.as_ref(),
+        _ => {
+            return Err(StoreError::corrupt(
+                "trigger record",
+                format!("attribute `{RECORD_BODY}` is not binary"),
+            ));
+        }
+    };
+    let corrupt =
+        |error: serde_json::Error| StoreError::corrupt("trigger record", error.to_string());
+    let mut value: serde_json::Value = serde_json::from_slice(&inflate(body)?).map_err(corrupt)?;
+    let r = Reader::new(item, "trigger record");
+    let id = r
+        .s(PARTITION_KEY)?
+        .strip_prefix("TRIGGER#")
+        .ok_or_else(|| StoreError::corrupt("trigger record", "not a trigger record's key"))?
+        .to_owned();
+    let version = r.n(RECORD_VERSION)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("id".to_owned(), serde_json::Value::String(id));
+        fields.insert("version".to_owned(), serde_json::json!(version));
+        fields
+            .entry("schema_version")
+            .or_insert(serde_json::json!(SCHEMA_VERSION));
+    }
+    serde_json::from_value(value).map_err(corrupt)
 }
 
-fn first_of_month(at: DateTime<Utc>) -> NaiveDate {
-    at.date_naive()
-        .with_day(1)
-        .unwrap_or_else(|| at.date_naive())
+/// `created_sk`: a record's creation, sortable, then its id — compact (fixed-width hex
+/// microseconds since the epoch, the id without dashes: 46 characters) because it is
+/// stored twice in a chained record's item and every byte of the item is paid for on each
+/// of its writes.
+fn created_sort_key(record: &TriggerRecord) -> String {
+    let micros = u64::try_from(record.created_at.timestamp_micros()).unwrap_or(0);
+    format!("{micros:013x}#{}", record.id.as_uuid().simple())
 }
 
-/// Position of a newest-first listing across month partitions.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct MonthPosition {
-    month: NaiveDate,
-    after: Option<BTreeMap<String, String>>,
+/// The all-history listing's cursor scope.
+const RECENT_SCOPE: &str = "recent";
+
+/// An all-history cursor that continues after `last` (its `created_sk`).
+fn recent_cursor(last: &TriggerRecord) -> StoreResult<super::Cursor> {
+    cursor::encode(RECENT_SCOPE, &created_sort_key(last))
 }
 
 /// One newest-first Query on a GSI; `condition` uses `:pk` (and optionally `:prefix`).
@@ -767,6 +1254,70 @@ struct IndexQuery {
 }
 
 impl DynamoStore {
+    /// Records that `source` has records (one tiny item per source in the `SOURCES`
+    /// partition, which [`list_recent`](HistoryStore::list_recent) walks). Written once per
+    /// source per process and again each half retention (its expiry outlives the records
+    /// it lists), so a warm trigger never pays for it.
+    async fn register_source(&self, source: &TriggerSource, now: DateTime<Utc>) -> StoreResult<()> {
+        let sk = source_pk(source);
+        let refresh_after = logic::to_delta(self.settings.retention / 2);
+        let fresh = self
+            .sources_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&sk)
+            .is_some_and(|at| now - *at < refresh_after);
+        if fresh {
+            return Ok(());
+        }
+        let expires =
+            logic::retention_end(now, &self.settings) + logic::to_delta(self.settings.retention);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(SOURCES_PARTITION))
+            .item(SORT_KEY, s(sk.clone()))
+            .item(TTL_ATTRIBUTE, n(ttl_seconds(expires)))
+            .send()
+            .await
+            .map_err(|error| classify("PutItem", &error))?;
+        self.sources_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(sk, now);
+        Ok(())
+    }
+
+    /// Every registered source's `by_source` partition key.
+    async fn registered_sources(&self) -> StoreResult<Vec<String>> {
+        let now = self.clock.now();
+        let mut sources = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(SOURCES_PARTITION))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| classify("Query", &error))?;
+            for item in output.items() {
+                let r = Reader::new(item, "source registration");
+                if from_ttl_seconds(r.n(TTL_ATTRIBUTE)?)? > now {
+                    sources.push(r.s(SORT_KEY)?.to_owned());
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(sources);
+            }
+        }
+    }
+
     /// Reads up to `limit` live records from `query`, starting after `start`; returns
     /// them and where the next read starts (`None`: the partition is exhausted).
     async fn query_records(
@@ -795,8 +1346,9 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|error| classify("Query", &error))?;
-            for item in output.items() {
-                let record = record_from_item(item)?;
+            // The indexes hold keys only: the records are read from the table, in the
+            // index's order.
+            for record in self.get_records(output.items()).await? {
                 // TTL deletion lags; expiry is decided here.
                 if record.expires_at > now {
                     records.push(record);
@@ -807,6 +1359,72 @@ impl DynamoStore {
                 return Ok(start);
             }
         }
+    }
+
+    /// The records behind index entries (keys only), in the entries' order, by
+    /// `BatchGetItem` (strongly consistent, up to 100 keys a call); entries whose item is
+    /// gone (TTL, purge) are left out.
+    async fn get_records(&self, entries: &[Item]) -> StoreResult<Vec<TriggerRecord>> {
+        let keys: Vec<Item> = entries
+            .iter()
+            .filter_map(|entry| {
+                Some(HashMap::from([
+                    (PARTITION_KEY.to_owned(), entry.get(PARTITION_KEY)?.clone()),
+                    (SORT_KEY.to_owned(), entry.get(SORT_KEY)?.clone()),
+                ]))
+            })
+            .collect();
+        let mut found: HashMap<String, TriggerRecord> = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|error| StoreError::Internal {
+                        message: error.to_string(),
+                    })?,
+            );
+            // Unprocessed keys (throttling) are asked again, a bounded number of times.
+            for _ in 0..RACE_ATTEMPTS {
+                let Some(request) = pending.take() else { break };
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|error| classify("BatchGetItem", &error))?;
+                for item in output
+                    .responses
+                    .as_ref()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    let pk = Reader::new(item, "trigger record").s(PARTITION_KEY)?;
+                    if let Some(record) = record_in_item(item)? {
+                        found.insert(pk.to_owned(), record);
+                    }
+                }
+                pending = output
+                    .unprocessed_keys
+                    .and_then(|mut left| left.remove(&self.table))
+                    .filter(|left| !left.keys().is_empty());
+            }
+            if pending.is_some() {
+                return Err(StoreError::Unavailable {
+                    message: "BatchGetItem kept leaving keys unprocessed".into(),
+                });
+            }
+        }
+        Ok(keys
+            .iter()
+            .filter_map(|key| match key.get(PARTITION_KEY) {
+                Some(AttributeValue::S(pk)) => found.remove(pk),
+                _ => None,
+            })
+            .collect())
     }
 
     async fn list_index(
@@ -833,111 +1451,88 @@ impl DynamoStore {
         Ok(Page { items, next })
     }
 
-    /// Binds a pipeline id to a record inside the record's own write (a transaction), so a
-    /// pipeline can never be attributed to two records.
+    /// Writes a record, conditional on its version. A newly named pipeline is bound to the
+    /// record first, by a conditional put of its binding (a pipeline can never be attributed
+    /// to two records); no transaction: a binding whose record write then fails still names
+    /// the trigger that created the pipeline, and the retried write finds it already bound.
     async fn write_record(
         &self,
         record: &TriggerRecord,
         expected_version: Option<u64>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let item = record_item(record)?;
-        let body_digest = match item.get("record") {
-            Some(AttributeValue::S(body)) => hex::encode(Sha256::digest(body.as_bytes())),
-            _ => String::new(),
+        let mut update = RecordUpdate::of(&record_item(record)?);
+        // An update, not a put: the item may hold the record's claim, which stays.
+        let condition = match expected_version {
+            None => "attribute_not_exists(#r)".to_owned(),
+            Some(version) => {
+                update.value(":expected", n_u64(version));
+                update.value(":now_s", n(now.timestamp()));
+                "#ver = :expected AND #ttl > :now_s".to_owned()
+            }
         };
-        let (condition, values) = match expected_version {
-            None => ("attribute_not_exists(pk)", HashMap::new()),
-            Some(version) => (
-                "version = :expected AND #ttl > :now_s",
-                HashMap::from([
-                    (":expected".to_owned(), n_u64(version)),
-                    (":now_s".to_owned(), n(now.timestamp())),
-                ]),
-            ),
-        };
-        let names = expected_version
-            .map(|_| HashMap::from([("#ttl".to_owned(), TTL_ATTRIBUTE.to_owned())]));
-        let Some(pipeline) = &record.pipeline else {
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values((!values.is_empty()).then_some(values))
-                .send()
-                .await;
-            return match result {
-                Ok(_) => Ok(()),
-                Err(error) if conditional_failure(&error).is_some() => {
-                    self.record_write_refused(record, expected_version, now)
-                        .await
-                }
-                Err(error) => Err(classify("PutItem", &error)),
-            };
-        };
-        let put_record = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(expected_version.map(|_| values))
-            .build()
-            .map_err(|error| StoreError::Internal {
-                message: error.to_string(),
-            })?;
-        let binding = Put::builder()
-            .table_name(&self.table)
-            .item(PARTITION_KEY, s(pipeline_pk(&pipeline.id)))
-            .item(SORT_KEY, s("PIPELINE"))
-            .item("type", s("pipeline"))
-            .item("trigger_id", s(record.id.to_string()))
-            .item(TTL_ATTRIBUTE, n(ttl_seconds(record.expires_at)))
-            .item("schema_version", n(i64::from(SCHEMA_VERSION)))
-            .condition_expression("attribute_not_exists(pk) OR trigger_id = :id OR #ttl <= :now_s")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":id", s(record.id.to_string()))
-            .expression_attribute_values(":now_s", n(now.timestamp()))
-            .build()
-            .map_err(|error| StoreError::Internal {
-                message: error.to_string(),
-            })?;
+        if let Some(pipeline) = &record.pipeline {
+            self.bind_pipeline(&pipeline.id, record, now).await?;
+        }
         let result = self
             .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put_record).build())
-            .transact_items(TransactWriteItem::builder().put(binding).build())
-            // The whole item in the token: a retry of this exact write is idempotent, while a
-            // different write of the same version (a lost race) still fails its condition.
-            .client_request_token(request_token(&[&self.table, &body_digest]))
+            .update_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(trigger_pk(record.id)))
+            .key(SORT_KEY, s("TRIGGER"))
+            .update_expression(update.expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error) => match cancellation_codes(&error) {
-                Some(codes) if failed_condition(&codes, 0) => {
-                    self.record_write_refused(record, expected_version, now)
-                        .await
-                }
-                Some(codes) if failed_condition(&codes, 1) => {
-                    let trigger_id = self.pipeline_recorded(&pipeline.id).await?;
-                    Err(match trigger_id {
-                        Some(trigger_id) => StoreError::PipelineAlreadyRecorded {
-                            pipeline_id: pipeline.id.clone(),
+            Err(error) if conditional_failure(&error).is_some() => {
+                self.record_write_refused(record, expected_version, now)
+                    .await
+            }
+            Err(error) => Err(classify("UpdateItem", &error)),
+        }
+    }
+
+    /// Binds `pipeline_id` to `record` unless another live record holds it.
+    async fn bind_pipeline(
+        &self,
+        pipeline_id: &str,
+        record: &TriggerRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(pipeline_pk(pipeline_id)))
+            .item(SORT_KEY, s("PIPELINE"))
+            .item("trigger_id", s(record.id.to_string()))
+            .item(TTL_ATTRIBUTE, n(ttl_seconds(record.expires_at)))
+            .condition_expression("attribute_not_exists(pk) OR trigger_id = :id OR #ttl <= :now_s")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":id", s(record.id.to_string()))
+            .expression_attribute_values(":now_s", n(now.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if conditional_failure(&error).is_some() => {
+                match self.pipeline_recorded(pipeline_id).await? {
+                    Some(trigger_id) if trigger_id != record.id => {
+                        Err(StoreError::PipelineAlreadyRecorded {
+                            pipeline_id: pipeline_id.to_owned(),
                             trigger_id,
-                        },
-                        None => StoreError::Unavailable {
-                            message: format!(
-                                "pipeline {} binding changed concurrently",
-                                pipeline.id
-                            ),
-                        },
-                    })
+                        })
+                    }
+                    _ => Err(StoreError::Unavailable {
+                        message: format!("pipeline {pipeline_id} binding changed concurrently"),
+                    }),
                 }
-                _ => Err(classify_transaction(&error)),
-            },
+            }
+            Err(error) => Err(classify("PutItem", &error)),
         }
     }
 
@@ -965,12 +1560,10 @@ impl DynamoStore {
         id: TriggerId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<TriggerRecord>> {
-        Ok(self
-            .get(trigger_pk(id), "TRIGGER")
-            .await?
-            .map(|item| record_from_item(&item))
-            .transpose()?
-            .filter(|record| record.expires_at > now))
+        let Some(item) = self.get(trigger_pk(id), "TRIGGER").await? else {
+            return Ok(None);
+        };
+        Ok(record_in_item(&item)?.filter(|record| record.expires_at > now))
     }
 }
 
@@ -979,7 +1572,13 @@ impl HistoryStore for DynamoStore {
     async fn create_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
         let now = self.clock.now();
         let record = logic::prepare_create(record, &self.settings, now)?;
-        self.write_record(&record, None, now).await?;
+        // Concurrent: the registration costs no round trip of its own.
+        let (written, registered) = futures::join!(
+            self.write_record(&record, None, now),
+            self.register_source(&record.source, now)
+        );
+        written?;
+        registered?;
         Ok(record)
     }
 
@@ -1008,98 +1607,194 @@ impl HistoryStore for DynamoStore {
         self.list_index(&pk, query, page).await
     }
 
+    /// No index: a CLI filter, served by walking the recent listing (a project's records
+    /// are a subset of it) so that no write pays for it.
     async fn list_by_project(
         &self,
         project: &str,
         page: PageRequest,
     ) -> StoreResult<Page<TriggerRecord>> {
-        let pk = project_pk(&logic::canonical_project(project));
-        let query = IndexQuery {
-            index: BY_PROJECT,
-            condition: "project_pk = :pk",
-            values: vec![(":pk", pk.clone())],
-        };
-        self.list_index(&pk, query, page).await
+        let wanted = logic::canonical_project(project);
+        let limit = page.clamped_limit();
+        let mut cursor = page.cursor;
+        let mut items = Vec::with_capacity(limit);
+        loop {
+            let recent = self
+                .list_recent(PageRequest {
+                    limit: super::MAX_PAGE_SIZE,
+                    cursor: cursor.take(),
+                })
+                .await?;
+            for record in recent.items {
+                if logic::canonical_project(&record.target.project) == wanted {
+                    items.push(record);
+                    if items.len() == limit {
+                        // Continue after the last one returned, not after the page read.
+                        let next = match items.last() {
+                            Some(last) => Some(recent_cursor(last)?),
+                            None => None,
+                        };
+                        return Ok(Page { items, next });
+                    }
+                }
+            }
+            match recent.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(Page { items, next: None }),
+            }
+        }
     }
 
+    /// `by_origin` holds descendants by creation (its sort key is `created_sk`, stored once
+    /// for both indexes); a project is filtered here (an origin's tree is small), and the
+    /// root, not in the sparse index, comes last, read by id.
     async fn list_by_origin(
         &self,
         origin: TriggerId,
         project: Option<&str>,
         page: PageRequest,
     ) -> StoreResult<Page<TriggerRecord>> {
-        let pk = origin_pk(origin);
-        let (scope, query) = match project.map(logic::canonical_project) {
-            Some(project) => (
-                format!("{pk}#{project}"),
-                IndexQuery {
-                    index: BY_ORIGIN,
-                    condition: "origin_pk = :pk AND begins_with(origin_sk, :prefix)",
-                    values: vec![(":pk", pk.clone()), (":prefix", format!("{project}#"))],
-                },
-            ),
-            None => (
-                pk.clone(),
-                IndexQuery {
-                    index: BY_ORIGIN,
-                    condition: "origin_pk = :pk",
-                    values: vec![(":pk", pk)],
-                },
-            ),
-        };
-        self.list_index(&scope, query, page).await
-    }
-
-    async fn list_recent(&self, page: PageRequest) -> StoreResult<Page<TriggerRecord>> {
-        const SCOPE: &str = "recent";
         let now = self.clock.now();
-        let limit = page.clamped_limit();
-        let (mut month, mut start) = match &page.cursor {
-            Some(c) => {
-                let position: MonthPosition = cursor::decode(SCOPE, c)?;
-                (position.month, position.after.map(strings_to_key))
-            }
-            None => (first_of_month(now), None),
+        let pk = origin_pk(origin);
+        let wanted = project.map(logic::canonical_project);
+        let scope = match &wanted {
+            Some(project) => format!("{pk}#{project}"),
+            None => pk.clone(),
         };
-        // Nothing older than the retention can be live, so the walk back stops there.
-        let oldest = first_of_month(now - logic::to_delta(self.settings.retention));
+        let limit = page.clamped_limit();
+        let position = page
+            .cursor
+            .as_ref()
+            .map(|c| cursor::decode::<BTreeMap<String, String>>(&scope, c))
+            .transpose()?;
+        let matches = |record: &TriggerRecord| {
+            record.expires_at > now
+                && wanted
+                    .as_deref()
+                    .is_none_or(|p| logic::canonical_project(&record.target.project) == p)
+        };
         let mut items = Vec::with_capacity(limit);
-        loop {
-            let query = IndexQuery {
-                index: BY_MONTH,
-                condition: "month_pk = :pk",
-                values: vec![(":pk", month_pk(month))],
-            };
-            start = self
-                .query_records(&query, start, limit, now, &mut items)
-                .await?;
-            if let Some(after) = &start {
-                // Page full inside this month.
-                let position = MonthPosition {
-                    month,
-                    after: Some(key_to_strings(after)?),
-                };
-                return Ok(Page {
-                    items,
-                    next: Some(cursor::encode(SCOPE, &position)?),
-                });
-            }
-            let Some(previous) = month.checked_sub_months(Months::new(1)) else {
-                break;
-            };
-            if previous < oldest {
-                break;
-            }
-            month = previous;
-            if items.len() >= limit {
-                let position = MonthPosition { month, after: None };
-                return Ok(Page {
-                    items,
-                    next: Some(cursor::encode(SCOPE, &position)?),
-                });
+        if !position
+            .as_ref()
+            .is_some_and(|p| p.contains_key(ROOT_CURSOR))
+        {
+            let mut start = position.map(strings_to_key);
+            loop {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(BY_ORIGIN)
+                    .key_condition_expression("origin_pk = :pk")
+                    .expression_attribute_values(":pk", s(pk.clone()))
+                    .scan_index_forward(false)
+                    .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|error| classify("Query", &error))?;
+                for record in self.get_records(output.items()).await? {
+                    if !matches(&record) {
+                        continue;
+                    }
+                    let key = HashMap::from([
+                        (PARTITION_KEY.to_owned(), s(trigger_pk(record.id))),
+                        (SORT_KEY.to_owned(), s("TRIGGER")),
+                        ("origin_pk".to_owned(), s(pk.clone())),
+                        ("created_sk".to_owned(), s(created_sort_key(&record))),
+                    ]);
+                    items.push(record);
+                    if items.len() >= limit {
+                        // Continue after the last one returned, not after the page read.
+                        let next = cursor::encode(&scope, &key_to_strings(&key)?)?;
+                        return Ok(Page {
+                            items,
+                            next: Some(next),
+                        });
+                    }
+                }
+                start = output.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
             }
         }
+        if items.len() >= limit {
+            let position = BTreeMap::from([(ROOT_CURSOR.to_owned(), String::new())]);
+            return Ok(Page {
+                items,
+                next: Some(cursor::encode(&scope, &position)?),
+            });
+        }
+        if let Some(root) = self.get_record(origin).await?
+            && root.origin == root.id
+            && matches(&root)
+        {
+            items.push(root);
+        }
         Ok(Page { items, next: None })
+    }
+
+    /// Newest first across every source: each registered source's `by_source` partition
+    /// read from the same boundary and merged. No index is shared by all records (it
+    /// would be one hot partition); the price is one Query per source per page, paid by
+    /// the reader (console, CLI), never by a trigger.
+    async fn list_recent(&self, page: PageRequest) -> StoreResult<Page<TriggerRecord>> {
+        let now = self.clock.now();
+        let limit = page.clamped_limit();
+        let before: Option<String> = page
+            .cursor
+            .as_ref()
+            .map(|c| cursor::decode::<String>(RECENT_SCOPE, c))
+            .transpose()?;
+        let sources = self.registered_sources().await?;
+        let mut reads = futures::stream::iter(sources.into_iter().map(|source_pk| {
+            let before = before.clone();
+            async move {
+                let (condition, mut values) = match &before {
+                    Some(_) => (
+                        "source_pk = :pk AND created_sk < :before",
+                        vec![(":pk", source_pk)],
+                    ),
+                    None => ("source_pk = :pk", vec![(":pk", source_pk)]),
+                };
+                if let Some(before) = before {
+                    values.push((":before", before));
+                }
+                let query = IndexQuery {
+                    index: BY_SOURCE,
+                    condition,
+                    values,
+                };
+                let mut records = Vec::new();
+                let more = self
+                    .query_records(&query, None, limit, now, &mut records)
+                    .await?;
+                StoreResult::Ok((records, more.is_some()))
+            }
+        }))
+        .buffer_unordered(16);
+        let mut items = Vec::new();
+        let mut more = false;
+        while let Some(read) = reads.next().await {
+            let (records, partial) = read?;
+            more |= partial;
+            items.extend(records);
+        }
+        items.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.to_string().cmp(&a.id.to_string()))
+        });
+        if items.len() > limit {
+            items.truncate(limit);
+            more = true;
+        }
+        let next = match items.last() {
+            Some(last) if more => Some(recent_cursor(last)?),
+            _ => None,
+        };
+        Ok(Page { items, next })
     }
 
     async fn find_by_pipeline(&self, pipeline_id: &str) -> StoreResult<Option<TriggerRecord>> {
@@ -1144,8 +1839,7 @@ impl HistoryStore for DynamoStore {
                 .send()
                 .await
                 .map_err(|error| classify("Query", &error))?;
-            for item in output.items() {
-                let record = record_from_item(item)?;
+            for record in self.get_records(output.items()).await? {
                 // The index is eventually consistent: re-check what it claims.
                 let still_due =
                     record.retry_at.is_some_and(|at| at <= now) && record.in_retry_index();

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 
 use crate::secrets::SecretKind;
 
-use super::table::{BY_MONTH, BY_ORIGIN, BY_PROJECT, BY_SOURCE, RETRY_DUE};
+use super::table::{BY_ORIGIN, BY_SOURCE, RETRY_DUE};
 
 /// The IAM actions the adapter uses, by name.
 pub mod actions {
@@ -30,6 +30,8 @@ pub mod actions {
     pub const UPDATE_ITEM: &str = "dynamodb:UpdateItem";
     pub const DELETE_ITEM: &str = "dynamodb:DeleteItem";
     pub const QUERY: &str = "dynamodb:Query";
+    /// Listings read the records behind their (keys-only) index entries in batches.
+    pub const BATCH_GET_ITEM: &str = "dynamodb:BatchGetItem";
     pub const SCAN: &str = "dynamodb:Scan";
     /// The `ConditionCheck` element of a `TransactWriteItems` request.
     pub const CONDITION_CHECK_ITEM: &str = "dynamodb:ConditionCheckItem";
@@ -53,13 +55,6 @@ const fn table(actions: &'static [&'static str]) -> OperationAccess {
     }
 }
 
-const fn index(names: &'static [&'static str]) -> OperationAccess {
-    OperationAccess {
-        table_actions: &[],
-        queried_indexes: names,
-    }
-}
-
 /// Every method of the store port ([`crate::store::TriggerStore`]), named as in the traits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StoreOperation {
@@ -70,6 +65,8 @@ pub enum StoreOperation {
     Release,
     AdoptAmbiguous,
     ClaimSnapshot,
+    OpenTrigger,
+    SettleTrigger,
     CreateRecord,
     UpdateRecord,
     GetRecord,
@@ -93,7 +90,7 @@ pub enum StoreOperation {
 }
 
 impl StoreOperation {
-    pub const ALL: [StoreOperation; 27] = [
+    pub const ALL: [StoreOperation; 29] = [
         StoreOperation::Claim,
         StoreOperation::Renew,
         StoreOperation::MarkSending,
@@ -101,6 +98,8 @@ impl StoreOperation {
         StoreOperation::Release,
         StoreOperation::AdoptAmbiguous,
         StoreOperation::ClaimSnapshot,
+        StoreOperation::OpenTrigger,
+        StoreOperation::SettleTrigger,
         StoreOperation::CreateRecord,
         StoreOperation::UpdateRecord,
         StoreOperation::GetRecord,
@@ -133,6 +132,8 @@ impl StoreOperation {
             StoreOperation::Release => "release",
             StoreOperation::AdoptAmbiguous => "adopt_ambiguous",
             StoreOperation::ClaimSnapshot => "claim_snapshot",
+            StoreOperation::OpenTrigger => "open_trigger",
+            StoreOperation::SettleTrigger => "settle_trigger",
             StoreOperation::CreateRecord => "create_record",
             StoreOperation::UpdateRecord => "update_record",
             StoreOperation::GetRecord => "get_record",
@@ -167,7 +168,16 @@ impl StoreOperation {
             StoreOperation::Renew | StoreOperation::MarkSending | StoreOperation::Complete => {
                 table(&[UPDATE_ITEM, GET_ITEM])
             }
-            StoreOperation::Release => table(&[DELETE_ITEM, GET_ITEM]),
+            // The claim's attributes are removed; the record in the same item stays.
+            StoreOperation::Release => table(&[UPDATE_ITEM, GET_ITEM]),
+            // Claim + record in one conditional Put (the claim alone on an item that holds
+            // only a record: Update; a takeover: Update), the source's registration (Put),
+            // a read-back when the condition fails without the old item.
+            StoreOperation::OpenTrigger => table(&[PUT_ITEM, UPDATE_ITEM, GET_ITEM]),
+            // Record + completion in one fenced Update, the new pipeline's binding (Put),
+            // read-backs when a condition fails; a retry attempt's separate claim takes the
+            // narrow path (Update, Put).
+            StoreOperation::SettleTrigger => table(&[UPDATE_ITEM, PUT_ITEM, GET_ITEM]),
             StoreOperation::AdoptAmbiguous => table(&[GET_ITEM, UPDATE_ITEM]),
             StoreOperation::ClaimSnapshot
             | StoreOperation::GetRecord
@@ -175,18 +185,32 @@ impl StoreOperation {
             | StoreOperation::PipelineRecorded
             | StoreOperation::ScheduleState
             | StoreOperation::PauseFlag => table(&[GET_ITEM]),
-            // Put (or a transaction of two Puts with the pipeline binding); a refused write
-            // reads the record back to tell "exists", "stale" and "ours, answer lost" apart.
+            // Update of the record's attributes (its claim, in the same item, stays), after
+            // the conditional Put of a newly named pipeline's binding; a refused write reads
+            // the record (and the binding) back to tell "exists", "stale", "bound elsewhere"
+            // and "ours, answer lost" apart. A create also registers its source (a Put in
+            // `SOURCES`, once per process).
             StoreOperation::CreateRecord | StoreOperation::UpdateRecord => {
-                table(&[PUT_ITEM, GET_ITEM])
+                table(&[UPDATE_ITEM, PUT_ITEM, GET_ITEM])
             }
-            StoreOperation::ListBySource => index(&[BY_SOURCE]),
-            StoreOperation::ListByProject => index(&[BY_PROJECT]),
-            StoreOperation::ListByOrigin => index(&[BY_ORIGIN]),
-            StoreOperation::ListRecent => index(&[BY_MONTH]),
-            // The index is eventually consistent: each record it returns is re-read.
+            // Keys-only index entries, then the records by `BatchGetItem`.
+            StoreOperation::ListBySource => OperationAccess {
+                table_actions: &[BATCH_GET_ITEM],
+                queried_indexes: &[BY_SOURCE],
+            },
+            // The sparse index holds descendants; the root is read by id.
+            StoreOperation::ListByOrigin => OperationAccess {
+                table_actions: &[BATCH_GET_ITEM, GET_ITEM],
+                queried_indexes: &[BY_ORIGIN],
+            },
+            // The registered sources (a Query of `SOURCES`), then each source's partition.
+            StoreOperation::ListRecent | StoreOperation::ListByProject => OperationAccess {
+                table_actions: &[QUERY, BATCH_GET_ITEM],
+                queried_indexes: &[BY_SOURCE],
+            },
+            // The index is eventually consistent: the records it names are re-read.
             StoreOperation::DueForRetry => OperationAccess {
-                table_actions: &[GET_ITEM],
+                table_actions: &[BATCH_GET_ITEM],
                 queried_indexes: &[RETRY_DUE],
             },
             StoreOperation::PurgeExpired => table(&[SCAN, DELETE_ITEM]),
@@ -207,7 +231,10 @@ impl StoreOperation {
 
 /// What the trigger lifecycle (`engine::Engine`: `fire`, `decide_without_action`, `retry`,
 /// `sweep`) does to the store, whichever entry point drives it.
-const LIFECYCLE: [StoreOperation; 10] = [
+const LIFECYCLE: [StoreOperation; 12] = [
+    // `fire` and `decide_without_action`: claim and record together, decided together.
+    StoreOperation::OpenTrigger,
+    StoreOperation::SettleTrigger,
     StoreOperation::Claim,
     StoreOperation::AdoptAmbiguous,
     // The fence before a holder writes its outcome (the same fenced `UpdateItem`).
@@ -334,35 +361,26 @@ impl LambdaFunction {
     /// The partition keys the function's item requests may name, as IAM
     /// `dynamodb:LeadingKeys` patterns (`ForAllValues:StringLike` on the role's table
     /// statement; index queries are not narrowed). The key shapes are the adapter's
-    /// (`CLAIM#<claim key>`, `TRIGGER#<id>`, ...; claim keys start with their
-    /// [`crate::store::ClaimKind`] prefix). A function touches only the claims and state its
-    /// paths need: `http` never names a schedule cursor (`SCHEDULE#`), a chain's claim or a
-    /// fan-in; `chained` never a schedule cursor or a client's claim; `scheduled` never a join.
+    /// (`TRIGGER#<id>` for a claim and its record, one item; `PIPELINE#<id>`, ...). A
+    /// function touches only the state its paths need: `http` never names a schedule cursor
+    /// (`SCHEDULE#`) or a fan-in; `chained` never a schedule cursor or a rate window;
+    /// `scheduled` never a join or a rate window. A claim's key is `TRIGGER#<uuid>` (the
+    /// record's id, derived from the claim key), so roles no longer tell claim kinds apart:
+    /// each function could already write any trigger record, which is what a claim guards.
     pub fn leading_keys(self) -> &'static [&'static str] {
         match self {
-            // The sweep retries schedule and chain records (their `…#attempt<n>` claims).
+            // The sweep retries schedule and chain records (their `…#attempt<n>` claims, in
+            // items of their own under `TRIGGER#`).
             LambdaFunction::Scheduled => {
-                &["CLAIM#*", "TRIGGER#*", "PIPELINE#*", "SCHEDULE#*", "FLAGS"]
+                &["TRIGGER#*", "PIPELINE#*", "SCHEDULE#*", "FLAGS", "SOURCES"]
             }
             LambdaFunction::Webhooks => &[],
-            LambdaFunction::Chained => &[
-                "CLAIM#webhook#*",
-                "CLAIM#join#*",
-                "JOIN#join#*",
-                "TRIGGER#*",
-                "PIPELINE#*",
-                "FLAGS",
-            ],
+            LambdaFunction::Chained => {
+                &["JOIN#join#*", "TRIGGER#*", "PIPELINE#*", "FLAGS", "SOURCES"]
+            }
             // `[[client]].rate_limit` windows are `RATE#<client>` counters; operator
             // schedule runs fire slots under their schedule claims and read pause flags.
-            LambdaFunction::Http => &[
-                "CLAIM#client#*",
-                "CLAIM#schedule#*",
-                "RATE#*",
-                "TRIGGER#*",
-                "PIPELINE#*",
-                "FLAGS",
-            ],
+            LambdaFunction::Http => &["RATE#*", "TRIGGER#*", "PIPELINE#*", "FLAGS", "SOURCES"],
         }
     }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::item::classify;
 use crate::store::{StoreError, StoreResult};
 
-/// Main-table partition key (`CLAIM#…`, `TRIGGER#…`, `PIPELINE#…`, `SCHEDULE#…`, `JOIN#…`, `FLAGS`).
+/// Main-table partition key (`CLAIM#…`, `TRIGGER#…`, `PIPELINE#…`, `SCHEDULE#…`, `JOIN#…`, `FLAGS`, `SOURCES`).
 pub const PARTITION_KEY: &str = "pk";
 /// Main-table sort key (`CLAIM`, `TRIGGER`, `PIPELINE`, `STATE`, `ARRIVAL#…`, scope).
 pub const SORT_KEY: &str = "sk";
@@ -21,17 +21,42 @@ pub const SORT_KEY: &str = "sk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
 pub const BY_SOURCE: &str = "by_source";
-pub const BY_PROJECT: &str = "by_project";
 pub const BY_ORIGIN: &str = "by_origin";
-pub const BY_MONTH: &str = "by_month";
 pub const RETRY_DUE: &str = "retry_due";
 
-/// A global secondary index: string keys, all attributes projected.
+/// Which attributes a global secondary index copies from the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexProjection {
+    /// Only the table's and the index's keys: the smallest entry (a write of it is 1 WRU);
+    /// a query reads the items themselves afterwards.
+    KeysOnly,
+    /// Every attribute: each write of the item is repeated, at full size, in the index.
+    All,
+}
+
+impl IndexProjection {
+    pub fn cloudformation(self) -> &'static str {
+        match self {
+            IndexProjection::KeysOnly => "KEYS_ONLY",
+            IndexProjection::All => "ALL",
+        }
+    }
+
+    fn sdk(self) -> ProjectionType {
+        match self {
+            IndexProjection::KeysOnly => ProjectionType::KeysOnly,
+            IndexProjection::All => ProjectionType::All,
+        }
+    }
+}
+
+/// A global secondary index: string keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexDefinition {
     pub name: &'static str,
     pub partition_key: &'static str,
     pub sort_key: &'static str,
+    pub projection: IndexProjection,
     /// Which items appear in it and what it answers.
     pub purpose: &'static str,
 }
@@ -54,30 +79,21 @@ pub fn table_definition() -> TableDefinition {
                 name: BY_SOURCE,
                 partition_key: "source_pk",
                 sort_key: "created_sk",
+                projection: IndexProjection::KeysOnly,
                 purpose: "trigger records by schedule/rule/endpoint, newest first",
-            },
-            IndexDefinition {
-                name: BY_PROJECT,
-                partition_key: "project_pk",
-                sort_key: "created_sk",
-                purpose: "trigger records by target project, newest first",
             },
             IndexDefinition {
                 name: BY_ORIGIN,
                 partition_key: "origin_pk",
-                sort_key: "origin_sk",
-                purpose: "trigger records by origin trigger, then project (action selection, fan-in)",
-            },
-            IndexDefinition {
-                name: BY_MONTH,
-                partition_key: "month_pk",
                 sort_key: "created_sk",
-                purpose: "all trigger records, newest first, one partition per UTC month",
+                projection: IndexProjection::KeysOnly,
+                purpose: "sparse: descendant trigger records by origin trigger, newest first (action selection, fan-in); a root is read by id",
             },
             IndexDefinition {
                 name: RETRY_DUE,
                 partition_key: "retry_pk",
                 sort_key: "retry_sk",
+                projection: IndexProjection::KeysOnly,
                 purpose: "sparse: schedule and chain records waiting to be retried, by due time",
             },
         ],
@@ -122,7 +138,7 @@ impl TableDefinition {
                 .map(|index| json!({
                     "IndexName": index.name,
                     "KeySchema": key_schema(index.partition_key, index.sort_key),
-                    "Projection": {"ProjectionType": "ALL"},
+                    "Projection": {"ProjectionType": index.projection.cloudformation()},
                 }))
                 .collect::<Vec<_>>(),
             "TimeToLiveSpecification": {"AttributeName": self.ttl_attribute, "Enabled": true},
@@ -175,7 +191,7 @@ pub async fn create_table(client: &Client, name: &str) -> StoreResult<()> {
                 .set_key_schema(Some(key_schema(index.partition_key, index.sort_key)?))
                 .projection(
                     Projection::builder()
-                        .projection_type(ProjectionType::All)
+                        .projection_type(index.projection.sdk())
                         .build(),
                 )
                 .build()

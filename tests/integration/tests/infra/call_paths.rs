@@ -632,8 +632,8 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
     sim.advance(Duration::from_secs(60)).await;
     ticked(tick(sim.now()).await);
     sim.set_faults(Faults::default());
-    // ...and one the store refuses to mark sending (the claim is given back).
-    scheduled.faults.fail_next_mark_sending();
+    // ...and one whose claim the store refuses to write (nothing is claimed or sent).
+    scheduled.faults.fail_next_open();
     sim.advance(Duration::from_secs(60)).await;
     // An invocation error: Lambda retries the async invocation, the next tick redoes it.
     assert!(tick(sim.now()).await.is_err());
@@ -711,12 +711,12 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
             .unwrap();
         assert!(run.status().is_success(), "{body}: {:?}", run.text().await);
     }
-    http.faults.fail_next_mark_sending();
+    http.faults.fail_next_open();
     let refused = post("deploy-staging", json!({})).await.unwrap();
     assert_eq!(refused.status(), 503, "{:?}", refused.text().await);
 
-    // ---- chained: a delivery whose action the store refuses to mark sending.
-    chained.faults.fail_next_mark_sending();
+    // ---- chained: a delivery whose claim the store refuses to write.
+    chained.faults.fail_next_open();
     sim.advance(Duration::from_secs(60)).await;
     ticked(tick(sim.now()).await);
     settle(sim).await;

@@ -40,9 +40,9 @@ use shared::store::dynamo::{PARTITION_KEY, TABLE_ENV, create_table, table_defini
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, DynamoStore,
     Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore,
-    OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleState,
-    ScheduleStateStore, StoreError, StoreResult, StoreSettings, TriggerId, TriggerRecord,
-    TriggerSource,
+    OpenedTrigger, OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleState,
+    ScheduleStateStore, StoreError, StoreResult, StoreSettings, TriggerId, TriggerLedger,
+    TriggerRecord, TriggerSource,
 };
 use shared::triggers::scheduled::TickEvent;
 
@@ -830,17 +830,17 @@ struct AuditedStore(DynamoStore, StoreFaults);
 /// Store failures a call-path test injects to reach the paths that only failures take.
 #[derive(Debug, Clone, Default)]
 struct StoreFaults {
-    /// The next N `mark_sending` calls answer `Unavailable` (the engine then releases).
-    failing_mark_sending: Arc<AtomicU32>,
+    /// The next N `open_trigger` calls answer `Unavailable` (nothing is claimed or sent).
+    failing_open: Arc<AtomicU32>,
 }
 
 impl StoreFaults {
-    fn fail_next_mark_sending(&self) {
-        self.failing_mark_sending.fetch_add(1, Ordering::SeqCst);
+    fn fail_next_open(&self) {
+        self.failing_open.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn take_mark_sending_failure(&self) -> bool {
-        self.failing_mark_sending
+    fn take_open_failure(&self) -> bool {
+        self.failing_open
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     }
@@ -865,11 +865,6 @@ impl ClaimStore for AuditedStore {
         audited(StoreOperation::Renew, self.0.renew(key, owner, lease)).await
     }
     async fn mark_sending(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
-        if self.1.take_mark_sending_failure() {
-            return Err(StoreError::Unavailable {
-                message: "injected: the table is busy".into(),
-            });
-        }
         audited(StoreOperation::MarkSending, self.0.mark_sending(key, owner)).await
     }
     async fn complete(
@@ -994,6 +989,43 @@ impl ScheduleStateStore for AuditedStore {
 }
 
 #[async_trait]
+impl TriggerLedger for AuditedStore {
+    async fn open_trigger(
+        &self,
+        key: &ClaimKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        record: TriggerRecord,
+        sending: bool,
+    ) -> StoreResult<OpenedTrigger> {
+        if self.1.take_open_failure() {
+            return Err(StoreError::Unavailable {
+                message: "injected: the table is busy".into(),
+            });
+        }
+        audited(
+            StoreOperation::OpenTrigger,
+            self.0
+                .open_trigger(key, fingerprint, lease, record, sending),
+        )
+        .await
+    }
+    async fn settle_trigger(
+        &self,
+        key: &ClaimKey,
+        owner: OwnerToken,
+        lease: Duration,
+        record: TriggerRecord,
+    ) -> StoreResult<TriggerRecord> {
+        audited(
+            StoreOperation::SettleTrigger,
+            self.0.settle_trigger(key, owner, lease, record),
+        )
+        .await
+    }
+}
+
+#[async_trait]
 impl JoinStore for AuditedStore {
     async fn join_arrive(&self, arrival: &JoinArrival) -> StoreResult<JoinOutcome> {
         audited(StoreOperation::JoinArrive, self.0.join_arrive(arrival)).await
@@ -1070,6 +1102,9 @@ impl StoreUnderTest for AuditedDynamo {
 async fn the_declared_permissions_cover_every_request_the_store_sends() {
     let audit = IamAudit::default();
     let adapter = AuditedDynamo(audit.clone());
+    store_suite::a_trigger_is_opened_and_settled_with_its_claim(&adapter).await;
+    store_suite::a_taken_over_holder_cannot_settle(&adapter).await;
+    store_suite::a_settle_on_a_changed_record_is_stale(&adapter).await;
     store_suite::concurrent_claims_have_exactly_one_winner(&adapter).await;
     store_suite::a_different_fingerprint_conflicts(&adapter).await;
     store_suite::an_expired_lease_is_taken_over_before_sending(&adapter).await;
