@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests (tests/*.rs in this crate).
 
 pub mod actions_support;
+pub mod capacity;
 pub mod circleci_client;
 pub mod faults_support;
 pub mod moto;

@@ -81,8 +81,9 @@ pub enum StoreOperation {
     PipelineRecorded,
     DueForRetry,
     PurgeExpired,
-    ScheduleState,
-    AdvanceSchedule,
+    SchedulerState,
+    ScheduleDefinitions,
+    SaveSchedulerState,
     JoinArrive,
     JoinState,
     Pause,
@@ -93,7 +94,7 @@ pub enum StoreOperation {
 }
 
 impl StoreOperation {
-    pub const ALL: [StoreOperation; 27] = [
+    pub const ALL: [StoreOperation; 28] = [
         StoreOperation::Claim,
         StoreOperation::Renew,
         StoreOperation::MarkSending,
@@ -112,8 +113,9 @@ impl StoreOperation {
         StoreOperation::PipelineRecorded,
         StoreOperation::DueForRetry,
         StoreOperation::PurgeExpired,
-        StoreOperation::ScheduleState,
-        StoreOperation::AdvanceSchedule,
+        StoreOperation::SchedulerState,
+        StoreOperation::ScheduleDefinitions,
+        StoreOperation::SaveSchedulerState,
         StoreOperation::JoinArrive,
         StoreOperation::JoinState,
         StoreOperation::Pause,
@@ -144,8 +146,9 @@ impl StoreOperation {
             StoreOperation::PipelineRecorded => "pipeline_recorded",
             StoreOperation::DueForRetry => "due_for_retry",
             StoreOperation::PurgeExpired => "purge_expired",
-            StoreOperation::ScheduleState => "schedule_state",
-            StoreOperation::AdvanceSchedule => "advance_schedule",
+            StoreOperation::SchedulerState => "scheduler_state",
+            StoreOperation::ScheduleDefinitions => "schedule_definitions",
+            StoreOperation::SaveSchedulerState => "save_scheduler_state",
             StoreOperation::JoinArrive => "join_arrive",
             StoreOperation::JoinState => "join_state",
             StoreOperation::Pause => "pause",
@@ -173,7 +176,8 @@ impl StoreOperation {
             | StoreOperation::GetRecord
             | StoreOperation::FindByPipeline
             | StoreOperation::PipelineRecorded
-            | StoreOperation::ScheduleState
+            | StoreOperation::SchedulerState
+            | StoreOperation::ScheduleDefinitions
             | StoreOperation::PauseFlag => table(&[GET_ITEM]),
             // Put (or a transaction of two Puts with the pipeline binding); a refused write
             // reads the record back to tell "exists", "stale" and "ours, answer lost" apart.
@@ -190,7 +194,9 @@ impl StoreOperation {
                 queried_indexes: &[RETRY_DUE],
             },
             StoreOperation::PurgeExpired => table(&[SCAN, DELETE_ITEM]),
-            StoreOperation::AdvanceSchedule => table(&[PUT_ITEM, GET_ITEM]),
+            // A conditional Put of the state item, or a transaction of it and the
+            // definitions item (two Puts).
+            StoreOperation::SaveSchedulerState => table(&[PUT_ITEM]),
             // State read, generation Put, [ConditionCheck state + Put arrival] transaction,
             // arrivals Query on the main key, settling Update.
             StoreOperation::JoinArrive => {
@@ -224,15 +230,21 @@ const LIFECYCLE: [StoreOperation; 10] = [
 ];
 
 /// `shared::triggers::scheduled` (the tick).
-const SCHEDULED_EXTRA: [StoreOperation; 6] = [
-    StoreOperation::ScheduleState,
-    StoreOperation::AdvanceSchedule,
-    // `Engine::sweep`: schedule and chain records due for another attempt.
+const SCHEDULED_EXTRA: [StoreOperation; 8] = [
+    // Every tick: the one small state item. When something is due or changed: the
+    // per-schedule definitions, and the state (with the definitions when they changed).
+    StoreOperation::SchedulerState,
+    StoreOperation::ScheduleDefinitions,
+    StoreOperation::SaveSchedulerState,
+    // `Engine::sweep`: schedule and chain records due for another attempt (and the
+    // schedule records left `received`, which the tick decides again).
     StoreOperation::DueForRetry,
-    // `concurrency = forbid | replace`, and re-checking recent slots: the schedule's records.
+    // `concurrency = forbid | replace`: the schedule's records.
     StoreOperation::ListBySource,
     StoreOperation::ClaimSnapshot,
-    // The schedule's own pause flag and the global one, by key.
+    // Every pause flag in one Query, only on a tick with a slot to fire; a manual run
+    // and a stale slot's re-check read the schedule's own flag and the global one by key.
+    StoreOperation::PauseFlags,
     StoreOperation::PauseFlag,
 ];
 
@@ -336,13 +348,14 @@ impl LambdaFunction {
     /// statement; index queries are not narrowed). The key shapes are the adapter's
     /// (`CLAIM#<claim key>`, `TRIGGER#<id>`, ...; claim keys start with their
     /// [`crate::store::ClaimKind`] prefix). A function touches only the claims and state its
-    /// paths need: `http` never names a schedule cursor (`SCHEDULE#`), a chain's claim or a
-    /// fan-in; `chained` never a schedule cursor or a client's claim; `scheduled` never a join.
+    /// paths need: `http` never names the scheduler's state (`SCHEDULER`), a chain's claim or
+    /// a fan-in; `chained` never the scheduler's state or a client's claim; `scheduled` never
+    /// a join.
     pub fn leading_keys(self) -> &'static [&'static str] {
         match self {
             // The sweep retries schedule and chain records (their `…#attempt<n>` claims).
             LambdaFunction::Scheduled => {
-                &["CLAIM#*", "TRIGGER#*", "PIPELINE#*", "SCHEDULE#*", "FLAGS"]
+                &["CLAIM#*", "TRIGGER#*", "PIPELINE#*", "SCHEDULER", "FLAGS"]
             }
             LambdaFunction::Webhooks => &[],
             LambdaFunction::Chained => &[
