@@ -308,8 +308,12 @@ pub struct TickCosts {
 }
 
 /// `schedules` daily schedules (`0 2 * * *` UTC, one target each): a first tick at 10:00,
-/// then an idle tick at 10:01; the DynamoDB requests of each, priced.
-pub async fn idle_tick_costs(schedules: usize) -> Result<TickCosts, String> {
+/// then an idle tick at 10:01; the DynamoDB requests of each, priced. DynamoDB is moto_server
+/// at `endpoint`, or at `AWS_ENDPOINT_URL`.
+pub async fn idle_tick_costs(
+    schedules: usize,
+    endpoint: Option<&str>,
+) -> Result<TickCosts, String> {
     use crate::scheduled_support::{Backend, Harness};
     let toml: String = (0..schedules)
         .map(|i| {
@@ -320,11 +324,13 @@ pub async fn idle_tick_costs(schedules: usize) -> Result<TickCosts, String> {
         })
         .collect();
     let recorder = DynamoRecorder::default();
-    let h = Harness::builder(Backend::Dynamo)
+    let mut builder = Harness::builder(Backend::Dynamo)
         .start_at("2026-11-28T10:00:00Z")
-        .record_dynamo(recorder.clone())
-        .build(&toml)
-        .await;
+        .record_dynamo(recorder.clone());
+    if let Some(endpoint) = endpoint {
+        builder = builder.dynamo_endpoint(endpoint);
+    }
+    let h = builder.build(&toml).await;
     let (client, _) = h.dynamo.clone().ok_or("no DynamoDB table")?;
     recorder.take();
     let first = h.tick().await;

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::capacity::DynamoRecorder;
 use crate::circleci_client::{TokenFile, client_for, test_options};
-use crate::moto::{sdk_config, unique_name};
+use crate::moto::{sdk_config, sdk_config_for, unique_name};
 
 /// The token (named `default`) every schedule uses.
 pub const TOKEN: &str = "tok-scheduler-alice-0123456789";
@@ -47,9 +47,16 @@ pub struct HarnessBuilder {
     engine: EngineSettings,
     wrap: Option<Wrap>,
     recorder: Option<DynamoRecorder>,
+    endpoint: Option<String>,
 }
 
 impl HarnessBuilder {
+    /// DynamoDB at this endpoint instead of `AWS_ENDPOINT_URL`'s.
+    pub fn dynamo_endpoint(mut self, endpoint: &str) -> Self {
+        self.endpoint = Some(endpoint.to_owned());
+        self
+    }
+
     /// Records every DynamoDB request the store sends (DynamoDB backend only).
     pub fn record_dynamo(mut self, recorder: DynamoRecorder) -> Self {
         self.recorder = Some(recorder);
@@ -97,7 +104,10 @@ impl HarnessBuilder {
                 (Arc::new(store), Some(dir))
             }
             Backend::Dynamo => {
-                let config = sdk_config().await;
+                let config = match &self.endpoint {
+                    Some(endpoint) => sdk_config_for(endpoint).await,
+                    None => sdk_config().await,
+                };
                 let client = aws_sdk_dynamodb::Client::new(&config);
                 let table = unique_name("scheduler");
                 shared::store::dynamo::create_table(&client, &table)
@@ -230,6 +240,7 @@ impl Harness {
             engine: EngineSettings::default(),
             wrap: None,
             recorder: None,
+            endpoint: None,
         }
     }
 

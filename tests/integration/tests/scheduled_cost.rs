@@ -20,7 +20,7 @@ const API: &str = "gh/acme/api";
 async fn an_idle_tick_costs_the_same_for_1_10_and_1000_schedules() {
     let mut idle = Vec::new();
     for schedules in [1, 10, 1000] {
-        let costs = idle_tick_costs(schedules).await.unwrap();
+        let costs = idle_tick_costs(schedules, None).await.unwrap();
         eprintln!(
             "{schedules} schedules: first tick {:?}; idle tick {:?}",
             costs.first, costs.idle
