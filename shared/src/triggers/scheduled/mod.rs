@@ -5,30 +5,38 @@
 //! it every minute with the scheduled time, see [`lambda`]) and in `serve` (at each exact slot
 //! time, see [`local`]).
 //!
-//! Per schedule and tick:
-//! 1. disabled → nothing fires; the cursor moves to now (re-enabling starts from then);
-//! 2. the evaluation window runs from the stored cursor to `now` (a new or changed schedule
-//!    starts at now: no backfill); a cursor older than [`MAX_SCAN`] is evaluated from there on
-//!    and the part before it is summarised;
+//! First the scheduler's state item (one read): when the triggers file's schedules are those
+//! it was saved for (same digest), no schedule lags and its `next_due` is after `now`, the
+//! tick is **idle** — nothing is evaluated or written, whatever the number of schedules.
+//! Otherwise, per schedule (its cursor from the state, or from the per-schedule definitions
+//! when the file changed or a schedule lags):
+//! 1. disabled → nothing fires (its entry is marked disabled, so enabling it again changes
+//!    its fingerprint and it starts from then);
+//! 2. the evaluation window runs from the cursor to `now` (a new or changed schedule starts
+//!    at now: no backfill); a cursor older than [`MAX_SCAN`] is evaluated from there on and
+//!    the part before it is summarised when it holds a slot;
 //! 3. the newest due slot is on time if `now` is within the schedule's `grace` of it, every
 //!    other due slot is missed (lateness is defined in `schedule::catch_up`); the catch-up
 //!    policy splits the missed ones into fire (recorded with `caught_up`) and skip; every
 //!    skipped slot, and every slot of a paused schedule, is recorded as `skipped` with the
 //!    reason (after a long outage the newest [`MAX_SKIPPED_ROWS`] one by one and the older
-//!    ones in one summary row);
+//!    ones in one summary row); the pause flags are read once per tick (one query), when
+//!    the first slot is to fire;
 //! 4. each firing slot × target is claimed (`schedule#name#slot#target`, the slot being its
 //!    UTC instant), the concurrency policy is applied (forbid / replace against the previous
 //!    pipeline of the same target, see [`concurrency`]), and the action runs through the
-//!    [`Engine`]; all triggers of one slot share one origin (for fan-in);
-//! 5. the cursor advances only after every slot was handled, so a tick that failed half-way
-//!    is redone by the next one — claims make that safe.
+//!    [`Engine`]; a slot's targets run concurrently and share one origin (for fan-in);
+//! 5. the state (and the definitions, when they changed) is saved only after every schedule
+//!    was handled, so a tick that failed half-way is redone by the next one — claims make
+//!    that safe; a schedule whose evaluation failed keeps its cursor and marks the state
+//!    `behind`.
 //!
 //! Then the sweep: the engine retries schedule and chain records that failed retryably and
 //! are due (HTTP triggers are never retried: their callers own their retries), and the
 //! scheduler re-checks its own stale claims — a schedule record still `received` after its
-//! claim's lease ran out means the invocation that claimed it died; the slot is decided
-//! again under the same key (the claim is taken over, or adopted and reconciled when the
-//! dead holder had started sending).
+//! claim's lease ran out means the invocation that claimed it died (the sweep's query of the
+//! retry index returns it); the slot is decided again under the same key (the claim is
+//! taken over, or adopted and reconciled when the dead holder had started sending).
 
 pub mod calendar;
 mod concurrency;
