@@ -4,6 +4,7 @@
 
 mod burst;
 mod coldstart;
+mod idle_tick;
 mod latency;
 mod moto;
 mod overhead;
@@ -27,6 +28,8 @@ enum Scenario {
     Overhead,
     /// The Lambda release binaries (and a Python handler) under a Runtime API emulator.
     Coldstart,
+    /// DynamoDB requests and units of a scheduler tick with nothing due, by schedule count.
+    IdleTick,
     /// Every scenario.
     All,
 }
@@ -60,6 +63,9 @@ struct Cli {
     /// Overhead: triggers measured with DynamoDB on moto_server.
     #[arg(long, default_value_t = 300)]
     dynamo_triggers: usize,
+    /// Idle tick: schedule counts measured.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 1000])]
+    schedules: Vec<usize>,
     /// Cold start: processes started per function.
     #[arg(long, default_value_t = 10)]
     runs: usize,
@@ -109,6 +115,10 @@ async fn main() -> anyhow::Result<()> {
         );
         let result = overhead::run(cli.triggers, cli.dynamo_triggers).await?;
         results.set_overhead(&cli.root, result)?;
+    }
+    if matches!(cli.scenario, Scenario::IdleTick | Scenario::All) {
+        let result = idle_tick::run(&cli.schedules).await?;
+        results.set_idle_tick(&cli.root, result)?;
     }
     if matches!(cli.scenario, Scenario::Coldstart | Scenario::All) {
         eprintln!("cold start: {} runs per function ...", cli.runs);

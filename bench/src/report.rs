@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::burst::BurstResult;
 use crate::coldstart::ColdStartResult;
+use crate::idle_tick::{IdleTickResult, monthly};
 use crate::overhead::{OverheadResult, StoreOverhead};
 use crate::storm::StormResult;
 
@@ -115,6 +116,7 @@ pub struct Results {
     pub storm: Option<Measured<StormResult>>,
     pub overhead: Option<Measured<OverheadResult>>,
     pub coldstart: Option<Measured<ColdStartResult>>,
+    pub idle_tick: Option<Measured<IdleTickResult>>,
 }
 
 fn measured<T: Serialize>(root: &Path, scenario: &str, result: T) -> anyhow::Result<Measured<T>> {
@@ -164,11 +166,17 @@ impl Results {
             storm: load(root, "storm"),
             overhead: load(root, "overhead"),
             coldstart: load(root, "coldstart"),
+            idle_tick: load(root, "idle-tick"),
         }
     }
 
     pub fn set_burst_endpoints(&mut self, root: &Path, result: BurstResult) -> anyhow::Result<()> {
         self.burst_endpoints = Some(measured(root, "burst-endpoints", result)?);
+        Ok(())
+    }
+
+    pub fn set_idle_tick(&mut self, root: &Path, result: IdleTickResult) -> anyhow::Result<()> {
+        self.idle_tick = Some(measured(root, "idle-tick", result)?);
         Ok(())
     }
 
@@ -273,6 +281,9 @@ impl Results {
         if let Some(Measured { result: c, .. }) = &self.coldstart {
             coldstart_rows(&mut rows, c);
         }
+        if let Some(Measured { result: t, .. }) = &self.idle_tick {
+            idle_tick_rows(&mut rows, t);
+        }
         rows
     }
 
@@ -358,7 +369,8 @@ impl Results {
              target/release/bench burst --count 500 --rate 50 --bucket 10\n\
              target/release/bench storm --deliveries 1000 --concurrency 50\n\
              target/release/bench overhead --triggers 1000 --dynamo-triggers 300\n\
-             target/release/bench coldstart --runs 10"
+             target/release/bench coldstart --runs 10\n\
+             target/release/bench idle-tick --schedules 1,10,1000"
         )?;
         writeln!(doc, "```\n")?;
         writeln!(
@@ -398,6 +410,7 @@ impl Results {
             ("storm", self.storm.as_ref().map(|m| &m.machine)),
             ("overhead", self.overhead.as_ref().map(|m| &m.machine)),
             ("coldstart", self.coldstart.as_ref().map(|m| &m.machine)),
+            ("idle-tick", self.idle_tick.as_ref().map(|m| &m.machine)),
         ]
         .into_iter()
         .filter_map(|(scenario, machine)| machine.map(|m| (scenario, m)))
@@ -405,7 +418,7 @@ impl Results {
     }
 }
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "**burst (slots)**: N schedules (`--count`) whose slot is due at the same instant, each \
      on its own branch, evaluated by one `Scheduler::tick`, while the simulator allows R \
      requests per second per token (`--rate`, token bucket of `--bucket`). The ideal time is \
@@ -443,7 +456,71 @@ const SCENARIOS: [&str; 5] = [
      invocation alone (warm), and the peak RSS (`VmHWM`) after both. The Python baseline \
      (`bench/python`) gets the same treatment; ratios are Python ÷ Rust (`scheduled`, which \
      does the same work: token secret, conditional claim, create pipeline, record).",
+    "**idle-tick**: `--schedules` daily schedules (`0 2 * * *` UTC) on a fresh DynamoDB \
+     table on moto_server; a first tick at 10:00 saves the scheduler state, then a tick at \
+     10:01 has nothing due. Its DynamoDB requests are recorded by an SDK interceptor on the \
+     real AWS SDK (`integration_tests::capacity`); read and write units are computed from \
+     item sizes by DynamoDB's rules (4 KB per RRU, halved when eventually consistent; 1 KB \
+     per WRU), because moto's `ConsumedCapacity` is a fixed figure. *Before* is the tick \
+     until commit 8e9ae3c, priced from its code path (per schedule a cursor `GetItem`, a \
+     pause-flag `GetItem`, a cursor `PutItem` and a `by_source` re-check `Query` of ≈ 7 RRU \
+     with 25 records of history; per tick the global pause flag and the `retry_due` query). \
+     The monthly figure is 43,200 ticks × (RRU × $0.125 + WRU × $0.625) per million.",
 ];
+
+fn idle_tick_rows(rows: &mut Vec<Row>, t: &IdleTickResult) {
+    let first = t.rows.first();
+    for row in &t.rows {
+        let same = first.is_some_and(|f| {
+            f.requests == row.requests && f.read_units == row.read_units && row.write_units == 0.0
+        });
+        rows.push(Row {
+            scenario: "idle-tick",
+            metric: format!(
+                "{} schedule(s): requests / RRU / WRU per idle tick (before)",
+                group(row.schedules as u64)
+            ),
+            measured: format!(
+                "{} / {} / {} ({} / {} / {})",
+                row.requests,
+                row.read_units,
+                row.write_units,
+                group(row.before_requests as u64),
+                row.before_read_units,
+                row.before_write_units
+            ),
+            target: "same for every count, 0 WRU".to_owned(),
+            met: Some(same),
+        });
+        rows.push(Row {
+            scenario: "idle-tick",
+            metric: format!(
+                "{} schedule(s): first tick (state + definitions saved): requests / RRU / WRU",
+                group(row.schedules as u64)
+            ),
+            measured: format!(
+                "{} / {} / {}",
+                row.first_requests, row.first_read_units, row.first_write_units
+            ),
+            target: "—".to_owned(),
+            met: None,
+        });
+        rows.push(Row {
+            scenario: "idle-tick",
+            metric: format!(
+                "{} schedule(s): idle ticks a month, on-demand (before)",
+                group(row.schedules as u64)
+            ),
+            measured: format!(
+                "${:.4} (${:.2})",
+                monthly(row.read_units, row.write_units),
+                monthly(row.before_read_units, row.before_write_units)
+            ),
+            target: "—".to_owned(),
+            met: None,
+        });
+    }
+}
 
 fn statuses(by_status: &std::collections::BTreeMap<u16, usize>) -> String {
     by_status

@@ -15,9 +15,9 @@ use shared::circleci::{CircleCi, CircleCiError};
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, Fingerprint,
     FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore, OpenedTrigger,
-    OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleState,
-    ScheduleStateStore, SharedStore, StoreResult, TriggerId, TriggerLedger, TriggerRecord,
-    TriggerSource,
+    OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleDefinitions,
+    ScheduleStateStore, SchedulerState, SharedStore, StoreResult, TriggerId, TriggerLedger,
+    TriggerRecord, TriggerSource,
 };
 
 /// Calls made and time spent inside them (summed; the measured paths call one at a time).
@@ -179,20 +179,19 @@ impl HistoryStore for TimedStore {
 
 #[async_trait]
 impl ScheduleStateStore for TimedStore {
-    async fn schedule_state(&self, schedule: &str) -> StoreResult<Option<ScheduleState>> {
-        self.meter.time(self.inner.schedule_state(schedule)).await
+    async fn scheduler_state(&self) -> StoreResult<Option<SchedulerState>> {
+        self.meter.time(self.inner.scheduler_state()).await
     }
-    async fn advance_schedule(
+    async fn schedule_definitions(&self) -> StoreResult<Option<ScheduleDefinitions>> {
+        self.meter.time(self.inner.schedule_definitions()).await
+    }
+    async fn save_scheduler_state(
         &self,
-        schedule: &str,
-        evaluated_through: DateTime<Utc>,
-        definition: &str,
+        state: &SchedulerState,
+        definitions: Option<&ScheduleDefinitions>,
     ) -> StoreResult<bool> {
         self.meter
-            .time(
-                self.inner
-                    .advance_schedule(schedule, evaluated_through, definition),
-            )
+            .time(self.inner.save_scheduler_state(state, definitions))
             .await
     }
 }

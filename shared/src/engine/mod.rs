@@ -603,9 +603,25 @@ impl Engine {
     /// Runs one sweep: retries every due schedule/chain record (up to `limit`).
     /// Returns how many attempts were made; failures of single records are logged, not fatal.
     pub async fn sweep(&self, limit: u32) -> Result<SweepReport, EngineError> {
+        self.sweep_leaving_slots(limit)
+            .await
+            .map(|(report, _)| report)
+    }
+
+    /// [`Engine::sweep`], also handing back the schedule records it found still `received`
+    /// and left alone (a slot whose claim never reached `sending`: the tick decides it
+    /// again, applying pause and concurrency), so the tick needs no query of its own.
+    pub async fn sweep_leaving_slots(
+        &self,
+        limit: u32,
+    ) -> Result<(SweepReport, Vec<TriggerRecord>), EngineError> {
         let mut report = SweepReport::default();
+        let mut left = Vec::new();
         for record in self.store.due_for_retry(limit).await? {
             let id = record.id;
+            let slot = (record.source.kind == crate::store::SourceKind::Schedule
+                && record.status == TriggerStatus::Received)
+                .then(|| record.clone());
             match self.retry(record).await {
                 Ok(Some(record)) => {
                     report.attempted += 1;
@@ -613,7 +629,10 @@ impl Engine {
                         report.succeeded += 1;
                     }
                 }
-                Ok(None) => report.skipped += 1,
+                Ok(None) => {
+                    report.skipped += 1;
+                    left.extend(slot);
+                }
                 Err(error @ EngineError::NotRetryable { .. }) => {
                     report.errors += 1;
                     tracing::error!(trigger_id = %id, %error, "giving up on the record");
@@ -631,7 +650,7 @@ impl Engine {
                 }
             }
         }
-        Ok(report)
+        Ok((report, left))
     }
 
     // ----------------------------------------------------------------- internals

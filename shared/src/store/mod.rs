@@ -199,18 +199,23 @@ pub trait HistoryStore: Send + Sync {
     async fn purge_expired(&self, limit: u32) -> StoreResult<u64>;
 }
 
-/// How far each schedule has been evaluated.
+/// How far the schedules have been evaluated: one small state item every tick reads, and
+/// the per-schedule definitions read only when something is due or changed.
 #[async_trait]
 pub trait ScheduleStateStore: Send + Sync {
-    async fn schedule_state(&self, schedule: &str) -> StoreResult<Option<ScheduleState>>;
+    /// The scheduler's state (one strongly consistent read of one small item).
+    async fn scheduler_state(&self) -> StoreResult<Option<SchedulerState>>;
 
-    /// Moves the schedule's state forward; `false` (nothing written) when the stored
-    /// instant is already at or after `evaluated_through`. Never moves backwards.
-    async fn advance_schedule(
+    /// The per-schedule definitions and instants (strongly consistent).
+    async fn schedule_definitions(&self) -> StoreResult<Option<ScheduleDefinitions>>;
+
+    /// Saves the state, and with it (atomically) the definitions when given, if the stored
+    /// state's `evaluated_through` is before `state.evaluated_through` (or there is none).
+    /// `false`: nothing was written (a later tick got there first). Never moves backwards.
+    async fn save_scheduler_state(
         &self,
-        schedule: &str,
-        evaluated_through: DateTime<Utc>,
-        definition: &str,
+        state: &SchedulerState,
+        definitions: Option<&ScheduleDefinitions>,
     ) -> StoreResult<bool>;
 }
 

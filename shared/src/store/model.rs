@@ -695,15 +695,126 @@ pub struct Page<T> {
 // Schedule state, joins, pause flags
 // ---------------------------------------------------------------------------------------
 
-/// How far a schedule has been evaluated.
+/// The scheduler's one small item, read by every tick (`SCHEDULER/STATE`): enough to tell
+/// an idle tick (nothing due, nothing changed) from one that must evaluate schedules,
+/// whatever the number of schedules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleState {
-    /// Slots at or before this instant have been considered.
+pub struct SchedulerState {
+    /// [`ScheduleDefinitions::digest`] of the definitions this state was computed for.
+    pub digest: String,
+    /// The instant of the last tick that evaluated the schedules: every schedule without its
+    /// own instant in [`ScheduleDefinitions`] has handled every slot up to it.
     pub evaluated_through: DateTime<Utc>,
-    /// A digest of the schedule's definition when it was evaluated: a changed schedule
-    /// starts from now instead of catching up under the old definition.
-    pub definition: String,
+    /// The earliest slot after that over every enabled schedule (`None`: none ever again).
+    pub next_due: Option<DateTime<Utc>>,
+    /// Some schedule lags behind `evaluated_through` (its evaluation failed): the next tick
+    /// reads the definitions and evaluates, due or not.
+    pub behind: bool,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Per-schedule detail (`SCHEDULER/DEFINITIONS`), read only when the triggers file's digest
+/// differs from the stored one, when a slot is due, or when the last tick fell behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleDefinitions {
+    /// A digest over every entry (name and fingerprint): equal digests, equal definitions.
+    pub digest: String,
+    pub schedules: BTreeMap<String, ScheduleEntry>,
+}
+
+/// One schedule as the scheduler last evaluated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleEntry {
+    /// The timing's fingerprint (cron and zone; disabled schedules are marked): a changed
+    /// schedule starts from now instead of catching up under the old definition.
+    pub fingerprint: String,
+    /// Set only when it differs from [`SchedulerState::evaluated_through`] (a schedule whose
+    /// evaluation failed keeps its older instant).
+    pub evaluated_through: Option<DateTime<Utc>>,
+}
+
+impl ScheduleDefinitions {
+    /// The definitions of these entries, with their digest.
+    pub fn new(schedules: BTreeMap<String, ScheduleEntry>) -> Self {
+        let digest = Self::digest_of(
+            schedules
+                .iter()
+                .map(|(name, entry)| (name.as_str(), entry.fingerprint.as_str())),
+        );
+        Self { digest, schedules }
+    }
+
+    /// The digest of (name, fingerprint) pairs, in name order; evaluation instants are not
+    /// part of it.
+    pub fn digest_of<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        let mut sorted: Vec<(&str, &str)> = entries.into_iter().collect();
+        sorted.sort_unstable();
+        let mut hasher = Sha256::new();
+        for (name, fingerprint) in sorted {
+            // Lengths first, so no two lists of pairs hash alike.
+            hasher.update((name.len() as u64).to_be_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((fingerprint.len() as u64).to_be_bytes());
+            hasher.update(fingerprint.as_bytes());
+        }
+        hex::encode(&hasher.finalize()[..16])
+    }
+
+    /// Whether any schedule has its own instant (lags or leads the state's).
+    pub fn has_own_instants(&self) -> bool {
+        self.schedules
+            .values()
+            .any(|entry| entry.evaluated_through.is_some())
+    }
+
+    /// The entries as stored: compact JSON, `{"<name>": {"f": "<fingerprint>", "t": <ms>}}`.
+    pub fn entries_json(&self) -> String {
+        let stored: BTreeMap<&str, StoredEntry> = self
+            .schedules
+            .iter()
+            .map(|(name, entry)| {
+                (
+                    name.as_str(),
+                    StoredEntry {
+                        f: entry.fingerprint.clone(),
+                        t: entry.evaluated_through.map(|at| at.timestamp_millis()),
+                    },
+                )
+            })
+            .collect();
+        serde_json::to_string(&stored).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Reads [`ScheduleDefinitions::entries_json`] back.
+    pub fn from_stored(digest: String, entries_json: &str) -> Result<Self, String> {
+        let stored: BTreeMap<String, StoredEntry> =
+            serde_json::from_str(entries_json).map_err(|e| e.to_string())?;
+        let mut schedules = BTreeMap::new();
+        for (name, entry) in stored {
+            let evaluated_through = match entry.t {
+                Some(ms) => Some(
+                    DateTime::<Utc>::from_timestamp_millis(ms)
+                        .ok_or_else(|| format!("schedule `{name}`: instant {ms} out of range"))?,
+                ),
+                None => None,
+            };
+            schedules.insert(
+                name,
+                ScheduleEntry {
+                    fingerprint: entry.f,
+                    evaluated_through,
+                },
+            );
+        }
+        Ok(Self { digest, schedules })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredEntry {
+    f: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<i64>,
 }
 
 /// One request counted against a client's `[[client]].rate_limit`: a fixed window,

@@ -22,8 +22,9 @@ use super::{
     ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
     ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
     JoinState, JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, PauseScope,
-    RateTicket, SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock, StoreError,
-    StoreResult, StoreSettings, TriggerId, TriggerLedger, TriggerRecord, TriggerSource, cursor,
+    RateTicket, SCHEMA_VERSION, ScheduleDefinitions, ScheduleStateStore, SchedulerState,
+    SharedClock, StoreError, StoreResult, StoreSettings, TriggerId, TriggerLedger, TriggerRecord,
+    TriggerSource, cursor,
 };
 use crate::clock::Clock;
 
@@ -79,13 +80,6 @@ CREATE TABLE pipelines (
     pipeline_id TEXT PRIMARY KEY,
     trigger_id  TEXT NOT NULL,
     expires_at  INTEGER NOT NULL
-);
-
-CREATE TABLE schedule_state (
-    name              TEXT PRIMARY KEY,
-    evaluated_through INTEGER NOT NULL,
-    definition        TEXT NOT NULL,
-    updated_at        INTEGER NOT NULL
 );
 
 CREATE TABLE joins (
@@ -225,6 +219,18 @@ CREATE TABLE IF NOT EXISTS rate_windows (
     used         INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,
     PRIMARY KEY (client, window_start)
+);
+
+-- The scheduler's two items, as on DynamoDB: 'state' (read every tick) and 'definitions'
+-- (per-schedule fingerprints and instants, JSON).
+CREATE TABLE IF NOT EXISTS scheduler (
+    item              TEXT PRIMARY KEY CHECK (item IN ('state', 'definitions')),
+    digest            TEXT NOT NULL,
+    evaluated_through INTEGER,
+    next_due          INTEGER,
+    behind            INTEGER,
+    schedules         TEXT,
+    updated_at        INTEGER NOT NULL
 );
 "#;
 
@@ -1014,21 +1020,34 @@ impl HistoryStore for SqliteStore {
 
 #[async_trait]
 impl ScheduleStateStore for SqliteStore {
-    async fn schedule_state(&self, schedule: &str) -> StoreResult<Option<ScheduleState>> {
-        let schedule = schedule.to_owned();
+    async fn scheduler_state(&self) -> StoreResult<Option<SchedulerState>> {
         self.run(move |connection, _, _| {
-            let row: Option<(i64, String, i64)> = connection
+            let row: Option<(String, Option<i64>, Option<i64>, Option<bool>, i64)> = connection
                 .query_row(
-                    "SELECT evaluated_through, definition, updated_at FROM schedule_state WHERE name = ?1",
-                    params![schedule],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                    "SELECT digest, evaluated_through, next_due, behind, updated_at \
+                     FROM scheduler WHERE item = 'state'",
+                    [],
+                    |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
+                    },
                 )
                 .optional()
                 .map_err(sql_error)?;
-            row.map(|(through, definition, updated)| {
-                Ok(ScheduleState {
+            row.map(|(digest, through, next_due, behind, updated)| {
+                let through = through.ok_or_else(|| {
+                    StoreError::corrupt("scheduler state", "no evaluated_through")
+                })?;
+                Ok(SchedulerState {
+                    digest,
                     evaluated_through: from_millis(through)?,
-                    definition,
+                    next_due: next_due.map(from_millis).transpose()?,
+                    behind: behind.unwrap_or(false),
                     updated_at: from_millis(updated)?,
                 })
             })
@@ -1037,26 +1056,74 @@ impl ScheduleStateStore for SqliteStore {
         .await
     }
 
-    async fn advance_schedule(
+    async fn schedule_definitions(&self) -> StoreResult<Option<ScheduleDefinitions>> {
+        self.run(move |connection, _, _| {
+            let row: Option<(String, Option<String>)> = connection
+                .query_row(
+                    "SELECT digest, schedules FROM scheduler WHERE item = 'definitions'",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(sql_error)?;
+            row.map(|(digest, schedules)| {
+                ScheduleDefinitions::from_stored(digest, schedules.as_deref().unwrap_or("{}"))
+                    .map_err(|reason| StoreError::corrupt("schedule definitions", reason))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_scheduler_state(
         &self,
-        schedule: &str,
-        evaluated_through: DateTime<Utc>,
-        definition: &str,
+        state: &SchedulerState,
+        definitions: Option<&ScheduleDefinitions>,
     ) -> StoreResult<bool> {
-        let schedule = schedule.to_owned();
-        let definition = definition.to_owned();
+        let state = state.clone();
+        let definitions = definitions.map(|d| (d.digest.clone(), d.entries_json()));
         self.run(move |connection, now, _| {
-            let changed = connection
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            let stored: Option<Option<i64>> = transaction
+                .query_row(
+                    "SELECT evaluated_through FROM scheduler WHERE item = 'state'",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql_error)?;
+            let through = millis(state.evaluated_through);
+            if stored.flatten().is_some_and(|stored| stored >= through) {
+                return Ok(false); // never backwards; the transaction rolls back on drop
+            }
+            transaction
                 .execute(
-                    "INSERT INTO schedule_state (name, evaluated_through, definition, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (name) DO UPDATE SET evaluated_through = excluded.evaluated_through, \
-                     definition = excluded.definition, updated_at = excluded.updated_at \
-                     WHERE schedule_state.evaluated_through < excluded.evaluated_through",
-                    params![schedule, millis(evaluated_through), definition, millis(now)],
+                    "INSERT OR REPLACE INTO scheduler \
+                     (item, digest, evaluated_through, next_due, behind, schedules, updated_at) \
+                     VALUES ('state', ?1, ?2, ?3, ?4, NULL, ?5)",
+                    params![
+                        state.digest,
+                        through,
+                        state.next_due.map(millis),
+                        state.behind,
+                        millis(now)
+                    ],
                 )
                 .map_err(sql_error)?;
-            Ok(changed == 1)
+            if let Some((digest, schedules)) = definitions {
+                transaction
+                    .execute(
+                        "INSERT OR REPLACE INTO scheduler \
+                         (item, digest, evaluated_through, next_due, behind, schedules, updated_at) \
+                         VALUES ('definitions', ?1, NULL, NULL, NULL, ?2, ?3)",
+                        params![digest, schedules, millis(now)],
+                    )
+                    .map_err(sql_error)?;
+            }
+            transaction.commit().map_err(sql_error)?;
+            Ok(true)
         })
         .await
     }

@@ -22,7 +22,8 @@ use shared::triggers::scheduled::{Scheduler, TickReport};
 use tokio::sync::Notify;
 
 use crate::circleci_client::{TokenFile, client_for, test_options};
-use crate::moto::{sdk_config, unique_name};
+use crate::moto::{sdk_config, sdk_config_for, unique_name};
+use crate::request_cost::DynamoRecorder;
 
 /// The token (named `default`) every schedule uses.
 pub const TOKEN: &str = "tok-scheduler-alice-0123456789";
@@ -45,9 +46,23 @@ pub struct HarnessBuilder {
     client: ClientOptions,
     engine: EngineSettings,
     wrap: Option<Wrap>,
+    recorder: Option<DynamoRecorder>,
+    endpoint: Option<String>,
 }
 
 impl HarnessBuilder {
+    /// DynamoDB at this endpoint instead of `AWS_ENDPOINT_URL`'s.
+    pub fn dynamo_endpoint(mut self, endpoint: &str) -> Self {
+        self.endpoint = Some(endpoint.to_owned());
+        self
+    }
+
+    /// Records every DynamoDB request the store sends (DynamoDB backend only).
+    pub fn record_dynamo(mut self, recorder: DynamoRecorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
     pub fn start_at(mut self, at: &str) -> Self {
         self.start = utc(at);
         self
@@ -81,6 +96,7 @@ impl HarnessBuilder {
             sim.add_project(project);
         }
         let clock = Arc::new(ManualClock::new(self.start));
+        let mut dynamo = None;
         let (store, dir): (SharedStore, _) = match self.backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -88,11 +104,24 @@ impl HarnessBuilder {
                 (Arc::new(store), Some(dir))
             }
             Backend::Dynamo => {
-                let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+                let config = match &self.endpoint {
+                    Some(endpoint) => sdk_config_for(endpoint).await,
+                    None => sdk_config().await,
+                };
+                let client = aws_sdk_dynamodb::Client::new(&config);
                 let table = unique_name("scheduler");
                 shared::store::dynamo::create_table(&client, &table)
                     .await
                     .unwrap();
+                dynamo = Some((client.clone(), table.clone()));
+                let client = match self.recorder {
+                    Some(recorder) => aws_sdk_dynamodb::Client::from_conf(
+                        aws_sdk_dynamodb::config::Builder::from(&config)
+                            .interceptor(recorder)
+                            .build(),
+                    ),
+                    None => client,
+                };
                 (
                     Arc::new(DynamoStore::new(client, table, clock.clone())),
                     None,
@@ -118,6 +147,7 @@ impl HarnessBuilder {
             clock,
             store,
             triggers,
+            dynamo,
             client_options: self.client,
             engine_settings: self.engine,
             _tokens: tokens,
@@ -158,6 +188,8 @@ pub struct Harness {
     pub clock: Arc<ManualClock>,
     pub store: SharedStore,
     pub scheduler: Scheduler,
+    /// The DynamoDB backend's table and a client that records nothing.
+    pub dynamo: Option<(aws_sdk_dynamodb::Client, String)>,
     triggers: Arc<TriggersFile>,
     client_options: ClientOptions,
     engine_settings: EngineSettings,
@@ -181,6 +213,23 @@ impl Harness {
         )
     }
 
+    /// A scheduler over another triggers file (a redeploy with a changed file), on the same
+    /// store, clock and simulator.
+    pub fn scheduler_for(&self, triggers_toml: &str) -> Scheduler {
+        let triggers =
+            Arc::new(shared::config::parse_str(triggers_toml, "scheduled-test.toml").unwrap());
+        scheduler_over(
+            &self.sim,
+            &self._tokens,
+            &self.client_options,
+            &self.store,
+            &self.clock,
+            &self.engine_settings,
+            &triggers,
+            None,
+        )
+    }
+
     /// Defaults: 2026-11-28T10:00:00Z, [`default_client_options`], the engine's defaults.
     pub fn builder(backend: Backend) -> HarnessBuilder {
         HarnessBuilder {
@@ -190,6 +239,8 @@ impl Harness {
             client: default_client_options(),
             engine: EngineSettings::default(),
             wrap: None,
+            recorder: None,
+            endpoint: None,
         }
     }
 

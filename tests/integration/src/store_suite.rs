@@ -17,8 +17,9 @@ use shared::config::{ActionKind, HistorySettings};
 use shared::store::{
     ClaimKey, ClaimKind, ClaimOutcome, ClaimResult, ClaimState, DynamoStore, Fingerprint,
     JoinArrival, JoinOutcome, JoinStatus, PageRequest, PauseScope, PipelineRef, RateTicket,
-    SourceKind, SqliteStore, StoreError, StoreSettings, TriggerId, TriggerRecord, TriggerSource,
-    TriggerStatus, TriggerStore, TriggerTarget, WorkflowOutcome, modify_record,
+    ScheduleDefinitions, ScheduleEntry, SchedulerState, SourceKind, SqliteStore, StoreError,
+    StoreSettings, TriggerId, TriggerRecord, TriggerSource, TriggerStatus, TriggerStore,
+    TriggerTarget, WorkflowOutcome, modify_record,
 };
 
 use crate::moto::unique_name;
@@ -1130,44 +1131,136 @@ pub async fn secret_parameters_are_redacted(adapter: &dyn StoreUnderTest) {
 // Schedule state, pause flags, invalid requests
 // ---------------------------------------------------------------------------------------
 
-pub async fn schedule_state_only_moves_forward(adapter: &dyn StoreUnderTest) {
+fn scheduler_state(digest: &str, through: DateTime<Utc>, behind: bool) -> SchedulerState {
+    SchedulerState {
+        digest: digest.to_owned(),
+        evaluated_through: through,
+        next_due: Some(through + TimeDelta::hours(1)),
+        behind,
+        updated_at: through,
+    }
+}
+
+/// The scheduler's state item never moves backwards: a save for an instant at or before
+/// the stored one writes nothing (a late tick after a newer one).
+pub async fn scheduler_state_only_moves_forward(adapter: &dyn StoreUnderTest) {
     let f = adapter.fixture().await;
-    assert!(f.store.schedule_state("nightly").await.unwrap().is_none());
+    assert!(f.store.scheduler_state().await.unwrap().is_none());
+    assert!(f.store.schedule_definitions().await.unwrap().is_none());
     let t1 = start_time();
+    let first = scheduler_state("digest-1", t1, false);
+    assert!(f.store.save_scheduler_state(&first, None).await.unwrap());
+    assert!(!f.store.save_scheduler_state(&first, None).await.unwrap());
+    let older = scheduler_state("digest-0", t1 - TimeDelta::hours(1), true);
+    assert!(!f.store.save_scheduler_state(&older, None).await.unwrap());
+    let stored = f.store.scheduler_state().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.digest.as_str(),
+            stored.evaluated_through,
+            stored.next_due,
+            stored.behind
+        ),
+        ("digest-1", t1, Some(t1 + TimeDelta::hours(1)), false)
+    );
+    let t2 = t1 + TimeDelta::minutes(1);
+    let never = SchedulerState {
+        next_due: None,
+        ..scheduler_state("digest-2", t2, true)
+    };
+    assert!(f.store.save_scheduler_state(&never, None).await.unwrap());
+    let stored = f.store.scheduler_state().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.digest.as_str(),
+            stored.evaluated_through,
+            stored.next_due,
+            stored.behind
+        ),
+        ("digest-2", t2, None, true)
+    );
+}
+
+/// The per-schedule definitions are written together with the state (or not at all), read
+/// back exactly (instants to the millisecond), and hold a thousand schedules in one item.
+pub async fn schedule_definitions_are_saved_with_their_state(adapter: &dyn StoreUnderTest) {
+    let f = adapter.fixture().await;
+    let t1 = start_time();
+    let lagging = t1 - TimeDelta::minutes(5) + TimeDelta::milliseconds(7);
+    let mut entries = BTreeMap::new();
+    for i in 0..1000 {
+        entries.insert(
+            format!("schedule-{i:04}"),
+            ScheduleEntry {
+                fingerprint: format!("{} * * * * Europe/Berlin", i % 60),
+                evaluated_through: (i == 7).then_some(lagging),
+            },
+        );
+    }
+    let definitions = ScheduleDefinitions::new(entries);
+    assert!(definitions.has_own_instants());
+    let state = scheduler_state(&definitions.digest, t1, true);
     assert!(
         f.store
-            .advance_schedule("nightly", t1, "def-1")
+            .save_scheduler_state(&state, Some(&definitions))
             .await
             .unwrap()
     );
+    let stored = f.store.schedule_definitions().await.unwrap().unwrap();
+    assert_eq!(stored, definitions);
+    assert_eq!(
+        stored.schedules["schedule-0007"].evaluated_through,
+        Some(lagging)
+    );
+    assert_eq!(
+        f.store.scheduler_state().await.unwrap().unwrap().digest,
+        definitions.digest
+    );
+
+    // A refused save (not after the stored instant) writes neither item.
+    let other = ScheduleDefinitions::new(BTreeMap::from([(
+        "only".to_owned(),
+        ScheduleEntry {
+            fingerprint: "0 2 * * * UTC".to_owned(),
+            evaluated_through: None,
+        },
+    )]));
+    let late = scheduler_state(&other.digest, t1, false);
     assert!(
         !f.store
-            .advance_schedule("nightly", t1, "def-1")
+            .save_scheduler_state(&late, Some(&other))
             .await
             .unwrap()
     );
-    assert!(
-        !f.store
-            .advance_schedule("nightly", t1 - TimeDelta::hours(1), "def-1")
-            .await
-            .unwrap()
+    assert_eq!(
+        f.store.schedule_definitions().await.unwrap().unwrap(),
+        definitions
     );
-    let state = f.store.schedule_state("nightly").await.unwrap().unwrap();
-    assert_eq!(state.evaluated_through, t1);
-    assert_eq!(state.definition, "def-1");
+
+    // A later save without definitions keeps the stored ones; with them, replaces them.
     let t2 = t1 + TimeDelta::minutes(1);
     assert!(
         f.store
-            .advance_schedule("nightly", t2, "def-2")
+            .save_scheduler_state(&scheduler_state(&definitions.digest, t2, true), None)
             .await
             .unwrap()
     );
-    let state = f.store.schedule_state("nightly").await.unwrap().unwrap();
     assert_eq!(
-        (state.evaluated_through, state.definition.as_str()),
-        (t2, "def-2")
+        f.store.schedule_definitions().await.unwrap().unwrap(),
+        definitions
     );
-    assert!(f.store.schedule_state("hourly").await.unwrap().is_none());
+    let t3 = t2 + TimeDelta::minutes(1);
+    assert!(
+        f.store
+            .save_scheduler_state(&scheduler_state(&other.digest, t3, false), Some(&other))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.schedule_definitions().await.unwrap().unwrap(),
+        other
+    );
+    assert_ne!(other.digest, definitions.digest);
 }
 
 /// A client's rate window admits `limit` requests, each one conditional write, then

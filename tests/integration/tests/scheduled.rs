@@ -14,8 +14,8 @@ use integration_tests::scheduled_support::{
     Backend, HangControl, Harness, default_client_options, utc,
 };
 use shared::circleci::ClientOptions;
-use shared::store::{PauseScope, TriggerStatus};
-use shared::triggers::scheduled::{MAX_SKIPPED_ROWS, TickRequest};
+use shared::store::{ClaimState, PauseScope, TriggerStatus};
+use shared::triggers::scheduled::{MAX_SKIPPED_ROWS, TickRequest, slot_key};
 
 integration_tests::on_both_stores!(
     duplicate_and_concurrent_ticks_trigger_each_slot_once,
@@ -157,6 +157,26 @@ targets = [
     let scheduler = h.scheduler.clone();
     let dying = tokio::spawn(async move { scheduler.tick(utc("2026-11-28T10:00:00Z")).await });
     hang.sent().await;
+    // The slot's targets fire side by side: the API target finishes (its claim completed)
+    // while WEB hangs.
+    let api_key = slot_key(
+        "both",
+        "2026-11-28T10:00:00Z",
+        &format!("{API}@branch:main/both"),
+    );
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !h
+            .store
+            .claim_snapshot(&api_key)
+            .await
+            .unwrap()
+            .is_some_and(|claim| claim.state == ClaimState::Completed)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the API target finished while WEB hung");
     dying.abort();
     let _ = dying.await;
     hang.release();

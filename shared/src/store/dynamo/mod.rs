@@ -40,9 +40,9 @@ use super::{
     ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
     ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
     JoinState, JoinStatus, JoinStore, OpenedTrigger, OwnerToken, Page, PageRequest, PauseFlag,
-    PauseScope, RateTicket, SCHEMA_VERSION, ScheduleState, ScheduleStateStore, SharedClock,
-    StoreError, StoreResult, StoreSettings, TriggerId, TriggerLedger, TriggerRecord, TriggerSource,
-    cursor,
+    PauseScope, RateTicket, SCHEMA_VERSION, ScheduleDefinitions, ScheduleStateStore,
+    SchedulerState, SharedClock, StoreError, StoreResult, StoreSettings, TriggerId, TriggerLedger,
+    TriggerRecord, TriggerSource, cursor,
 };
 use crate::clock::Clock;
 
@@ -69,9 +69,10 @@ fn trigger_pk(id: TriggerId) -> String {
 fn pipeline_pk(pipeline_id: &str) -> String {
     format!("PIPELINE#{pipeline_id}")
 }
-fn schedule_pk(name: &str) -> String {
-    format!("SCHEDULE#{name}")
-}
+/// The scheduler's partition: `STATE` (read every tick) and `DEFINITIONS`.
+const SCHEDULER_PK: &str = "SCHEDULER";
+const SCHEDULER_STATE_SK: &str = "STATE";
+const SCHEDULER_DEFINITIONS_SK: &str = "DEFINITIONS";
 fn join_pk(key: &ClaimKey) -> String {
     format!("JOIN#{key}")
 }
@@ -1908,44 +1909,113 @@ impl HistoryStore for DynamoStore {
 
 #[async_trait]
 impl ScheduleStateStore for DynamoStore {
-    async fn schedule_state(&self, schedule: &str) -> StoreResult<Option<ScheduleState>> {
-        let Some(item) = self.get(schedule_pk(schedule), "STATE").await? else {
+    async fn scheduler_state(&self) -> StoreResult<Option<SchedulerState>> {
+        let Some(item) = self
+            .get(SCHEDULER_PK.to_owned(), SCHEDULER_STATE_SK)
+            .await?
+        else {
             return Ok(None);
         };
-        let r = Reader::new(&item, "schedule state");
-        Ok(Some(ScheduleState {
+        let r = Reader::new(&item, "scheduler state");
+        Ok(Some(SchedulerState {
+            digest: r.s("digest")?.to_owned(),
             evaluated_through: r.time("evaluated_through")?,
-            definition: r.s("definition")?.to_owned(),
+            next_due: r.opt_time("next_due")?,
+            behind: r.bool("behind")?,
             updated_at: r.time("updated_at")?,
         }))
     }
 
-    async fn advance_schedule(
+    async fn schedule_definitions(&self) -> StoreResult<Option<ScheduleDefinitions>> {
+        let Some(item) = self
+            .get(SCHEDULER_PK.to_owned(), SCHEDULER_DEFINITIONS_SK)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let r = Reader::new(&item, "schedule definitions");
+        ScheduleDefinitions::from_stored(r.s("digest")?.to_owned(), r.s("schedules")?)
+            .map(Some)
+            .map_err(|reason| StoreError::corrupt("schedule definitions", reason))
+    }
+
+    async fn save_scheduler_state(
         &self,
-        schedule: &str,
-        evaluated_through: DateTime<Utc>,
-        definition: &str,
+        state: &SchedulerState,
+        definitions: Option<&ScheduleDefinitions>,
     ) -> StoreResult<bool> {
         let now = self.clock.now();
-        let result = self
-            .client
-            .put_item()
+        let mut item: Item = HashMap::from([
+            (PARTITION_KEY.to_owned(), s(SCHEDULER_PK)),
+            (SORT_KEY.to_owned(), s(SCHEDULER_STATE_SK)),
+            ("type".to_owned(), s("scheduler_state")),
+            ("digest".to_owned(), s(&state.digest)),
+            (
+                "evaluated_through".to_owned(),
+                n(millis(state.evaluated_through)),
+            ),
+            ("behind".to_owned(), AttributeValue::Bool(state.behind)),
+            ("updated_at".to_owned(), n(millis(now))),
+            ("schema_version".to_owned(), n(i64::from(SCHEMA_VERSION))),
+        ]);
+        if let Some(next_due) = state.next_due {
+            item.insert("next_due".to_owned(), n(millis(next_due)));
+        }
+        const NEVER_BACKWARDS: &str = "attribute_not_exists(pk) OR evaluated_through < :through";
+        let through = n(millis(state.evaluated_through));
+        let Some(definitions) = definitions else {
+            // The usual due tick: only the small item changes.
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(NEVER_BACKWARDS)
+                .expression_attribute_values(":through", through)
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(true),
+                Err(error) if conditional_failure(&error).is_some() => Ok(false),
+                Err(error) => Err(classify("PutItem", &error)),
+            };
+        };
+        let put = Put::builder()
             .table_name(&self.table)
-            .item(PARTITION_KEY, s(schedule_pk(schedule)))
-            .item(SORT_KEY, s("STATE"))
-            .item("type", s("schedule_state"))
-            .item("evaluated_through", n(millis(evaluated_through)))
-            .item("definition", s(definition))
+            .set_item(Some(item))
+            .condition_expression(NEVER_BACKWARDS)
+            .expression_attribute_values(":through", through)
+            .build()
+            .map_err(|error| StoreError::Internal {
+                message: error.to_string(),
+            })?;
+        let entries = Put::builder()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(SCHEDULER_PK))
+            .item(SORT_KEY, s(SCHEDULER_DEFINITIONS_SK))
+            .item("type", s("schedule_definitions"))
+            .item("digest", s(&definitions.digest))
+            .item("schedules", s(definitions.entries_json()))
             .item("updated_at", n(millis(now)))
             .item("schema_version", n(i64::from(SCHEMA_VERSION)))
-            .condition_expression("attribute_not_exists(pk) OR evaluated_through < :through")
-            .expression_attribute_values(":through", n(millis(evaluated_through)))
+            .build()
+            .map_err(|error| StoreError::Internal {
+                message: error.to_string(),
+            })?;
+        // One transaction: the state never names a digest whose definitions are not stored.
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().put(entries).build())
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(error) if conditional_failure(&error).is_some() => Ok(false),
-            Err(error) => Err(classify("PutItem", &error)),
+            Err(error) => match cancellation_codes(&error) {
+                Some(codes) if failed_condition(&codes, 0) => Ok(false),
+                _ => Err(classify_transaction(&error)),
+            },
         }
     }
 }

@@ -78,8 +78,9 @@ pub enum StoreOperation {
     PipelineRecorded,
     DueForRetry,
     PurgeExpired,
-    ScheduleState,
-    AdvanceSchedule,
+    SchedulerState,
+    ScheduleDefinitions,
+    SaveSchedulerState,
     JoinArrive,
     JoinState,
     Pause,
@@ -90,7 +91,7 @@ pub enum StoreOperation {
 }
 
 impl StoreOperation {
-    pub const ALL: [StoreOperation; 29] = [
+    pub const ALL: [StoreOperation; 30] = [
         StoreOperation::Claim,
         StoreOperation::Renew,
         StoreOperation::MarkSending,
@@ -111,8 +112,9 @@ impl StoreOperation {
         StoreOperation::PipelineRecorded,
         StoreOperation::DueForRetry,
         StoreOperation::PurgeExpired,
-        StoreOperation::ScheduleState,
-        StoreOperation::AdvanceSchedule,
+        StoreOperation::SchedulerState,
+        StoreOperation::ScheduleDefinitions,
+        StoreOperation::SaveSchedulerState,
         StoreOperation::JoinArrive,
         StoreOperation::JoinState,
         StoreOperation::Pause,
@@ -145,8 +147,9 @@ impl StoreOperation {
             StoreOperation::PipelineRecorded => "pipeline_recorded",
             StoreOperation::DueForRetry => "due_for_retry",
             StoreOperation::PurgeExpired => "purge_expired",
-            StoreOperation::ScheduleState => "schedule_state",
-            StoreOperation::AdvanceSchedule => "advance_schedule",
+            StoreOperation::SchedulerState => "scheduler_state",
+            StoreOperation::ScheduleDefinitions => "schedule_definitions",
+            StoreOperation::SaveSchedulerState => "save_scheduler_state",
             StoreOperation::JoinArrive => "join_arrive",
             StoreOperation::JoinState => "join_state",
             StoreOperation::Pause => "pause",
@@ -183,7 +186,8 @@ impl StoreOperation {
             | StoreOperation::GetRecord
             | StoreOperation::FindByPipeline
             | StoreOperation::PipelineRecorded
-            | StoreOperation::ScheduleState
+            | StoreOperation::SchedulerState
+            | StoreOperation::ScheduleDefinitions
             | StoreOperation::PauseFlag => table(&[GET_ITEM]),
             // Update of the record's attributes (its claim, in the same item, stays), after
             // the conditional Put of a newly named pipeline's binding; a refused write reads
@@ -214,7 +218,9 @@ impl StoreOperation {
                 queried_indexes: &[RETRY_DUE],
             },
             StoreOperation::PurgeExpired => table(&[SCAN, DELETE_ITEM]),
-            StoreOperation::AdvanceSchedule => table(&[PUT_ITEM, GET_ITEM]),
+            // A conditional Put of the state item, or a transaction of it and the
+            // definitions item (two Puts).
+            StoreOperation::SaveSchedulerState => table(&[PUT_ITEM]),
             // State read, generation Put, [ConditionCheck state + Put arrival] transaction,
             // arrivals Query on the main key, settling Update.
             StoreOperation::JoinArrive => {
@@ -251,15 +257,21 @@ const LIFECYCLE: [StoreOperation; 12] = [
 ];
 
 /// `shared::triggers::scheduled` (the tick).
-const SCHEDULED_EXTRA: [StoreOperation; 6] = [
-    StoreOperation::ScheduleState,
-    StoreOperation::AdvanceSchedule,
-    // `Engine::sweep`: schedule and chain records due for another attempt.
+const SCHEDULED_EXTRA: [StoreOperation; 8] = [
+    // Every tick: the one small state item. When something is due or changed: the
+    // per-schedule definitions, and the state (with the definitions when they changed).
+    StoreOperation::SchedulerState,
+    StoreOperation::ScheduleDefinitions,
+    StoreOperation::SaveSchedulerState,
+    // `Engine::sweep`: schedule and chain records due for another attempt (and the
+    // schedule records left `received`, which the tick decides again).
     StoreOperation::DueForRetry,
-    // `concurrency = forbid | replace`, and re-checking recent slots: the schedule's records.
+    // `concurrency = forbid | replace`: the schedule's records.
     StoreOperation::ListBySource,
     StoreOperation::ClaimSnapshot,
-    // The schedule's own pause flag and the global one, by key.
+    // Every pause flag in one Query, only on a tick with a slot to fire; a manual run
+    // and a stale slot's re-check read the schedule's own flag and the global one by key.
+    StoreOperation::PauseFlags,
     StoreOperation::PauseFlag,
 ];
 
@@ -362,17 +374,18 @@ impl LambdaFunction {
     /// `dynamodb:LeadingKeys` patterns (`ForAllValues:StringLike` on the role's table
     /// statement; index queries are not narrowed). The key shapes are the adapter's
     /// (`TRIGGER#<id>` for a claim and its record, one item; `PIPELINE#<id>`, ...). A
-    /// function touches only the state its paths need: `http` never names a schedule cursor
-    /// (`SCHEDULE#`) or a fan-in; `chained` never a schedule cursor or a rate window;
-    /// `scheduled` never a join or a rate window. A claim's key is `TRIGGER#<uuid>` (the
-    /// record's id, derived from the claim key), so roles no longer tell claim kinds apart:
-    /// each function could already write any trigger record, which is what a claim guards.
+    /// function touches only the state its paths need: `http` never names the scheduler's
+    /// state (`SCHEDULER`) or a fan-in; `chained` never the scheduler's state or a rate
+    /// window; `scheduled` never a join or a rate window. A claim's key is `TRIGGER#<uuid>`
+    /// (the record's id, derived from the claim key), so roles no longer tell claim kinds
+    /// apart: each function could already write any trigger record, which is what a claim
+    /// guards.
     pub fn leading_keys(self) -> &'static [&'static str] {
         match self {
             // The sweep retries schedule and chain records (their `…#attempt<n>` claims, in
             // items of their own under `TRIGGER#`).
             LambdaFunction::Scheduled => {
-                &["TRIGGER#*", "PIPELINE#*", "SCHEDULE#*", "FLAGS", "SOURCES"]
+                &["TRIGGER#*", "PIPELINE#*", "SCHEDULER", "FLAGS", "SOURCES"]
             }
             LambdaFunction::Webhooks => &[],
             LambdaFunction::Chained => {

@@ -5,30 +5,38 @@
 //! it every minute with the scheduled time, see [`lambda`]) and in `serve` (at each exact slot
 //! time, see [`local`]).
 //!
-//! Per schedule and tick:
-//! 1. disabled → nothing fires; the cursor moves to now (re-enabling starts from then);
-//! 2. the evaluation window runs from the stored cursor to `now` (a new or changed schedule
-//!    starts at now: no backfill); a cursor older than [`MAX_SCAN`] is evaluated from there on
-//!    and the part before it is summarised;
+//! First the scheduler's state item (one read): when the triggers file's schedules are those
+//! it was saved for (same digest), no schedule lags and its `next_due` is after `now`, the
+//! tick is **idle** — nothing is evaluated or written, whatever the number of schedules.
+//! Otherwise, per schedule (its cursor from the state, or from the per-schedule definitions
+//! when the file changed or a schedule lags):
+//! 1. disabled → nothing fires (its entry is marked disabled, so enabling it again changes
+//!    its fingerprint and it starts from then);
+//! 2. the evaluation window runs from the cursor to `now` (a new or changed schedule starts
+//!    at now: no backfill); a cursor older than [`MAX_SCAN`] is evaluated from there on and
+//!    the part before it is summarised when it holds a slot;
 //! 3. the newest due slot is on time if `now` is within the schedule's `grace` of it, every
 //!    other due slot is missed (lateness is defined in `schedule::catch_up`); the catch-up
 //!    policy splits the missed ones into fire (recorded with `caught_up`) and skip; every
 //!    skipped slot, and every slot of a paused schedule, is recorded as `skipped` with the
 //!    reason (after a long outage the newest [`MAX_SKIPPED_ROWS`] one by one and the older
-//!    ones in one summary row);
+//!    ones in one summary row); the pause flags are read once per tick (one query), when
+//!    the first slot is to fire;
 //! 4. each firing slot × target is claimed (`schedule#name#slot#target`, the slot being its
 //!    UTC instant), the concurrency policy is applied (forbid / replace against the previous
 //!    pipeline of the same target, see [`concurrency`]), and the action runs through the
-//!    [`Engine`]; all triggers of one slot share one origin (for fan-in);
-//! 5. the cursor advances only after every slot was handled, so a tick that failed half-way
-//!    is redone by the next one — claims make that safe.
+//!    [`Engine`]; a slot's targets run concurrently and share one origin (for fan-in);
+//! 5. the state (and the definitions, when they changed) is saved only after every schedule
+//!    was handled, so a tick that failed half-way is redone by the next one — claims make
+//!    that safe; a schedule whose evaluation failed keeps its cursor and marks the state
+//!    `behind`.
 //!
 //! Then the sweep: the engine retries schedule and chain records that failed retryably and
 //! are due (HTTP triggers are never retried: their callers own their retries), and the
 //! scheduler re-checks its own stale claims — a schedule record still `received` after its
-//! claim's lease ran out means the invocation that claimed it died; the slot is decided
-//! again under the same key (the claim is taken over, or adopted and reconciled when the
-//! dead holder had started sending).
+//! claim's lease ran out means the invocation that claimed it died (the sweep's query of the
+//! retry index returns it); the slot is decided again under the same key (the claim is
+//! taken over, or adopted and reconciled when the dead holder had started sending).
 
 pub mod calendar;
 mod concurrency;
@@ -37,7 +45,7 @@ pub mod lambda;
 pub mod local;
 mod manual;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -49,9 +57,10 @@ use crate::config::schedule::{ConcurrencyMode, ConcurrencyPolicy, ScheduleSpec, 
 use crate::config::{ActionKind, TargetSpec, TriggersFile};
 use crate::engine::{Engine, EngineError, Fired, SweepReport, TriggerIntent};
 use crate::store::{
-    ClaimKey, ClaimKind, ClaimState, Fingerprint, MissedSlots, PageRequest, PauseFlag, PauseScope,
-    PreviousPipeline, RecordDetail, ReplacedPipeline, SourceKind, TriggerId, TriggerRecord,
-    TriggerSource, TriggerStatus,
+    ClaimKey, ClaimKind, ClaimState, Fingerprint, MissedSlots, PauseFlag, PauseScope,
+    PreviousPipeline, RecordDetail, ReplacedPipeline, ScheduleDefinitions, ScheduleEntry,
+    SchedulerState, SourceKind, TriggerId, TriggerRecord, TriggerSource, TriggerStatus,
+    TriggerStore,
 };
 use crate::triggers::scheduled::calendar::{
     ScheduleCursor, ScheduleSlot, SkippedSlot, apply_catch_up, due_slots, evaluation_window,
@@ -66,8 +75,6 @@ pub use manual::{
 
 /// How many records the engine's sweep retries per tick.
 const SWEEP_LIMIT: u32 = 50;
-/// Newest records of each schedule looked at for stale claims.
-const RECHECK_LOOKUP: u32 = 25;
 /// A tick evaluates at most this far back; an older cursor (a schedule that was not evaluated
 /// for a month) is summarised from there on instead of enumerating every slot.
 pub const MAX_SCAN: Duration = Duration::days(31);
@@ -215,11 +222,17 @@ impl ScheduleTick {
 pub struct Scheduler {
     engine: Engine,
     triggers: Arc<TriggersFile>,
+    current: Arc<CurrentDefinitions>,
 }
 
 impl Scheduler {
     pub fn new(engine: Engine, triggers: Arc<TriggersFile>) -> Self {
-        Self { engine, triggers }
+        let current = Arc::new(CurrentDefinitions::of(&triggers));
+        Self {
+            engine,
+            triggers,
+            current,
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -256,20 +269,85 @@ impl Scheduler {
 
     /// Evaluates every schedule up to `now`, then sweeps. A schedule whose evaluation fails
     /// is reported and retried on the next tick; a store outage fails the whole tick.
+    ///
+    /// An idle tick — the triggers file's schedules are those the stored state was computed
+    /// for, no schedule lags, and the earliest next slot is after `now` — reads the one
+    /// scheduler state item and evaluates nothing: the same requests for 1 or 1,000
+    /// schedules, and no write.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickReport, EngineError> {
         let mut report = TickReport {
             at: Some(now),
             ..TickReport::default()
         };
-        let paused_all = self.engine.store().pause_flag(&PauseScope::All).await?;
+        let state = self.engine.store().scheduler_state().await?;
+        let idle = state.as_ref().is_some_and(|state| {
+            state.digest == self.current.digest
+                && !state.behind
+                && state.next_due.is_none_or(|due| now < due)
+        });
+        if idle {
+            tracing::debug!(%now, "no schedule due");
+        } else {
+            self.evaluate_all(state.as_ref(), now, &mut report).await?;
+        }
+        let (sweep, left) = self.engine.sweep_leaving_slots(SWEEP_LIMIT).await?;
+        report.sweep = sweep;
+        report.rechecked = self.recheck_stale_claims(left, now).await?;
+        Ok(report)
+    }
+
+    /// Evaluates every schedule from its cursor to `now` and saves the scheduler state (with
+    /// the per-schedule definitions when they changed).
+    async fn evaluate_all(
+        &self,
+        state: Option<&SchedulerState>,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), EngineError> {
+        let store = self.engine.store();
+        // The stored definitions are implied by the state while the digest is the file's
+        // and no schedule has an instant of its own; otherwise they are read.
+        let implied = state.filter(|state| state.digest == self.current.digest && !state.behind);
+        let stored = match (state, implied) {
+            (Some(_), None) => store.schedule_definitions().await?,
+            _ => None,
+        };
+        let cursor = |name: &str| -> Option<ScheduleCursor> {
+            let state = state?;
+            let (fingerprint, own) = match (&stored, implied) {
+                (Some(stored), _) => {
+                    let entry = stored.schedules.get(name)?;
+                    (entry.fingerprint.clone(), entry.evaluated_through)
+                }
+                (None, Some(_)) => (self.current.entries.get(name)?.clone(), None),
+                (None, None) => return None,
+            };
+            Some(ScheduleCursor {
+                fingerprint,
+                evaluated_through: own.unwrap_or(state.evaluated_through),
+            })
+        };
+        let mut pauses = PauseLookup::default();
+        let mut entries = BTreeMap::new();
+        let mut behind = false;
         for schedule in &self.triggers.schedule {
             let span = tracing::info_span!("schedule", source = %schedule.name);
+            let previous = cursor(&schedule.name);
             let result = self
-                .evaluate(schedule, now, paused_all.as_ref())
+                .evaluate(schedule, previous.as_ref(), now, &mut pauses)
                 .instrument(span)
                 .await;
             match result {
-                Ok(tick) => report.schedules.push(tick),
+                Ok((tick, through)) => {
+                    report.schedules.push(tick);
+                    entries.insert(
+                        schedule.name.clone(),
+                        ScheduleEntry {
+                            fingerprint: self.current.entry(&schedule.name),
+                            evaluated_through: (through != now).then_some(through),
+                        },
+                    );
+                }
                 // The store is down: nothing can be decided or recorded; fail the tick.
                 Err(EngineError::Store(error)) if error.is_retryable() => {
                     return Err(EngineError::Store(error));
@@ -277,10 +355,20 @@ impl Scheduler {
                 // Sent, but not recorded (the store went away): fail the tick too; the
                 // sweep reconciles the slot once its lease is over.
                 Err(error @ EngineError::OutcomeUnknown { .. }) => return Err(error),
-                // Anything else stays with this schedule: its cursor did not move, so the
+                // Anything else stays with this schedule: its cursor does not move, so the
                 // next tick evaluates the same slots again (decided ones replay).
                 Err(error) => {
                     tracing::error!(schedule = %schedule.name, %error, "schedule not evaluated");
+                    behind = true;
+                    if let Some(previous) = previous {
+                        entries.insert(
+                            schedule.name.clone(),
+                            ScheduleEntry {
+                                fingerprint: previous.fingerprint,
+                                evaluated_through: Some(previous.evaluated_through),
+                            },
+                        );
+                    }
                     report.schedules.push(ScheduleTick {
                         error: Some(error.to_string()),
                         ..ScheduleTick::new(&schedule.name)
@@ -288,9 +376,51 @@ impl Scheduler {
                 }
             }
         }
-        report.sweep = self.engine.sweep(SWEEP_LIMIT).await?;
-        report.rechecked = self.recheck_stale_claims(now).await?;
-        Ok(report)
+        let definitions = ScheduleDefinitions::new(entries);
+        let next_due = self.next_due(&definitions, now);
+        let behind = behind || definitions.has_own_instants();
+        let unchanged = match (&stored, implied) {
+            (Some(stored), _) => *stored == definitions,
+            (None, Some(_)) => definitions.digest == self.current.digest && !behind,
+            (None, None) => false,
+        };
+        let next = SchedulerState {
+            digest: definitions.digest.clone(),
+            evaluated_through: now,
+            next_due,
+            behind,
+            updated_at: now,
+        };
+        let saved = store
+            .save_scheduler_state(&next, (!unchanged).then_some(&definitions))
+            .await?;
+        if !saved {
+            tracing::info!(%now, "a later tick saved the scheduler state first");
+        }
+        Ok(())
+    }
+
+    /// The earliest slot over every enabled schedule after the instant it was evaluated
+    /// through.
+    fn next_due(
+        &self,
+        definitions: &ScheduleDefinitions,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.triggers
+            .schedule
+            .iter()
+            .filter(|schedule| schedule.enabled)
+            .filter_map(|schedule| {
+                let timing = schedule.timing().ok()?;
+                let through = definitions
+                    .schedules
+                    .get(&schedule.name)
+                    .and_then(|entry| entry.evaluated_through)
+                    .unwrap_or(now);
+                next_slots(&timing, through, 1).first().map(|slot| slot.at)
+            })
+            .min()
     }
 
     /// Runs one schedule now, outside its cron (the raw Lambda input
@@ -351,12 +481,15 @@ impl Scheduler {
         }
     }
 
+    /// Evaluates one schedule from `cursor` to `now`; returns what it did and the instant
+    /// it is now evaluated through.
     async fn evaluate(
         &self,
         schedule: &ScheduleSpec,
+        cursor: Option<&ScheduleCursor>,
         now: DateTime<Utc>,
-        paused_all: Option<&PauseFlag>,
-    ) -> Result<ScheduleTick, EngineError> {
+        pauses: &mut PauseLookup,
+    ) -> Result<(ScheduleTick, DateTime<Utc>), EngineError> {
         let store = self.engine.store();
         let mut tick = ScheduleTick::new(&schedule.name);
         let invalid = |reason: String| EngineError::NotRetryable {
@@ -367,35 +500,28 @@ impl Scheduler {
         let catch_up = schedule
             .catch_up_policy()
             .map_err(|e| invalid(e.to_string()))?;
-        let fingerprint = timing.fingerprint();
 
         if !schedule.enabled {
-            store
-                .advance_schedule(&schedule.name, now, &fingerprint)
-                .await?;
-            return Ok(tick);
+            // Nothing fires; re-enabling it changes its fingerprint, so it starts from then.
+            return Ok((tick, now));
         }
 
-        let cursor = store
-            .schedule_state(&schedule.name)
-            .await?
-            .map(|state| ScheduleCursor {
-                fingerprint: state.definition,
-                evaluated_through: state.evaluated_through,
-            });
-        let window = evaluation_window(cursor.as_ref(), &timing, now);
-        // A cursor from long ago: enumerate only the last MAX_SCAN; the rest is summarised.
+        let window = evaluation_window(cursor, &timing, now);
+        // A cursor from long ago: enumerate only the last MAX_SCAN; the rest is summarised
+        // when it holds a slot (idle ticks do not move cursors, so a yearly schedule's cursor
+        // is old without anything having been missed).
         let scan_from = window.from_exclusive.max(now - MAX_SCAN);
-        let unscanned = (window.from_exclusive < scan_from).then_some(window.from_exclusive);
+        let unscanned = (window.from_exclusive < scan_from
+            && next_slots(&timing, window.from_exclusive, 1)
+                .first()
+                .is_some_and(|slot| slot.at <= scan_from))
+        .then_some(window.from_exclusive);
         let slots = due_slots(&timing, scan_from, window.to_inclusive);
         let decision = apply_catch_up(&catch_up, slots, now);
-        let paused = match paused_all {
-            Some(flag) => Some(flag.clone()),
-            None => {
-                store
-                    .pause_flag(&PauseScope::Schedule(schedule.name.clone()))
-                    .await?
-            }
+        let paused = if decision.fire.is_empty() {
+            None
+        } else {
+            pauses.flag(store.as_ref(), &schedule.name).await?
         };
 
         let overflow = decision.skipped.len().saturating_sub(MAX_SKIPPED_ROWS);
@@ -416,16 +542,38 @@ impl Scheduler {
             .concurrency_policy()
             .map_err(|e| invalid(e.to_string()))?;
         for slot in &decision.fire {
-            for target in schedule.targets() {
-                let mut intent = self.slot_intent(schedule, target, slot, now)?;
-                if decision.on_time != Some(*slot) {
-                    // Missed (see `schedule::catch_up`), fired by the catch-up policy.
-                    intent.detail.caught_up = true;
+            // A slot's targets are independent triggers (each its own claim and record):
+            // they fire side by side, and each outcome is counted.
+            let caught_up = decision.on_time != Some(*slot);
+            let (policy, paused) = (&policy, paused.as_ref());
+            let outcomes = futures::future::join_all(schedule.targets().into_iter().map(
+                |target| async move {
+                    let mut intent = self.slot_intent(schedule, target, slot, now)?;
+                    if caught_up {
+                        // Missed (see `schedule::catch_up`), fired by the catch-up policy.
+                        intent.detail.caught_up = true;
+                    }
+                    self.decide(schedule, policy, intent, paused, now).await
+                },
+            ))
+            .await;
+            let mut failure: Option<EngineError> = None;
+            for outcome in outcomes {
+                match outcome {
+                    Ok(fired) => tick.count(&fired),
+                    // The gravest failure is reported: one that fails the whole tick first.
+                    Err(error) => {
+                        if failure
+                            .as_ref()
+                            .is_none_or(|kept| !fails_tick(kept) && fails_tick(&error))
+                        {
+                            failure = Some(error);
+                        }
+                    }
                 }
-                let fired = self
-                    .decide(schedule, &policy, intent, paused.as_ref(), now)
-                    .await?;
-                tick.count(&fired);
+            }
+            if let Some(error) = failure {
+                return Err(error);
             }
         }
         // Slots after now (none, unless the window reached into the future) wait.
@@ -435,10 +583,7 @@ impl Scheduler {
             .map_or(window.to_inclusive, |slot| {
                 slot.at - Duration::nanoseconds(1)
             });
-        store
-            .advance_schedule(&schedule.name, through, &fingerprint)
-            .await?;
-        Ok(tick)
+        Ok((tick, through))
     }
 
     /// Decides one due slot × target: pause, then the concurrency policy, then the action.
@@ -631,39 +776,39 @@ impl Scheduler {
     }
 
     /// Decides again the schedule slots whose claim holder died before deciding (record
-    /// still `received` after the claim's lease): the same key, so the claim is taken over
+    /// still `received` after the claim's lease, found by the sweep's query of the retry
+    /// index, where every undecided record is): the same key, so the claim is taken over
     /// (or adopted and reconciled when the holder had started sending) and the slot happens
     /// at most once. A slot that was being skipped is skipped; otherwise pause and the
     /// concurrency policy are applied as now.
-    async fn recheck_stale_claims(&self, now: DateTime<Utc>) -> Result<u32, EngineError> {
+    async fn recheck_stale_claims(
+        &self,
+        left: Vec<TriggerRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<u32, EngineError> {
         let lease = Duration::from_std(self.engine.settings().lease).unwrap_or(Duration::MAX);
         let clock_now = self.engine.clock().now();
         let mut rechecked = 0;
-        for schedule in &self.triggers.schedule {
-            let source = TriggerSource::new(SourceKind::Schedule, &schedule.name);
-            let page = self
-                .engine
-                .store()
-                .list_by_source(&source, PageRequest::first(RECHECK_LOOKUP))
-                .await?;
-            let stale = page.items.into_iter().filter(|record| {
-                record.status == TriggerStatus::Received && clock_now - record.updated_at > lease
-            });
-            for record in stale {
-                let id = record.id;
-                match self.redecide(schedule, record, now).await {
-                    Ok(Some(fired)) => {
-                        rechecked += 1;
-                        tracing::warn!(trigger_id = %id, outcome = ?fired.record().map(|r| r.status),
-                            "stale schedule claim decided again");
-                    }
-                    Ok(None) => {}
-                    Err(EngineError::Store(error)) if error.is_retryable() => {
-                        return Err(EngineError::Store(error));
-                    }
-                    Err(error) => {
-                        tracing::error!(trigger_id = %id, %error, "stale schedule claim not decided");
-                    }
+        let stale = left.into_iter().filter(|record| {
+            record.status == TriggerStatus::Received && clock_now - record.updated_at > lease
+        });
+        for record in stale {
+            let Some(schedule) = self.schedule(&record.source.name) else {
+                continue; // a schedule no longer in the file: left for an operator
+            };
+            let id = record.id;
+            match self.redecide(schedule, record, now).await {
+                Ok(Some(fired)) => {
+                    rechecked += 1;
+                    tracing::warn!(trigger_id = %id, outcome = ?fired.record().map(|r| r.status),
+                        "stale schedule claim decided again");
+                }
+                Ok(None) => {}
+                Err(EngineError::Store(error)) if error.is_retryable() => {
+                    return Err(EngineError::Store(error));
+                }
+                Err(error) => {
+                    tracing::error!(trigger_id = %id, %error, "stale schedule claim not decided");
                 }
             }
         }
@@ -825,4 +970,70 @@ fn previous_note(record: &TriggerRecord, state: &str) -> PreviousPipeline {
 
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Errors that fail the whole tick rather than one schedule.
+fn fails_tick(error: &EngineError) -> bool {
+    matches!(error, EngineError::Store(error) if error.is_retryable())
+        || matches!(error, EngineError::OutcomeUnknown { .. })
+}
+
+/// The schedules of the triggers file as the scheduler state records them, computed once.
+#[derive(Debug, Clone, Default)]
+struct CurrentDefinitions {
+    /// Name → entry fingerprint ([`entry_fingerprint`]).
+    entries: BTreeMap<String, String>,
+    digest: String,
+}
+
+impl CurrentDefinitions {
+    fn of(triggers: &TriggersFile) -> Self {
+        let entries: BTreeMap<String, String> = triggers
+            .schedule
+            .iter()
+            .map(|schedule| (schedule.name.clone(), entry_fingerprint(schedule)))
+            .collect();
+        let digest = ScheduleDefinitions::digest_of(
+            entries
+                .iter()
+                .map(|(name, fingerprint)| (name.as_str(), fingerprint.as_str())),
+        );
+        Self { entries, digest }
+    }
+
+    fn entry(&self, name: &str) -> String {
+        self.entries.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// What the stored definitions say of a schedule: its timing's fingerprint (cron and zone),
+/// marked when disabled, so that enabling it again starts it from then.
+fn entry_fingerprint(schedule: &ScheduleSpec) -> String {
+    match schedule.timing() {
+        Ok(timing) if schedule.enabled => timing.fingerprint(),
+        Ok(timing) => format!("{} (disabled)", timing.fingerprint()),
+        Err(error) => format!("invalid: {error}"),
+    }
+}
+
+/// Pause flags for one tick: every flag in one query, read when the first slot is to fire.
+#[derive(Debug, Default)]
+struct PauseLookup {
+    flags: Option<Vec<PauseFlag>>,
+}
+
+impl PauseLookup {
+    /// The global flag, else the schedule's own.
+    async fn flag(
+        &mut self,
+        store: &dyn TriggerStore,
+        schedule: &str,
+    ) -> Result<Option<PauseFlag>, EngineError> {
+        if self.flags.is_none() {
+            self.flags = Some(store.pause_flags().await?);
+        }
+        let flags = self.flags.as_deref().unwrap_or_default();
+        let find = |scope: &PauseScope| flags.iter().find(|flag| flag.scope == *scope).cloned();
+        Ok(find(&PauseScope::All).or_else(|| find(&PauseScope::Schedule(schedule.to_owned()))))
+    }
 }

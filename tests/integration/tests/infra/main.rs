@@ -40,9 +40,9 @@ use shared::store::dynamo::{PARTITION_KEY, TABLE_ENV, create_table, table_defini
 use shared::store::{
     ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, DynamoStore,
     Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore,
-    OpenedTrigger, OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleState,
-    ScheduleStateStore, StoreError, StoreResult, StoreSettings, TriggerId, TriggerLedger,
-    TriggerRecord, TriggerSource,
+    OpenedTrigger, OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket,
+    ScheduleDefinitions, ScheduleStateStore, SchedulerState, StoreError, StoreResult,
+    StoreSettings, TriggerId, TriggerLedger, TriggerRecord, TriggerSource,
 };
 use shared::triggers::scheduled::TickEvent;
 
@@ -966,23 +966,24 @@ impl HistoryStore for AuditedStore {
 
 #[async_trait]
 impl ScheduleStateStore for AuditedStore {
-    async fn schedule_state(&self, schedule: &str) -> StoreResult<Option<ScheduleState>> {
+    async fn scheduler_state(&self) -> StoreResult<Option<SchedulerState>> {
+        audited(StoreOperation::SchedulerState, self.0.scheduler_state()).await
+    }
+    async fn schedule_definitions(&self) -> StoreResult<Option<ScheduleDefinitions>> {
         audited(
-            StoreOperation::ScheduleState,
-            self.0.schedule_state(schedule),
+            StoreOperation::ScheduleDefinitions,
+            self.0.schedule_definitions(),
         )
         .await
     }
-    async fn advance_schedule(
+    async fn save_scheduler_state(
         &self,
-        schedule: &str,
-        evaluated_through: DateTime<Utc>,
-        definition: &str,
+        state: &SchedulerState,
+        definitions: Option<&ScheduleDefinitions>,
     ) -> StoreResult<bool> {
         audited(
-            StoreOperation::AdvanceSchedule,
-            self.0
-                .advance_schedule(schedule, evaluated_through, definition),
+            StoreOperation::SaveSchedulerState,
+            self.0.save_scheduler_state(state, definitions),
         )
         .await
     }
@@ -1122,7 +1123,8 @@ async fn the_declared_permissions_cover_every_request_the_store_sends() {
     store_suite::record_updates_are_versioned(&adapter).await;
     store_suite::the_sweep_finds_due_schedule_and_chain_records(&adapter).await;
     store_suite::secret_parameters_are_redacted(&adapter).await;
-    store_suite::schedule_state_only_moves_forward(&adapter).await;
+    store_suite::scheduler_state_only_moves_forward(&adapter).await;
+    store_suite::schedule_definitions_are_saved_with_their_state(&adapter).await;
     store_suite::pause_flags_are_set_listed_and_cleared(&adapter).await;
     store_suite::rate_tickets_are_counted_per_window(&adapter).await;
     store_suite::invalid_requests_are_refused_without_retry(&adapter).await;
