@@ -310,3 +310,156 @@ impl FlagStore for NotifyingStore {
         self.inner.pause_flags().await
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::ActionKind;
+    use crate::notify::{NotifyError, Pending, SqliteOutbox};
+
+    fn triggers() -> TriggersFile {
+        crate::config::parse_str(
+            r#"
+[[notify]]
+name = "ops"
+kind = "webhook"
+on = ["failed", "rejected", "workflow_failed"]
+url_secret = "u"
+signing_key_secret = "k"
+
+[[notify]]
+name = "e2e-slack"
+kind = "slack"
+on = ["failed", "ambiguous"]
+url_secret = "s"
+sources = ["scheduled"]
+projects = ["gh/acme/e2e"]
+"#,
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap()
+    }
+
+    fn record(kind: SourceKind, project: &str) -> TriggerRecord {
+        TriggerRecord::new(
+            TriggerSource::new(kind, "nightly"),
+            TriggerTarget {
+                project: project.to_owned(),
+                ..TriggerTarget::default()
+            },
+            ActionKind::Pipeline,
+            now(),
+        )
+    }
+
+    async fn queued(outbox: &SqliteOutbox) -> Vec<String> {
+        let far = now() + chrono::Duration::days(30);
+        let mut ids: Vec<String> = outbox
+            .due(far, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.notification.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn final_decisions_are_queued_once_per_sink_and_status() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now()));
+        let outbox = SqliteOutbox::in_memory().unwrap();
+        let store = with_notifications(
+            Arc::new(SqliteStore::in_memory(clock).unwrap()),
+            &triggers(),
+            Some(Arc::new(outbox.clone())),
+        );
+        let mut failing = record(SourceKind::Schedule, "github/acme/e2e");
+        failing.status = TriggerStatus::Failed;
+        failing.retry_at = Some(now() + chrono::Duration::minutes(1));
+        let mut failing = store.create_record(failing).await.unwrap();
+        // Still being retried: not an operator's yet.
+        assert!(queued(&outbox).await.is_empty());
+
+        failing.retry_at = None;
+        let mut failing = store.update_record(failing).await.unwrap();
+        let id = failing.id.to_string();
+        assert_eq!(
+            queued(&outbox).await,
+            [format!("{id}#failed#e2e-slack"), format!("{id}#failed#ops")]
+        );
+        // Another write of the same decision (a redelivery's update) queues nothing more;
+        // a failed workflow is news for the sink that wants it.
+        failing.upsert_workflow(WorkflowOutcome {
+            id: "wf".into(),
+            name: "e2e".into(),
+            status: "failed".into(),
+            stopped_at: None,
+        });
+        store.update_record(failing).await.unwrap();
+        assert_eq!(queued(&outbox).await.len(), 3);
+
+        // Filters: an http rejection of another project only reaches `ops`.
+        let mut rejected = record(SourceKind::Http, "gh/acme/api");
+        rejected.status = TriggerStatus::Rejected;
+        let rejected = store.create_record(rejected).await.unwrap();
+        assert!(
+            queued(&outbox)
+                .await
+                .contains(&format!("{}#rejected#ops", rejected.id))
+        );
+        assert_eq!(queued(&outbox).await.len(), 4);
+        // Successes are not news.
+        let mut fine = record(SourceKind::Schedule, "gh/acme/e2e");
+        fine.status = TriggerStatus::Triggered;
+        store.create_record(fine).await.unwrap();
+        assert_eq!(queued(&outbox).await.len(), 4);
+    }
+
+    struct Broken;
+
+    #[async_trait]
+    impl Outbox for Broken {
+        async fn enqueue(&self, _: &Notification, _: DateTime<Utc>) -> Result<bool, NotifyError> {
+            Err(NotifyError::Unavailable("down".into()))
+        }
+        async fn due(&self, _: DateTime<Utc>, _: u32) -> Result<Vec<Pending>, NotifyError> {
+            Err(NotifyError::Unavailable("down".into()))
+        }
+        async fn take(
+            &self,
+            _: &Pending,
+            _: DateTime<Utc>,
+        ) -> Result<Option<Pending>, NotifyError> {
+            Err(NotifyError::Unavailable("down".into()))
+        }
+        async fn remove(&self, _: &Pending) -> Result<(), NotifyError> {
+            Err(NotifyError::Unavailable("down".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outbox_outage_never_fails_the_trigger_write() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now()));
+        let store = with_notifications(
+            Arc::new(SqliteStore::in_memory(clock).unwrap()),
+            &triggers(),
+            Some(Arc::new(Broken)),
+        );
+        let mut rejected = record(SourceKind::Http, "gh/acme/api");
+        rejected.status = TriggerStatus::Rejected;
+        let written = store.create_record(rejected).await.unwrap();
+        assert_eq!(
+            store.get_record(written.id).await.unwrap().unwrap().status,
+            TriggerStatus::Rejected
+        );
+    }
+}
