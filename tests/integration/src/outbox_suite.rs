@@ -207,11 +207,14 @@ pub async fn remove_keeps_the_dedup_key(adapter: &dyn OutboxUnderTest) {
 
 // ------------------------------------------------------------------------ the sweeper
 
+/// What the receiver got: the signature header (if any) and the body.
+pub type ReceivedRequests = Arc<Mutex<Vec<(Option<String>, Bytes)>>>;
+
 /// A sink receiver on loopback answering a scripted list of statuses (then 200).
 #[derive(Clone, Default)]
 pub struct Receiver {
     script: Arc<Mutex<Vec<u16>>>,
-    pub requests: Arc<Mutex<Vec<(Option<String>, Bytes)>>>,
+    pub requests: ReceivedRequests,
 }
 
 impl Receiver {
