@@ -48,6 +48,7 @@ pub mod console;
 pub mod engine;
 pub mod http;
 pub mod local;
+pub mod notify;
 pub mod operator;
 pub mod secrets;
 pub mod store;

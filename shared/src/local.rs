@@ -14,6 +14,7 @@ use crate::circleci::CircleCiError;
 use crate::clock::Clock;
 use crate::config::TriggersFile;
 use crate::http::with_problem_fallbacks;
+use crate::notify::{HttpSender, Outbox, SqliteOutbox, Sweeper, with_notifications};
 use crate::secrets::{CachedSecrets, LocalSecretSource, Secrets};
 use crate::store::{SharedStore, SqliteStore, StoreError, StoreSettings};
 use crate::triggers::chained::queue::QueueError;
@@ -43,6 +44,10 @@ pub enum LocalError {
     ChainRules(#[from] ChainRulesError),
     #[error("cannot open the webhook delivery queue: {0}")]
     Queue(#[from] QueueError),
+    #[error("cannot open the notification outbox: {0}")]
+    Outbox(#[from] crate::notify::NotifyError),
+    #[error("cannot build the notification sender: {0}")]
+    Sender(#[from] crate::notify::SendError),
 }
 
 /// Everything `serve` runs: the HTTP routes (API, webhook acceptor, health), the scheduler
@@ -53,6 +58,8 @@ pub struct LocalServer {
     pub scheduler: Scheduler,
     /// Drains the embedded delivery queue the webhook route fills (run it beside the server).
     pub deliveries: EmbeddedWorker,
+    /// Sends queued notifications (`None` without `[[notify]]`): run it beside the server.
+    pub notifications: Option<Sweeper>,
 }
 
 /// The embedded store under `directory` (created if missing), with the file's retention.
@@ -76,6 +83,12 @@ pub fn open_queue(
 ) -> Result<SqliteDeliveryQueue, LocalError> {
     data_dir(directory)?;
     Ok(SqliteDeliveryQueue::open_in_dir(directory, clock)?)
+}
+
+/// The embedded notification outbox under `directory` (created if missing).
+pub fn open_outbox(directory: &Path) -> Result<SqliteOutbox, LocalError> {
+    data_dir(directory)?;
+    Ok(SqliteOutbox::open_in_dir(directory)?)
 }
 
 /// Creates `serve`'s data directory if it is missing.
@@ -110,9 +123,23 @@ pub fn build(
     store: SharedStore,
     secrets: Arc<dyn Secrets>,
     queue: SqliteDeliveryQueue,
+    outbox: SqliteOutbox,
 ) -> Result<LocalServer, LocalError> {
+    let outbox: Arc<dyn Outbox> = Arc::new(outbox);
+    let store = with_notifications(store, &triggers, Some(outbox.clone()));
     // The API's CircleCI calls end within the `http` function's budget, as in AWS.
     let context = assemble(triggers, clock, store, secrets, ContextOptions::for_http())?;
+    let notifications = if context.triggers.notify.is_empty() {
+        None
+    } else {
+        Some(Sweeper::new(
+            outbox,
+            Arc::new(HttpSender::new()?),
+            context.secrets.clone(),
+            context.triggers.clone(),
+            context.clock.clone(),
+        ))
+    };
     let api = TriggerApi::from_context(&context, ApiSettings::default())?;
     let receiver = Arc::new(Receiver::from_context(&context)?);
     let acceptor = Arc::new(WebhookAcceptor::new(
@@ -125,6 +152,7 @@ pub fn build(
         router: local_router(api, acceptor),
         scheduler,
         deliveries: EmbeddedWorker::new(queue, receiver),
+        notifications,
         context,
     })
 }
@@ -215,7 +243,8 @@ endpoints = ["deploy"]
             [("CIRCLECI_WEBHOOK_SECRETS".to_owned(), "s3cret".to_owned())],
             "default",
         ));
-        let server = build(triggers, clock, store, secrets, queue).unwrap();
+        let outbox = open_outbox(&dir.path().join("data")).unwrap();
+        let server = build(triggers, clock, store, secrets, queue, outbox).unwrap();
         assert!(dir.path().join("data").is_dir());
         assert_eq!(
             status(&server.router, "GET", "/healthz").await,

@@ -83,6 +83,12 @@ pub async fn lambda_context(
         .ok()
         .filter(|value| !value.is_empty())
         .ok_or(WiringError::MissingEnv(TABLE_ENV))?;
+    if !triggers.notify.is_empty() {
+        tracing::warn!(
+            sinks = triggers.notify.len(),
+            "[[notify]] is configured, but this release sends notifications from `serve` only"
+        );
+    }
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store: SharedStore = Arc::new(

@@ -475,10 +475,12 @@ impl Sandbox {
         })
     }
 
-    /// Delays every simulated CircleCI response by `latency`.
-    pub fn set_latency(&self, latency: Duration) {
+    /// Delays every simulated CircleCI response by `latency`; `duplicate_webhooks` makes
+    /// the simulator deliver every webhook event twice (CircleCI's redeliveries).
+    pub fn set_faults(&self, latency: Duration, duplicate_webhooks: bool) {
         self.simulator.set_faults(Faults {
             latency,
+            duplicate_deliveries: duplicate_webhooks,
             ..Faults::default()
         });
     }
@@ -532,7 +534,13 @@ impl Sandbox {
                     env_names::CLIENT_KEYS.to_owned(),
                     serde_json::Value::Object(keys).to_string(),
                 ),
-            ],
+            ]
+            .into_iter()
+            // `[[notify]]` sinks are real receivers: their URLs and keys come from the
+            // environment even in the sandbox.
+            .chain(std::env::vars().filter(|(name, _)| {
+                name == env_names::NOTIFY_SECRETS || name == env_names::NOTIFY_SECRETS_FILE
+            })),
             default_token_name,
         )
     }

@@ -16,6 +16,7 @@ pub mod endpoint;
 mod error;
 pub mod example;
 pub mod history;
+pub mod notify;
 mod path;
 pub mod rules;
 pub mod schedule;
@@ -53,6 +54,9 @@ pub struct TriggersFile {
     pub endpoint: Vec<endpoint::EndpointSpec>,
     #[serde(default)]
     pub client: Vec<endpoint::ClientSpec>,
+    /// `[[notify]]`: sinks told about failures.
+    #[serde(default)]
+    pub notify: Vec<notify::NotifySpec>,
 }
 
 impl TriggersFile {
@@ -64,6 +68,7 @@ impl TriggersFile {
         schedule::validate_all(&self.schedule, &FieldPath::root().key("schedule"), problems);
         chain::validate_chains(&self.chain, &FieldPath::root().key("chain"), problems);
         endpoint::validate_all(&self.endpoint, &self.client, &self.circleci, problems);
+        notify::validate_all(&self.notify, &FieldPath::root().key("notify"), problems);
     }
 }
 

@@ -15,6 +15,7 @@ pub struct SecretIds {
     pub circleci_tokens: Option<String>,
     pub webhook_signing_secrets: Option<String>,
     pub client_key_hashes: Option<String>,
+    pub notify_secrets: Option<String>,
 }
 
 impl SecretIds {
@@ -22,6 +23,7 @@ impl SecretIds {
     pub const TOKENS_ENV: &'static str = "TOKENS_SECRET_ID";
     pub const WEBHOOK_ENV: &'static str = "WEBHOOK_SECRETS_SECRET_ID";
     pub const CLIENT_KEYS_ENV: &'static str = "CLIENT_KEYS_SECRET_ID";
+    pub const NOTIFY_ENV: &'static str = "NOTIFY_SECRETS_SECRET_ID";
 
     pub fn from_env() -> Self {
         let read = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -29,6 +31,7 @@ impl SecretIds {
             circleci_tokens: read(Self::TOKENS_ENV),
             webhook_signing_secrets: read(Self::WEBHOOK_ENV),
             client_key_hashes: read(Self::CLIENT_KEYS_ENV),
+            notify_secrets: read(Self::NOTIFY_ENV),
         }
     }
 
@@ -37,6 +40,7 @@ impl SecretIds {
             SecretKind::CircleCiTokens => self.circleci_tokens.as_deref(),
             SecretKind::WebhookSigningSecrets => self.webhook_signing_secrets.as_deref(),
             SecretKind::ClientKeyHashes => self.client_key_hashes.as_deref(),
+            SecretKind::NotifySecrets => self.notify_secrets.as_deref(),
         }
     }
 }

@@ -17,6 +17,7 @@ enum Parsed {
     Tokens(HashMap<String, SecretString>),
     WebhookSecrets(Vec<SecretString>),
     ClientKeys(HashMap<String, Vec<ClientKeyHash>>),
+    Notify(HashMap<String, SecretString>),
 }
 
 struct Entry {
@@ -29,7 +30,7 @@ pub struct CachedSecrets<S> {
     source: S,
     ttl: Duration,
     // One lock per secret: concurrent readers of an expired secret wait for a single fetch.
-    slots: [Mutex<Option<Entry>>; 3],
+    slots: [Mutex<Option<Entry>>; 4],
 }
 
 impl<S: SecretSource> CachedSecrets<S> {
@@ -37,7 +38,12 @@ impl<S: SecretSource> CachedSecrets<S> {
         Self {
             source,
             ttl,
-            slots: [Mutex::new(None), Mutex::new(None), Mutex::new(None)],
+            slots: [
+                Mutex::new(None),
+                Mutex::new(None),
+                Mutex::new(None),
+                Mutex::new(None),
+            ],
         }
     }
 
@@ -50,6 +56,7 @@ impl<S: SecretSource> CachedSecrets<S> {
             SecretKind::CircleCiTokens => 0,
             SecretKind::WebhookSigningSecrets => 1,
             SecretKind::ClientKeyHashes => 2,
+            SecretKind::NotifySecrets => 3,
         };
         &self.slots[index]
     }
@@ -110,6 +117,20 @@ impl<S: SecretSource> Secrets for CachedSecrets<S> {
         match &*self.get(SecretKind::ClientKeyHashes).await? {
             Parsed::ClientKeys(keys) => Ok(keys.get(client).cloned().unwrap_or_default()),
             _ => unreachable_kind(SecretKind::ClientKeyHashes),
+        }
+    }
+
+    async fn notify_secret(&self, name: &str) -> Result<SecretString, SecretsError> {
+        match &*self.get(SecretKind::NotifySecrets).await? {
+            Parsed::Notify(entries) => {
+                entries
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| SecretsError::UnknownNotifyEntry {
+                        name: name.to_owned(),
+                    })
+            }
+            _ => unreachable_kind(SecretKind::NotifySecrets),
         }
     }
 
@@ -179,6 +200,22 @@ fn parse(kind: SecretKind, raw: &SecretString) -> Result<Parsed, SecretsError> {
             }
             Ok(Parsed::WebhookSecrets(
                 list.into_iter().map(SecretString::from).collect(),
+            ))
+        }
+        SecretKind::NotifySecrets => {
+            let map: HashMap<String, String> = serde_json::from_str(text).map_err(|_| {
+                malformed(
+                    kind,
+                    r#"a JSON object of entry name to value, e.g. {"ops-url": "https://..."}"#,
+                )
+            })?;
+            if map.values().any(|value| value.trim().is_empty()) {
+                return Err(malformed(kind, "non-empty values"));
+            }
+            Ok(Parsed::Notify(
+                map.into_iter()
+                    .map(|(name, value)| (name, SecretString::from(value)))
+                    .collect(),
             ))
         }
         SecretKind::ClientKeyHashes => {

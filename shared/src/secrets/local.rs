@@ -21,6 +21,9 @@ pub mod env_names {
     /// `{"client": ["<sha256 hex>"]}`
     pub const CLIENT_KEYS: &str = "CIRCLECI_TRIGGERS_CLIENT_KEYS";
     pub const CLIENT_KEYS_FILE: &str = "CIRCLECI_TRIGGERS_CLIENT_KEYS_FILE";
+    /// `{"<entry>": "<value>"}`: `[[notify]]` sink URLs and signing keys.
+    pub const NOTIFY_SECRETS: &str = "CIRCLECI_TRIGGERS_NOTIFY_SECRETS";
+    pub const NOTIFY_SECRETS_FILE: &str = "CIRCLECI_TRIGGERS_NOTIFY_SECRETS_FILE";
 }
 
 /// Reads secrets from a snapshot of variables (the process environment, or a map in tests).
@@ -48,6 +51,8 @@ impl LocalSecretSource {
             env_names::WEBHOOK_SECRETS_FILE,
             env_names::CLIENT_KEYS,
             env_names::CLIENT_KEYS_FILE,
+            env_names::NOTIFY_SECRETS,
+            env_names::NOTIFY_SECRETS_FILE,
         ];
         Self {
             vars: vars
@@ -127,6 +132,11 @@ impl SecretSource for LocalSecretSource {
             SecretKind::ClientKeyHashes => {
                 self.inline_or_file(kind, env_names::CLIENT_KEYS, env_names::CLIENT_KEYS_FILE)?
             }
+            SecretKind::NotifySecrets => self.inline_or_file(
+                kind,
+                env_names::NOTIFY_SECRETS,
+                env_names::NOTIFY_SECRETS_FILE,
+            )?,
         };
         found.ok_or(SecretsError::NotConfigured { kind })
     }

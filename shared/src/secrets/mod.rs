@@ -29,9 +29,14 @@ pub enum SecretKind {
     WebhookSigningSecrets,
     /// `{"release-bot": ["<sha256 hex>", "<sha256 hex>"]}`
     ClientKeyHashes,
+    /// `[[notify]]` sinks' URLs and signing keys: `{"<entry>": "<value>"}`.
+    NotifySecrets,
 }
 
 impl SecretKind {
+    /// The secrets of the Lambda deployment (one Secrets Manager secret and one template
+    /// parameter each). [`SecretKind::NotifySecrets`] is not among them yet: notifications
+    /// are sent by `serve` only (its Lambda wiring, `NotifySecretsSecretArn`, is to come).
     pub const ALL: [SecretKind; 3] = [
         SecretKind::CircleCiTokens,
         SecretKind::WebhookSigningSecrets,
@@ -45,6 +50,7 @@ impl fmt::Display for SecretKind {
             SecretKind::CircleCiTokens => "circleci-tokens",
             SecretKind::WebhookSigningSecrets => "webhook-signing-secrets",
             SecretKind::ClientKeyHashes => "client-key-hashes",
+            SecretKind::NotifySecrets => "notify-secrets",
         })
     }
 }
@@ -62,6 +68,8 @@ pub enum SecretsError {
     Malformed { kind: SecretKind, reason: String },
     #[error("no CircleCI token named `{name}` in the {kind} secret", kind = SecretKind::CircleCiTokens)]
     UnknownToken { name: String },
+    #[error("no entry named `{name}` in the {kind} secret", kind = SecretKind::NotifySecrets)]
+    UnknownNotifyEntry { name: String },
     #[error("the {kind} secret could not be read (will retry): {message}")]
     Unavailable { kind: SecretKind, message: String },
 }
@@ -142,4 +150,11 @@ pub trait Secrets: Send + Sync {
     async fn client_key_hashes(&self, client: &str) -> Result<Vec<ClientKeyHash>, SecretsError>;
     /// Forget the cached copy of one secret: the next read goes to the source.
     async fn refresh(&self, kind: SecretKind);
+    /// One entry of the notification secret (a `[[notify]]` sink's URL or signing key).
+    async fn notify_secret(&self, name: &str) -> Result<SecretString, SecretsError> {
+        let _ = name;
+        Err(SecretsError::NotConfigured {
+            kind: SecretKind::NotifySecrets,
+        })
+    }
 }

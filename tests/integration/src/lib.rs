@@ -6,6 +6,7 @@ pub mod circleci_client;
 pub mod faults_support;
 pub mod moto;
 pub mod moto_process;
+pub mod outbox_suite;
 pub mod request_cost;
 pub mod runtime_api;
 pub mod scheduled_support;

@@ -79,6 +79,7 @@ impl Rig {
                 circleci_tokens: Some(tokens_id),
                 webhook_signing_secrets: Some(webhook_id),
                 client_key_hashes: Some(keys_id),
+                notify_secrets: None,
             },
         );
         // TTL zero: every read asks Secrets Manager; only an outage falls back to the copy.

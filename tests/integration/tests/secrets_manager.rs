@@ -58,6 +58,7 @@ async fn fixture(ttl: Duration) -> Fixture {
             circleci_tokens: Some(tokens_id.clone()),
             webhook_signing_secrets: Some(webhook_id),
             client_key_hashes: Some(clients_id),
+            notify_secrets: None,
         },
     );
     Fixture {

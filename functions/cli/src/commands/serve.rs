@@ -25,7 +25,8 @@ use axum::Router;
 use shared::clock::{Clock, SystemClock};
 use shared::config::TriggersFile;
 use shared::console::page::{StatusPage, status_router};
-use shared::local::{SwappableRouter, build, local_secrets, open_queue, open_store};
+use shared::local::{SwappableRouter, build, local_secrets, open_outbox, open_queue, open_store};
+use shared::notify::Sweeper;
 use shared::secrets::LocalSecretSource;
 use shared::telemetry::{LogFormat, init};
 use shared::triggers::chained::queue::embedded::EmbeddedWorker;
@@ -58,6 +59,9 @@ pub struct ServeArgs {
     /// Added to every simulated CircleCI response (shows what a slow CircleCI looks like).
     #[arg(long, default_value_t = 0, requires = "sandbox", hide = true)]
     sandbox_latency_ms: u64,
+    /// Deliver every sandbox webhook twice, as CircleCI's redeliveries do.
+    #[arg(long, requires = "sandbox", hide = true)]
+    sandbox_duplicate_webhooks: bool,
 }
 
 pub fn run(config: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -74,7 +78,10 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let sandbox = if args.sandbox {
         let sandbox = Sandbox::start(&triggers, args.sandbox_speed, &args.sandbox_fail).await?;
-        sandbox.set_latency(Duration::from_millis(args.sandbox_latency_ms));
+        sandbox.set_faults(
+            Duration::from_millis(args.sandbox_latency_ms),
+            args.sandbox_duplicate_webhooks,
+        );
         triggers.circleci.api_url = sandbox.api_url();
         Some(sandbox)
     } else {
@@ -88,12 +95,14 @@ async fn serve(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&args.data, &triggers, clock.clone())?;
     let queue = open_queue(&args.data, clock.clone())?;
+    let outbox = open_outbox(&args.data)?;
     let server = build(
         triggers,
         clock.clone(),
         store.clone(),
         secrets.clone(),
         queue.clone(),
+        outbox.clone(),
     )?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -135,6 +144,7 @@ async fn serve(
     );
     let mut scheduler = running_scheduler(server.scheduler, stopped.clone());
     let mut deliveries = running_worker(server.deliveries, stopped.clone());
+    let mut notifications = running_notifications(server.notifications, stopped.clone());
 
     // Reloads: SIGHUP or a change of the file. A file that fails `check` is refused and
     // the running configuration stays.
@@ -165,6 +175,7 @@ async fn serve(
             store.clone(),
             secrets.clone(),
             queue.clone(),
+            outbox.clone(),
         );
         match rebuilt {
             Ok(reloaded) => {
@@ -179,6 +190,8 @@ async fn serve(
                 // Deliveries in flight finish on the old rules; queued ones take the new.
                 deliveries.stop().await;
                 deliveries = running_worker(reloaded.deliveries, stopped.clone());
+                notifications.stop().await;
+                notifications = running_notifications(reloaded.notifications, stopped.clone());
                 tracing::info!(%reason,
                     schedules = reloaded.context.triggers.schedule.len(),
                     chains = reloaded.context.triggers.chain.len(),
@@ -194,6 +207,7 @@ async fn serve(
     let served = served.context("server task failed")?;
     let ticks = scheduler.stop().await;
     deliveries.stop().await;
+    notifications.stop().await;
     served.context("server failed")?;
     tracing::info!(ticks, "stopped");
     Ok(ExitCode::SUCCESS)
@@ -262,6 +276,19 @@ fn running_scheduler(scheduler: Scheduler, process_stop: watch::Receiver<bool>) 
 /// The worker settling queued webhook deliveries.
 fn running_worker(worker: EmbeddedWorker, process_stop: watch::Receiver<bool>) -> Running<()> {
     Running::spawn(process_stop, move |stop| worker.run(stop))
+}
+
+/// The loop sending queued notifications (idle without `[[notify]]`).
+fn running_notifications(
+    sweeper: Option<Sweeper>,
+    process_stop: watch::Receiver<bool>,
+) -> Running<()> {
+    Running::spawn(process_stop, move |stop| async move {
+        match sweeper {
+            Some(sweeper) => shared::notify::run_until(&sweeper, stop).await,
+            None => stop.await,
+        }
+    })
 }
 
 /// How often the triggers file's modification time is looked at.

@@ -30,7 +30,18 @@ impl Drop for SandboxProcess {
 
 impl SandboxProcess {
     pub fn start(config: &Path, data: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(config, data, extra, &[])
+    }
+
+    /// [`SandboxProcess::start`] with extra environment variables.
+    pub fn start_with_env(
+        config: &Path,
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(["serve", "--sandbox", "--sandbox-speed", "20", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--data"])

@@ -228,6 +228,7 @@ impl Harness {
                 circleci_tokens: Some(tokens_id),
                 webhook_signing_secrets: None,
                 client_key_hashes: Some(keys_id),
+                notify_secrets: None,
             },
         );
         let secrets = Arc::new(CachedSecrets::new(source, Duration::from_secs(60)));

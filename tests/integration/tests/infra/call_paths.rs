@@ -293,6 +293,7 @@ impl World {
             circleci_tokens: id_for(SecretKind::CircleCiTokens),
             webhook_signing_secrets: id_for(SecretKind::WebhookSigningSecrets),
             client_key_hashes: id_for(SecretKind::ClientKeyHashes),
+            notify_secrets: id_for(SecretKind::NotifySecrets),
         };
         let secrets = SecretsAudit::default();
         let secret_parameters = self
