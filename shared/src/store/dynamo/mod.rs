@@ -620,7 +620,7 @@ impl DynamoStore {
             values.insert(":now_ms".to_owned(), n(millis(now)));
         }
         let key_item = claim_item_key(key);
-        let failure = match update {
+        let expression = match update {
             Some((expression, extra)) => {
                 for (name, value) in extra {
                     values.insert(name.to_owned(), value);
@@ -628,38 +628,11 @@ impl DynamoStore {
                 if expression.contains("#result") {
                     names.insert("#result".to_owned(), "result".to_owned());
                 }
-                names.insert("#rev".to_owned(), "revision".to_owned());
-                names.insert("#updated".to_owned(), "updated_at".to_owned());
-                values.insert(":one".to_owned(), n(1));
-                values.insert(":now".to_owned(), n(millis(now)));
-                let result = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key_item))
-                    .update_expression(format!("{expression}, #updated = :now ADD #rev :one"))
-                    .condition_expression(condition)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values))
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    )
-                    .send()
-                    .await;
-                match result {
-                    Ok(_) => return Ok(()),
-                    Err(error) => {
-                        conditional_failure(&error).ok_or_else(|| classify("UpdateItem", &error))?
-                    }
-                }
+                format!("{expression}, #updated = :now ADD #rev :one")
             }
             None => {
                 // Release: the claim's attributes go, the record (if any) stays.
-                names.insert("#rev".to_owned(), "revision".to_owned());
-                names.insert("#updated".to_owned(), "updated_at".to_owned());
                 names.insert("#result".to_owned(), "result".to_owned());
-                values.insert(":one".to_owned(), n(1));
-                values.insert(":now".to_owned(), n(millis(now)));
                 let remove = CLAIM_ATTRIBUTES
                     .iter()
                     .map(|name| match *name {
@@ -670,26 +643,29 @@ impl DynamoStore {
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
-                let result = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key_item))
-                    .update_expression(format!("REMOVE {remove} SET #updated = :now ADD #rev :one"))
-                    .condition_expression(condition)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values))
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    )
-                    .send()
-                    .await;
-                match result {
-                    Ok(_) => return Ok(()),
-                    Err(error) => {
-                        conditional_failure(&error).ok_or_else(|| classify("UpdateItem", &error))?
-                    }
-                }
+                format!("REMOVE {remove} SET #updated = :now ADD #rev :one")
+            }
+        };
+        names.insert("#rev".to_owned(), "revision".to_owned());
+        names.insert("#updated".to_owned(), "updated_at".to_owned());
+        values.insert(":one".to_owned(), n(1));
+        values.insert(":now".to_owned(), n(millis(now)));
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let failure = match result {
+            Ok(_) => return Ok(()),
+            Err(error) => {
+                conditional_failure(&error).ok_or_else(|| classify("UpdateItem", &error))?
             }
         };
         let stored = match failure {
@@ -1289,34 +1265,49 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Every item of one small partition (consistent, all pages), optionally only the sort
+    /// keys starting with `prefix`: pause flags, sources, a join generation's arrivals.
+    async fn whole_partition(&self, pk: &str, prefix: Option<&str>) -> StoreResult<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(match prefix {
+                    Some(_) => "pk = :pk AND begins_with(sk, :prefix)",
+                    None => "pk = :pk",
+                })
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            if let Some(prefix) = prefix {
+                query = query.expression_attribute_values(":prefix", s(prefix));
+            }
+            let output = query
+                .send()
+                .await
+                .map_err(|error| classify("Query", &error))?;
+            items.extend(output.items.unwrap_or_default());
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// Every registered source's `by_source` partition key.
     async fn registered_sources(&self) -> StoreResult<Vec<String>> {
         let now = self.clock.now();
         let mut sources = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(SOURCES_PARTITION))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|error| classify("Query", &error))?;
-            for item in output.items() {
-                let r = Reader::new(item, "source registration");
-                if from_ttl_seconds(r.n(TTL_ATTRIBUTE)?)? > now {
-                    sources.push(r.s(SORT_KEY)?.to_owned());
-                }
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(sources);
+        for item in self.whole_partition(SOURCES_PARTITION, None).await? {
+            let r = Reader::new(&item, "source registration");
+            if from_ttl_seconds(r.n(TTL_ATTRIBUTE)?)? > now {
+                sources.push(r.s(SORT_KEY)?.to_owned());
             }
         }
+        Ok(sources)
     }
 
     /// Reads up to `limit` live records from `query`, starting after `start`; returns
@@ -2056,43 +2047,28 @@ impl DynamoStore {
         generation: u64,
     ) -> StoreResult<Vec<ArrivedUpstream>> {
         let what = format!("join `{key}` arrival");
-        let mut arrived = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(join_pk(key)))
-                .expression_attribute_values(":prefix", s(arrival_prefix(generation)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|error| classify("Query", &error))?;
-            for item in output.items() {
-                let r = Reader::new(item, &what);
-                arrived.push(ArrivedUpstream {
-                    upstream: r.s("upstream")?.to_owned(),
-                    succeeded: r.bool("succeeded")?,
-                    pipeline_id: r.opt_s("pipeline_id")?.map(str::to_owned),
-                    trigger_id: r
-                        .opt_s("trigger_id")?
-                        .map(|id| {
-                            id.parse()
-                                .map_err(|_| StoreError::corrupt(&what, "unreadable trigger id"))
-                        })
-                        .transpose()?,
-                    arrived_at: r.time("arrived_at")?,
-                });
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                arrived.sort_by(|a, b| a.upstream.cmp(&b.upstream));
-                return Ok(arrived);
-            }
+        let items = self
+            .whole_partition(&join_pk(key), Some(&arrival_prefix(generation)))
+            .await?;
+        let mut arrived = Vec::with_capacity(items.len());
+        for item in &items {
+            let r = Reader::new(item, &what);
+            arrived.push(ArrivedUpstream {
+                upstream: r.s("upstream")?.to_owned(),
+                succeeded: r.bool("succeeded")?,
+                pipeline_id: r.opt_s("pipeline_id")?.map(str::to_owned),
+                trigger_id: r
+                    .opt_s("trigger_id")?
+                    .map(|id| {
+                        id.parse()
+                            .map_err(|_| StoreError::corrupt(&what, "unreadable trigger id"))
+                    })
+                    .transpose()?,
+                arrived_at: r.time("arrived_at")?,
+            });
         }
+        arrived.sort_by(|a, b| a.upstream.cmp(&b.upstream));
+        Ok(arrived)
     }
 
     /// Opens generation `previous + 1` unless someone else moved the join first.
@@ -2438,28 +2414,11 @@ impl FlagStore for DynamoStore {
     }
 
     async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>> {
-        let mut flags = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(FLAGS_PARTITION))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|error| classify("Query", &error))?;
-            for item in output.items() {
-                flags.push(flag_from_item(item)?);
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(flags);
-            }
-        }
+        self.whole_partition(FLAGS_PARTITION, None)
+            .await?
+            .iter()
+            .map(flag_from_item)
+            .collect()
     }
 }
 
