@@ -758,11 +758,19 @@ impl Engine {
             marked: marked_sending,
             sent_at: std::sync::Mutex::new(None),
         };
-        // One deadline for the whole action, shorter than the lease: no request starts
-        // after the claim could have been taken over (a holder frozen mid-action).
+        // One deadline for the whole action, ending no later than the lease: no request
+        // starts after the claim could have been taken over (a holder frozen mid-action).
+        // For a create whose claim was opened already sending, this is the only guard
+        // before the request (there is no `mark_sending` to refuse an expired lease).
+        let lease_left = (grant.lease_expires_at - self.clock.now())
+            .to_std()
+            .unwrap_or_default();
         let budget = SendBudget::starting_now(
             self.clock.clone(),
-            self.settings.send_budget.min(self.settings.lease),
+            self.settings
+                .send_budget
+                .min(self.settings.lease)
+                .min(lease_left),
         );
         let result = budget.run(self.actions.perform(action, &guard)).await;
         let sent_at = guard.sent_at();
