@@ -11,6 +11,7 @@ use crate::circleci::{CircleCi, CircleCiClient, CircleCiError, ClientOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::TriggersFile;
 use crate::engine::{Engine, EngineSettings};
+use crate::notify::{DynamoOutbox, HttpSender, Outbox, Sweeper, with_notifications};
 use crate::secrets::{CachedSecrets, SecretIds, Secrets, SecretsManagerSource};
 use crate::store::dynamo::TABLE_ENV;
 use crate::store::{DynamoStore, SharedStore, StoreSettings};
@@ -64,6 +65,8 @@ pub struct LambdaContext {
     pub engine: Engine,
     /// The AWS configuration the adapters were built from (`None` outside Lambda).
     pub aws: Option<aws_config::SdkConfig>,
+    /// Sends queued notifications (`None` without `[[notify]]`): the scheduled tick runs it.
+    pub notifications: Option<Arc<Sweeper>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,8 @@ pub enum WiringError {
     MissingEnv(&'static str),
     #[error(transparent)]
     CircleCi(#[from] CircleCiError),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::SendError),
 }
 
 /// Builds the context from the process environment and the AWS default credential chain.
@@ -83,16 +88,11 @@ pub async fn lambda_context(
         .ok()
         .filter(|value| !value.is_empty())
         .ok_or(WiringError::MissingEnv(TABLE_ENV))?;
-    if !triggers.notify.is_empty() {
-        tracing::warn!(
-            sinks = triggers.notify.len(),
-            "[[notify]] is configured, but this release sends notifications from `serve` only"
-        );
-    }
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let store: SharedStore = Arc::new(
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table, clock.clone())
+        DynamoStore::new(dynamo.clone(), &table, clock.clone())
             .with_settings(StoreSettings::from_history(&triggers.history)),
     );
     let source = SecretsManagerSource::new(
@@ -100,9 +100,37 @@ pub async fn lambda_context(
         SecretIds::from_env(),
     );
     let secrets: Arc<dyn Secrets> = Arc::new(CachedSecrets::new(source, options.secrets_ttl));
+    let (store, notifications) =
+        cloud_notifications(store, &triggers, dynamo, &table, &secrets, &clock)?;
     let mut context = assemble(triggers, clock, store, secrets, options)?;
     context.aws = Some(aws);
+    context.notifications = notifications;
     Ok(context)
+}
+
+/// With `[[notify]]`: the store wrapped so that decisions queue notifications in the
+/// table's outbox, and the sweeper that sends them. Without: the store as is.
+pub fn cloud_notifications(
+    store: SharedStore,
+    triggers: &TriggersFile,
+    dynamo: aws_sdk_dynamodb::Client,
+    table: &str,
+    secrets: &Arc<dyn Secrets>,
+    clock: &Arc<dyn Clock>,
+) -> Result<(SharedStore, Option<Arc<Sweeper>>), WiringError> {
+    if triggers.notify.is_empty() {
+        return Ok((store, None));
+    }
+    let outbox: Arc<dyn Outbox> = Arc::new(DynamoOutbox::new(dynamo, table));
+    let store = with_notifications(store, triggers, Some(outbox.clone()));
+    let sweeper = Sweeper::new(
+        outbox,
+        Arc::new(HttpSender::new()?),
+        secrets.clone(),
+        Arc::new(triggers.clone()),
+        clock.clone(),
+    );
+    Ok((store, Some(Arc::new(sweeper))))
 }
 
 /// The `webhooks` function's edge: the signing secrets (Secrets Manager) and the delivery
@@ -169,5 +197,6 @@ pub fn assemble(
         circleci,
         engine,
         aws: None,
+        notifications: None,
     })
 }

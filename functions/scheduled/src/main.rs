@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init(LogFormat::Json);
     let triggers = parse_str(embedded_triggers_file!(), "triggers.toml (embedded)")?;
     let context = lambda_context(triggers, ContextOptions::default()).await?;
-    let scheduler = Scheduler::new(context.engine, context.triggers);
+    let scheduler = Scheduler::new(context.engine, context.triggers).sending(context.notifications);
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let scheduler = scheduler.clone();
         async move {

@@ -37,10 +37,11 @@ impl SecretKind {
     /// The secrets of the Lambda deployment (one Secrets Manager secret and one template
     /// parameter each). [`SecretKind::NotifySecrets`] is not among them yet: notifications
     /// are sent by `serve` only (its Lambda wiring, `NotifySecretsSecretArn`, is to come).
-    pub const ALL: [SecretKind; 3] = [
+    pub const ALL: [SecretKind; 4] = [
         SecretKind::CircleCiTokens,
         SecretKind::WebhookSigningSecrets,
         SecretKind::ClientKeyHashes,
+        SecretKind::NotifySecrets,
     ];
 }
 

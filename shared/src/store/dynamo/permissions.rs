@@ -354,9 +354,26 @@ impl LambdaFunction {
         LIFECYCLE.iter().chain(extra).copied().collect()
     }
 
-    /// The DynamoDB grants the function's role must have: the union over its operations.
+    /// The notification outbox's requests (`notify::DynamoOutbox`, `NOTIFY#…` items, with
+    /// `[[notify]]`): every function that decides triggers queues (a transaction of two
+    /// `Put`s); the scheduled tick also sweeps (`Query` of the pending partition, a
+    /// `Delete` + `Put` transaction to take an entry, `DeleteItem` once delivered).
+    pub fn outbox_actions(self) -> &'static [&'static str] {
+        match self {
+            LambdaFunction::Scheduled => &[PUT_ITEM, QUERY, DELETE_ITEM],
+            LambdaFunction::Chained | LambdaFunction::Http => &[PUT_ITEM],
+            LambdaFunction::Webhooks => &[],
+        }
+    }
+
+    /// The DynamoDB grants the function's role must have: the union over its operations
+    /// and the outbox.
     pub fn dynamodb_grants(self) -> BTreeSet<DynamoGrant> {
-        let mut grants = BTreeSet::new();
+        let mut grants: BTreeSet<DynamoGrant> = self
+            .outbox_actions()
+            .iter()
+            .map(|action| DynamoGrant::Table(action))
+            .collect();
         for operation in self.store_operations() {
             let access = operation.access();
             grants.extend(access.table_actions.iter().map(|a| DynamoGrant::Table(a)));
@@ -384,23 +401,41 @@ impl LambdaFunction {
         match self {
             // The sweep retries schedule and chain records (their `…#attempt<n>` claims, in
             // items of their own under `TRIGGER#`).
-            LambdaFunction::Scheduled => {
-                &["TRIGGER#*", "PIPELINE#*", "SCHEDULER", "FLAGS", "SOURCES"]
-            }
+            LambdaFunction::Scheduled => &[
+                "TRIGGER#*",
+                "PIPELINE#*",
+                "SCHEDULER",
+                "FLAGS",
+                "SOURCES",
+                "NOTIFY#*",
+            ],
             LambdaFunction::Webhooks => &[],
-            LambdaFunction::Chained => {
-                &["JOIN#join#*", "TRIGGER#*", "PIPELINE#*", "FLAGS", "SOURCES"]
-            }
+            LambdaFunction::Chained => &[
+                "JOIN#join#*",
+                "TRIGGER#*",
+                "PIPELINE#*",
+                "FLAGS",
+                "SOURCES",
+                "NOTIFY#*",
+            ],
             // `[[client]].rate_limit` windows are `RATE#<client>` counters; operator
             // schedule runs fire slots under their schedule claims and read pause flags.
-            LambdaFunction::Http => &["RATE#*", "TRIGGER#*", "PIPELINE#*", "FLAGS", "SOURCES"],
+            LambdaFunction::Http => &[
+                "RATE#*",
+                "TRIGGER#*",
+                "PIPELINE#*",
+                "FLAGS",
+                "SOURCES",
+                "NOTIFY#*",
+            ],
         }
     }
 
     /// The secrets the function reads (each one Secrets Manager secret in the cloud).
     pub fn secrets(self) -> &'static [SecretKind] {
         match self {
-            LambdaFunction::Scheduled => &[SecretKind::CircleCiTokens],
+            // The tick sends the notifications every function queues.
+            LambdaFunction::Scheduled => &[SecretKind::CircleCiTokens, SecretKind::NotifySecrets],
             LambdaFunction::Webhooks => &[SecretKind::WebhookSigningSecrets],
             LambdaFunction::Chained => &[SecretKind::CircleCiTokens],
             LambdaFunction::Http => &[SecretKind::CircleCiTokens, SecretKind::ClientKeyHashes],

@@ -40,7 +40,22 @@ pub async fn handle(scheduler: &Scheduler, payload: Value) -> Result<Value, Tick
         }
     };
     let is_tick = matches!(request, TickRequest::Tick { .. });
-    match scheduler.handle(request).await {
+    let handled = scheduler.handle(request).await;
+    // Whatever the tick did: what other invocations queued is due too (never fails it).
+    if let Some(sweeper) = scheduler.notifications() {
+        match sweeper.sweep().await {
+            Ok(sweep) => tracing::info!(
+                delivered = sweep.delivered,
+                failed = sweep.failed,
+                given_up = sweep.given_up,
+                "notifications swept"
+            ),
+            Err(error) => {
+                tracing::error!(%error, "notifications not swept; the next tick tries again")
+            }
+        }
+    }
+    match handled {
         Ok(report) => {
             log_report(&report, is_tick);
             let mut metrics = Vec::new();

@@ -223,6 +223,8 @@ pub struct Scheduler {
     engine: Engine,
     triggers: Arc<TriggersFile>,
     current: Arc<CurrentDefinitions>,
+    /// In Lambda the tick also sends due notifications (`serve` runs its own loop).
+    notifications: Option<Arc<crate::notify::Sweeper>>,
 }
 
 impl Scheduler {
@@ -232,7 +234,18 @@ impl Scheduler {
             engine,
             triggers,
             current,
+            notifications: None,
         }
+    }
+
+    /// Sends due notifications after every scheduled invocation (the Lambda tick).
+    pub fn sending(mut self, notifications: Option<Arc<crate::notify::Sweeper>>) -> Self {
+        self.notifications = notifications;
+        self
+    }
+
+    pub fn notifications(&self) -> Option<&crate::notify::Sweeper> {
+        self.notifications.as_deref()
     }
 
     pub fn engine(&self) -> &Engine {

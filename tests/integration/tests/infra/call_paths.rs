@@ -42,7 +42,7 @@ use shared::triggers::chained::queue::sqs::{SqsDeliveryQueue, handle_batch};
 use shared::triggers::chained::{AcceptorSettings, Receiver, WEBHOOK_PATH, WebhookAcceptor};
 use shared::triggers::http::{ApiSettings, TriggerApi, mint_key};
 use shared::triggers::scheduled::Scheduler;
-use shared::wiring::{ContextOptions, LambdaContext, assemble};
+use shared::wiring::{ContextOptions, LambdaContext, assemble, cloud_notifications};
 
 use super::{
     AuditedStore, IamAudit, SecretsAudit, StoreFaults, function_properties, grants_of_role, like,
@@ -124,6 +124,13 @@ rate_limit = "30/1m"
 [[client]]
 name = "ops"
 operator = true
+
+[[notify]]
+name = "ops-hook"
+kind = "webhook"
+on = ["failed", "ambiguous", "rejected", "workflow_failed"]
+url_secret = "ops-hook-url"
+signing_key_secret = "ops-hook-key"
 "#
     )
 }
@@ -163,6 +170,7 @@ impl Deployed {
             .flatten()
             .cloned()
             .collect();
+        observed.extend(self.dynamo.outside.lock().unwrap().iter().cloned());
         for (target, id) in self.secrets.0.lock().unwrap().iter() {
             let action = target.strip_prefix("secretsmanager.").unwrap_or(target);
             let secret = self
@@ -242,6 +250,12 @@ impl World {
                 SecretKind::ClientKeyHashes,
                 json!({ "release-bot": [bot.hash.to_hex()], "ops": [ops.hash.to_hex()] }),
             ),
+            // Nothing listens there: each send fails and is rescheduled, which is what the
+            // sweep's requests are (a delivered one only adds its `DeleteItem`).
+            (
+                SecretKind::NotifySecrets,
+                json!({ "ops-hook-url": "http://127.0.0.1:9/hook", "ops-hook-key": "k" }),
+            ),
         ] {
             let created = admin
                 .create_secret()
@@ -277,7 +291,7 @@ impl World {
         );
         let faults = StoreFaults::default();
         let store: SharedStore = Arc::new(AuditedStore(
-            DynamoStore::new(client, self.table.clone(), clock.clone())
+            DynamoStore::new(client.clone(), self.table.clone(), clock.clone())
                 .with_settings(StoreSettings::from_history(&triggers.history)),
             faults.clone(),
         ));
@@ -320,7 +334,13 @@ impl World {
             },
             ..options
         };
-        let context = assemble(triggers, clock, store, port, options).unwrap();
+        // As `wiring::lambda_context` does: with `[[notify]]`, decisions queue notifications
+        // in the table's outbox (through the same audited client) and the tick sends them.
+        let port: Arc<dyn shared::secrets::Secrets> = port;
+        let (store, notifications) =
+            cloud_notifications(store, &triggers, client, &self.table, &port, &clock).unwrap();
+        let mut context = assemble(triggers, clock, store, port, options).unwrap();
+        context.notifications = notifications;
         let sqs = SecretsAudit::default();
         let sqs_client = aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(&self.aws)
@@ -553,7 +573,8 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
     let scheduler = Scheduler::new(
         scheduled.context.engine.clone(),
         scheduled.context.triggers.clone(),
-    );
+    )
+    .sending(scheduled.context.notifications.clone());
     // The webhook path as deployed: the acceptor (the `webhooks` function's secrets and SQS
     // client) sends to a queue on moto; an event source mapping emulated with the `chained`
     // function's client receives, hands batches to the worker and deletes what it settled,
@@ -715,7 +736,20 @@ async fn each_role_grants_exactly_what_its_functions_call_paths_send() {
     http.faults.fail_next_open();
     let refused = post("deploy-staging", json!({})).await.unwrap();
     assert_eq!(refused.status(), 503, "{:?}", refused.text().await);
+    // A call the API refuses is recorded `rejected`: the `[[notify]]` sink wants it queued.
+    let unknown = post("no-such-endpoint", json!({})).await.unwrap();
+    assert_eq!(unknown.status(), 404, "{:?}", unknown.text().await);
 
+    // ---- chained: an e2e run that is not ours cannot open the release gate (`upstream =
+    // "ours"`): its delivery is recorded `rejected`, and a notification queued.
+    let foreign = shared::circleci::PipelineRequest::on_branch(E2E.parse().unwrap(), "main");
+    chained
+        .context
+        .circleci
+        .trigger_pipeline("default", &foreign)
+        .await
+        .unwrap();
+    settle(sim).await;
     // ---- chained: a delivery whose claim the store refuses to write.
     chained.faults.fail_next_open();
     sim.advance(Duration::from_secs(60)).await;
