@@ -57,7 +57,19 @@ const MAX_RECORD_BYTES: usize = 350 * 1024;
 const RACE_ATTEMPTS: usize = 8;
 
 const FLAGS_PARTITION: &str = "FLAGS";
-const RETRY_PARTITION: &str = "RETRY";
+/// `retry_due` is spread over this many partitions (`RETRY#<n>`): every trigger enters it
+/// when opened and leaves it when decided (2 WRU), and one partition takes 1,000 WRU/s, so
+/// one shard would cap the whole deployment near 500 triggers/s; eight allow ~4,000. The
+/// sweep queries each shard (an idle tick's 8 Queries, 0.5 RRU each).
+const RETRY_SHARDS: u32 = 8;
+
+fn retry_shard(id: TriggerId) -> u32 {
+    u32::try_from(id.as_uuid().as_u128() % u128::from(RETRY_SHARDS)).unwrap_or(0)
+}
+
+fn retry_shard_pk(shard: u32) -> String {
+    format!("RETRY#{shard}")
+}
 /// One item per source that has records (`sk` = its `by_source` key): what `list_recent` merges.
 const SOURCES_PARTITION: &str = "SOURCES";
 /// A `by_origin` page cursor meaning "only the root record is left".
@@ -1086,7 +1098,10 @@ fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
         item.insert("origin_pk".to_owned(), s(origin_pk(record.origin)));
     }
     if let Some(retry_at) = record.retry_at.filter(|_| record.in_retry_index()) {
-        item.insert("retry_pk".to_owned(), s(RETRY_PARTITION));
+        item.insert(
+            "retry_pk".to_owned(),
+            s(retry_shard_pk(retry_shard(record.id))),
+        );
         item.insert(
             "retry_sk".to_owned(),
             s(format!("{}#{}", sort_time(retry_at), record.id)),
@@ -1349,6 +1364,45 @@ impl DynamoStore {
             start = output.last_evaluated_key;
             if start.is_none() || records.len() >= limit {
                 return Ok(start);
+            }
+        }
+    }
+
+    /// Up to `limit` records of one `retry_due` shard whose retry has come, oldest first.
+    async fn due_in_shard(
+        &self,
+        shard: u32,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<TriggerRecord>> {
+        let mut due = Vec::new();
+        let mut start: Option<Item> = None;
+        // Oldest due first; `~` sorts after every id character, so all of `now` is included.
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(RETRY_DUE)
+                .key_condition_expression("retry_pk = :pk AND retry_sk <= :due")
+                .expression_attribute_values(":pk", s(retry_shard_pk(shard)))
+                .expression_attribute_values(":due", s(format!("{}#~", sort_time(now))))
+                .set_exclusive_start_key(start.take())
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|error| classify("Query", &error))?;
+            for record in self.get_records(output.items()).await? {
+                // The index is eventually consistent: re-check what it claims.
+                let still_due =
+                    record.retry_at.is_some_and(|at| at <= now) && record.in_retry_index();
+                if still_due && record.expires_at > now && due.len() < limit {
+                    due.push(record);
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() || due.len() >= limit {
+                return Ok(due);
             }
         }
     }
@@ -1811,39 +1865,19 @@ impl HistoryStore for DynamoStore {
             .map_err(|_| StoreError::corrupt("pipeline binding", "unreadable trigger id"))
     }
 
+    /// Every shard of `retry_due` at once, each oldest due first, merged.
     async fn due_for_retry(&self, limit: u32) -> StoreResult<Vec<TriggerRecord>> {
         let now = self.clock.now();
         let limit = limit.clamp(1, super::MAX_PAGE_SIZE) as usize;
-        let mut due = Vec::new();
-        let mut start: Option<Item> = None;
-        // Oldest due first; `~` sorts after every id character, so all of `now` is included.
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(RETRY_DUE)
-                .key_condition_expression("retry_pk = :pk AND retry_sk <= :due")
-                .expression_attribute_values(":pk", s(RETRY_PARTITION))
-                .expression_attribute_values(":due", s(format!("{}#~", sort_time(now))))
-                .set_exclusive_start_key(start.take())
-                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(|error| classify("Query", &error))?;
-            for record in self.get_records(output.items()).await? {
-                // The index is eventually consistent: re-check what it claims.
-                let still_due =
-                    record.retry_at.is_some_and(|at| at <= now) && record.in_retry_index();
-                if still_due && record.expires_at > now && due.len() < limit {
-                    due.push(record);
-                }
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() || due.len() >= limit {
-                return Ok(due);
-            }
-        }
+        let shards = (0..RETRY_SHARDS).map(|shard| self.due_in_shard(shard, now, limit));
+        let mut due: Vec<TriggerRecord> = futures::future::try_join_all(shards)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        due.sort_by(|a, b| a.retry_at.cmp(&b.retry_at).then(a.id.cmp(&b.id)));
+        due.truncate(limit);
+        Ok(due)
     }
 
     async fn purge_expired(&self, limit: u32) -> StoreResult<u64> {
