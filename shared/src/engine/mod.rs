@@ -268,12 +268,10 @@ impl Engine {
                 .await
                 .map(Fired::Performed)
             }
-            ClaimOutcome::Completed { result, .. } => match opened.record {
-                Some(record) if result.trigger_id.is_none_or(|id| id == record.id) => {
-                    Ok(Fired::Replayed(record))
-                }
-                _ => self.replay(&intent.key, &result).await.map(Fired::Replayed),
-            },
+            ClaimOutcome::Completed { result, .. } => self
+                .replay(&intent.key, &result, opened.record)
+                .await
+                .map(Fired::Replayed),
             ClaimOutcome::InProgress {
                 lease_expires_at, ..
             } => Ok(Fired::InProgress {
@@ -336,12 +334,10 @@ impl Engine {
                     .await?;
                 Ok(Fired::Performed(record))
             }
-            ClaimOutcome::Completed { result, .. } => match opened.record {
-                Some(record) if result.trigger_id.is_none_or(|id| id == record.id) => {
-                    Ok(Fired::Replayed(record))
-                }
-                _ => self.replay(&intent.key, &result).await.map(Fired::Replayed),
-            },
+            ClaimOutcome::Completed { result, .. } => self
+                .replay(&intent.key, &result, opened.record)
+                .await
+                .map(Fired::Replayed),
             ClaimOutcome::InProgress {
                 lease_expires_at, ..
             } => Ok(Fired::InProgress {
@@ -662,14 +658,20 @@ impl Engine {
             .max(Duration::from_secs(1))
     }
 
+    /// The record a completed claim's result names: `found` when the store already read it
+    /// (the failed claim write's old item), else read by id.
     async fn replay(
         &self,
         key: &ClaimKey,
         result: &ClaimResult,
+        found: Option<TriggerRecord>,
     ) -> Result<TriggerRecord, EngineError> {
         let id = result
             .trigger_id
             .unwrap_or_else(|| Self::record_id_for(key));
+        if let Some(record) = found.filter(|record| record.id == id) {
+            return Ok(record);
+        }
         self.store
             .get_record(id)
             .await?

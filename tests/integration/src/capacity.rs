@@ -420,76 +420,12 @@ fn read_cost(bytes: usize, consistent: bool) -> f64 {
     if consistent { units } else { units / 2.0 }
 }
 
-/// DynamoDB's size of an item in the wire format (`{"name": {"S": "…"}}`).
+/// DynamoDB's size of an item in the wire format (`{"name": {"S": "…"}}`): the sizing rules
+/// of [`crate::request_cost::item_size`].
 pub fn item_size(item: &BTreeMap<String, Value>) -> usize {
-    item.iter()
-        .map(|(name, value)| name.len() + value_size(value))
-        .sum()
-}
-
-fn value_size(value: &Value) -> usize {
-    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
-        return 0;
-    };
-    match kind.as_str() {
-        "S" => inner.as_str().map_or(0, str::len),
-        "N" => number_size(inner.as_str().unwrap_or("0")),
-        "B" => binary_size(inner),
-        "BOOL" | "NULL" => 1,
-        "SS" => inner
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| s.as_str().map_or(0, str::len))
-            .sum(),
-        "NS" => inner
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|n| number_size(n.as_str().unwrap_or("0")))
-            .sum(),
-        "BS" => inner
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(binary_size)
-            .sum(),
-        "L" => {
-            3 + inner
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| 1 + value_size(v))
-                .sum::<usize>()
-        }
-        "M" => {
-            3 + inner
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| 1 + k.len() + value_size(v))
-                .sum::<usize>()
-        }
-        _ => 0,
-    }
-}
-
-fn number_size(text: &str) -> usize {
-    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
-    let significant = digits
-        .trim_start_matches('0')
-        .trim_end_matches('0')
-        .len()
-        .max(1);
-    significant.div_ceil(2) + 1
-}
-
-fn binary_size(value: &Value) -> usize {
-    use base64::Engine as _;
-    value
-        .as_str()
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .map_or(0, |bytes| bytes.len())
+    crate::request_cost::json_item_size(&Value::Object(
+        item.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    ))
 }
 
 #[cfg(test)]

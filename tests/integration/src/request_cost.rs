@@ -30,6 +30,25 @@ pub struct Recorded {
     pub body: Value,
 }
 
+impl Recorded {
+    /// The operation (from `X-Amz-Target`) and JSON body of a request an SDK client is about
+    /// to send (for interceptors: this recorder, the IAM audit).
+    pub fn of(context: &BeforeTransmitInterceptorContextRef<'_>) -> Result<Recorded, BoxError> {
+        let request = context.request();
+        let operation = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|target| target.rsplit_once('.'))
+            .map(|(_, operation)| operation.to_owned())
+            .ok_or("a DynamoDB request without X-Amz-Target")?;
+        let body = match request.body().bytes() {
+            Some(bytes) if !bytes.is_empty() => serde_json::from_slice(bytes)?,
+            _ => Value::Null,
+        };
+        Ok(Recorded { operation, body })
+    }
+}
+
 /// Records every DynamoDB request a client sends (attach with `.interceptor(...)`).
 #[derive(Debug, Clone, Default)]
 pub struct DynamoRecorder(Arc<Mutex<Vec<Recorded>>>);
@@ -52,17 +71,7 @@ impl Intercept for DynamoRecorder {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let request = context.request();
-        let operation = request
-            .headers()
-            .get("x-amz-target")
-            .and_then(|target| target.rsplit_once('.'))
-            .map(|(_, operation)| operation.to_owned())
-            .ok_or("a DynamoDB request without X-Amz-Target")?;
-        let body = match request.body().bytes() {
-            Some(bytes) if !bytes.is_empty() => serde_json::from_slice(bytes)?,
-            _ => Value::Null,
-        };
+        let Recorded { operation, body } = Recorded::of(context)?;
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -242,13 +251,27 @@ fn attribute(json: &Value) -> Result<AttributeValue, String> {
         "N" => AttributeValue::N(text()),
         "BOOL" => AttributeValue::Bool(value.as_bool().unwrap_or(false)),
         "NULL" => AttributeValue::Null(true),
-        "SS" => AttributeValue::Ss(
-            value
+        "B" => AttributeValue::B(blob(value)?),
+        "SS" | "NS" => {
+            let texts = value
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(|v| v.as_str().unwrap_or_default().to_owned())
-                .collect(),
+                .collect();
+            if kind == "SS" {
+                AttributeValue::Ss(texts)
+            } else {
+                AttributeValue::Ns(texts)
+            }
+        }
+        "BS" => AttributeValue::Bs(
+            value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(blob)
+                .collect::<Result<_, _>>()?,
         ),
         "M" => AttributeValue::M(attributes(value)?),
         "L" => AttributeValue::L(
@@ -261,6 +284,15 @@ fn attribute(json: &Value) -> Result<AttributeValue, String> {
         ),
         other => return Err(format!("attribute type {other} not handled")),
     })
+}
+
+/// A binary value as the JSON protocol carries it (base64).
+fn blob(json: &Value) -> Result<aws_smithy_types::Blob, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(json.as_str().unwrap_or_default())
+        .map(aws_smithy_types::Blob::new)
+        .map_err(|error| format!("binary attribute: {error}"))
 }
 
 /// An item's size by DynamoDB's rules: each attribute's name plus its value (strings and
@@ -280,18 +312,26 @@ fn value_size(value: &AttributeValue) -> usize {
         AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
         AttributeValue::Ss(set) => set.iter().map(String::len).sum(),
         AttributeValue::Ns(set) => set.iter().map(|n| number_size(n)).sum(),
+        AttributeValue::Bs(set) => set.iter().map(|b| b.as_ref().len()).sum(),
         AttributeValue::M(map) => 3 + item_size(map) + map.len(),
         AttributeValue::L(list) => 3 + list.iter().map(|v| value_size(v) + 1).sum::<usize>(),
         _ => 0,
     }
 }
 
+/// About one byte per two significant digits (leading and trailing zeros are not stored),
+/// plus one.
 fn number_size(n: &str) -> usize {
-    let digits = n.chars().filter(char::is_ascii_digit).count();
-    digits.div_ceil(2) + 1
+    let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits
+        .trim_start_matches('0')
+        .trim_end_matches('0')
+        .len()
+        .max(1);
+    significant.div_ceil(2) + 1
 }
 
-/// [`item_size`] of an item in the request's JSON form.
+/// [`item_size`] of an item in the request's JSON form (`{"name": {"S": "…"}}`).
 pub fn json_item_size(item: &Value) -> usize {
     attributes(item).map_or(0, |item| item_size(&item))
 }

@@ -1442,16 +1442,31 @@ fn keyed_record(fixture: &Fixture, key: &ClaimKey) -> TriggerRecord {
     record
 }
 
+/// Opens `key`'s trigger with its record (fingerprint of `request`).
+async fn open(
+    f: &Fixture,
+    key: &ClaimKey,
+    request: &str,
+    sending: bool,
+) -> shared::store::OpenedTrigger {
+    f.store
+        .open_trigger(
+            key,
+            &fingerprint(request),
+            LEASE,
+            keyed_record(f, key),
+            sending,
+        )
+        .await
+        .unwrap()
+}
+
 /// `open_trigger` claims and creates the record at once; `settle_trigger` writes the
 /// decision, binds the new pipeline and completes the claim; a replay then finds both.
 pub async fn a_trigger_is_opened_and_settled_with_its_claim(adapter: &dyn StoreUnderTest) {
     let f = adapter.fixture().await;
     let key = key("ledger");
-    let opened = f
-        .store
-        .open_trigger(&key, &fingerprint("a"), LEASE, keyed_record(&f, &key), true)
-        .await
-        .unwrap();
+    let opened = open(&f, &key, "a", true).await;
     let owner = won(&opened.outcome);
     let record = opened.record.expect("the new record");
     assert_eq!((record.id, record.version), (key.record_id(), 1));
@@ -1468,11 +1483,7 @@ pub async fn a_trigger_is_opened_and_settled_with_its_claim(adapter: &dyn StoreU
     };
     assert_eq!(snapshot.state, expected_state);
     // A duplicate while the holder works: in progress, nothing written.
-    let duplicate = f
-        .store
-        .open_trigger(&key, &fingerprint("a"), LEASE, keyed_record(&f, &key), true)
-        .await
-        .unwrap();
+    let duplicate = open(&f, &key, "a", true).await;
     assert!(
         matches!(duplicate.outcome, ClaimOutcome::InProgress { .. }),
         "{:?}",
@@ -1501,11 +1512,7 @@ pub async fn a_trigger_is_opened_and_settled_with_its_claim(adapter: &dyn StoreU
     );
     let snapshot = f.store.claim_snapshot(&key).await.unwrap().unwrap();
     assert_eq!(snapshot.state, ClaimState::Completed);
-    let replay = f
-        .store
-        .open_trigger(&key, &fingerprint("a"), LEASE, keyed_record(&f, &key), true)
-        .await
-        .unwrap();
+    let replay = open(&f, &key, "a", true).await;
     match replay.outcome {
         ClaimOutcome::Completed { result, .. } => assert_eq!(result.trigger_id, Some(record.id)),
         other => panic!("expected the completed claim, got {other:?}"),
@@ -1514,11 +1521,7 @@ pub async fn a_trigger_is_opened_and_settled_with_its_claim(adapter: &dyn StoreU
         assert_eq!(found, saved, "a replay's record is the decided one");
     }
     assert_eq!(f.store.get_record(record.id).await.unwrap(), Some(saved));
-    let conflict = f
-        .store
-        .open_trigger(&key, &fingerprint("b"), LEASE, keyed_record(&f, &key), true)
-        .await
-        .unwrap();
+    let conflict = open(&f, &key, "b", true).await;
     assert_eq!(conflict.outcome, ClaimOutcome::Conflict);
 }
 

@@ -920,7 +920,6 @@ impl TriggerLedger for DynamoStore {
         lease: Duration,
         record: TriggerRecord,
     ) -> StoreResult<TriggerRecord> {
-        let _ = lease;
         let now = self.clock.now();
         if record.id != key.record_id() {
             // A retry attempt's claim lives apart from the record it decides.

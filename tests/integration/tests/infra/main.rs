@@ -33,6 +33,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use integration_tests::moto::{sdk_config, unique_name};
+use integration_tests::request_cost::Recorded;
 use integration_tests::store_suite::{self, Fixture, StoreUnderTest};
 use shared::secrets::{SecretIds, SecretKind, SecretSource, SecretsManagerSource};
 use shared::store::dynamo::permissions::{DynamoGrant, LambdaFunction, StoreOperation};
@@ -742,17 +743,7 @@ impl Intercept for IamAudit {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let request = context.request();
-        let operation = request
-            .headers()
-            .get("x-amz-target")
-            .and_then(|target| target.rsplit_once('.'))
-            .map(|(_, operation)| operation.to_owned())
-            .ok_or("a DynamoDB request without X-Amz-Target")?;
-        let body: Value = match request.body().bytes() {
-            Some(bytes) if !bytes.is_empty() => serde_json::from_slice(bytes)?,
-            _ => Value::Null,
-        };
+        let Recorded { operation, body } = Recorded::of(context)?;
         let grants = iam_grants(&operation, &body);
         self.leading_keys
             .lock()
