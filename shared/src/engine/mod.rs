@@ -735,8 +735,8 @@ impl Engine {
         });
         // The reconciler's time: a record still `received` after its claim's lease is
         // re-driven by the sweep (deciding it clears this), whether or not anything
-        // delivers the trigger again. It costs two index writes per trigger (entering and
-        // leaving `retry_due`); docs/benchmarks.md, "Lean store", says what would remove them.
+        // delivers the trigger again. In DynamoDB it is one index write per trigger (the
+        // entry stays when the trigger is decided; the sweep reads from a cursor).
         record.retry_at = Some(now + lease_delta(self.settings.lease));
         record
     }

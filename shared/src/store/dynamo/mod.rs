@@ -32,8 +32,9 @@ use self::item::{
     strings_to_key, ttl_seconds,
 };
 pub use self::table::{
-    BY_ORIGIN, BY_SOURCE, IndexDefinition, IndexProjection, PARTITION_KEY, RETRY_DUE, SORT_KEY,
-    TTL_ATTRIBUTE, TableDefinition, create_table, table_definition,
+    BY_ORIGIN, BY_SOURCE, CREATED_KEY, IndexDefinition, IndexProjection, ORIGIN_KEY, PARTITION_KEY,
+    RETRY_DUE, RETRY_SHARD_KEY, RETRY_TIME_KEY, SORT_KEY, SOURCE_KEY, TTL_ATTRIBUTE,
+    TableDefinition, create_table, table_definition,
 };
 use super::logic::{self, ClaimDecision, HolderOp, HolderPlan, JoinStep, StoredClaim, millis};
 use super::{
@@ -58,17 +59,39 @@ const RACE_ATTEMPTS: usize = 8;
 
 const FLAGS_PARTITION: &str = "FLAGS";
 /// `retry_due` is spread over this many partitions (`RETRY#<n>`): every trigger enters it
-/// when opened and leaves it when decided (2 WRU), and one partition takes 1,000 WRU/s, so
-/// one shard would cap the whole deployment near 500 triggers/s; eight allow ~4,000. The
-/// sweep queries each shard (an idle tick's 8 Queries, 0.5 RRU each).
+/// when opened (1 WRU) and one partition takes 1,000 WRU/s, so one shard would cap the
+/// whole deployment near 1,000 triggers/s; eight allow ~8,000. The sweep queries each
+/// shard (an idle tick's 8 Queries, 0.5 RRU each).
 const RETRY_SHARDS: u32 = 8;
+/// The sweep's place in each `retry_due` shard: `SCHEDULER` / `SWEEP`, one attribute per
+/// shard (`c<n>`: the last entry key it has read and dealt with).
+///
+/// Why a cursor: a trigger's entry is never taken out of the index when it is decided
+/// (that removal was a write unit on every trigger). Entries of decided records stay
+/// behind the cursor, read once; the sweep reads only what came due since it last read.
+const SWEEP_SK: &str = "SWEEP";
+/// How far behind the time it reads up to the sweep's cursor stays: an entry written a
+/// little late (clock skew between functions, the index's propagation) is still ahead of
+/// it. Entry keys are never earlier than their writer's clock (`retry_entry_key`).
+const SWEEP_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// How long a record may stay due, holding the sweep's cursor back in its shard, before
+/// its entry is moved to the present (its claim held, its attempts failing transiently):
+/// the cursor stops at the oldest entry still due so that no due record is passed over,
+/// and this bounds what it makes the next sweeps read again.
+const STUCK_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The key the sweep's cursor never passes at `now`: every entry key of
+/// `now - SWEEP_MARGIN` sorts after it.
+fn sweep_floor(now: DateTime<Utc>) -> String {
+    sort_time(now - SWEEP_MARGIN)
+}
 
 fn retry_shard(id: TriggerId) -> u32 {
     u32::try_from(id.as_uuid().as_u128() % u128::from(RETRY_SHARDS)).unwrap_or(0)
 }
 
 fn retry_shard_pk(shard: u32) -> String {
-    format!("RETRY#{shard}")
+    format!("R{shard}")
 }
 /// One item per source that has records (`sk` = its `by_source` key): what `list_recent` merges.
 const SOURCES_PARTITION: &str = "SOURCES";
@@ -107,6 +130,20 @@ pub struct DynamoStore {
     settings: Arc<StoreSettings>,
     /// Sources this process has registered, and when (see [`DynamoStore::register_source`]).
     sources_seen: Arc<std::sync::Mutex<HashMap<String, DateTime<Utc>>>>,
+    /// The sweep's cursors as this process last read or wrote them (see [`SWEEP_SK`]).
+    sweep_cursors: Arc<std::sync::Mutex<Option<Vec<String>>>>,
+}
+
+/// What the sweep read of one `retry_due` shard.
+#[derive(Default)]
+struct ShardRead {
+    due: Vec<TriggerRecord>,
+    /// The last entry key read, if any.
+    last: Option<String>,
+    /// The key of the first entry read whose record is still due (and not moved).
+    first_due: Option<String>,
+    /// Whether every entry up to now was read.
+    exhausted: bool,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -126,6 +163,7 @@ impl DynamoStore {
             clock,
             settings: Arc::new(StoreSettings::default()),
             sources_seen: Arc::default(),
+            sweep_cursors: Arc::default(),
         }
     }
 
@@ -868,7 +906,7 @@ impl TriggerLedger for DynamoStore {
             )));
         }
         let record = logic::prepare_create(record, &self.settings, now)?;
-        let attributes = record_item(&record)?;
+        let attributes = record_item(&record, now)?;
         // Concurrent: the (once per process) source registration costs no round trip.
         let (claimed, registered) = futures::join!(
             self.claim_with(key, fingerprint, lease, Some(&attributes), sending),
@@ -934,7 +972,7 @@ impl TriggerLedger for DynamoStore {
             return Ok(saved);
         }
         let (record, expected) = logic::prepare_update(record, &self.settings, now)?;
-        let mut update = RecordUpdate::of(&record_item(&record)?);
+        let mut update = RecordUpdate::of(&record_item(&record, now)?);
         // No `result` and no `completed_at`: a completed claim without them names its own
         // record and was completed at its last update (`claim_from_item`).
         update.also_set("#state = :completed, updated_at = :now, #rev = #rev + :one");
@@ -1068,7 +1106,16 @@ fn stored_body(record: &TriggerRecord) -> StoreResult<Vec<u8>> {
         .map_err(|error| StoreError::invalid(format!("unserialisable record: {error}")))
 }
 
-fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
+/// A record's `retry_due` sort key: its due time, never earlier than `now` (the writer's
+/// clock), so that the sweep's cursor, which stays [`SWEEP_MARGIN`] behind its reader's
+/// clock, is never already past an entry when it is written.
+fn retry_entry_key(due: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    sort_time(due.max(now))
+}
+
+/// The item of `record` as written at `now`. A record in the retry index has its entry
+/// keys; one that is not leaves whatever entry it had in place (see [`SWEEP_SK`]).
+fn record_item(record: &TriggerRecord, now: DateTime<Utc>) -> StoreResult<Item> {
     let json = stored_body(record)?;
     let body = deflate(&json)?;
     if body.len() > MAX_RECORD_BYTES {
@@ -1089,22 +1136,19 @@ fn record_item(record: &TriggerRecord) -> StoreResult<Item> {
             AttributeValue::B(aws_smithy_types::Blob::new(body)),
         ),
         (TTL_ATTRIBUTE.to_owned(), n(ttl_seconds(record.expires_at))),
-        ("source_pk".to_owned(), s(source_pk(&record.source))),
-        ("created_sk".to_owned(), s(created.clone())),
+        (SOURCE_KEY.to_owned(), s(source_pk(&record.source))),
+        (CREATED_KEY.to_owned(), s(created.clone())),
     ]);
     // Sparse: a root trigger is found by its id, so only descendants enter `by_origin`.
     if record.origin != record.id {
-        item.insert("origin_pk".to_owned(), s(origin_pk(record.origin)));
+        item.insert(ORIGIN_KEY.to_owned(), s(origin_pk(record.origin)));
     }
     if let Some(retry_at) = record.retry_at.filter(|_| record.in_retry_index()) {
         item.insert(
-            "retry_pk".to_owned(),
+            RETRY_SHARD_KEY.to_owned(),
             s(retry_shard_pk(retry_shard(record.id))),
         );
-        item.insert(
-            "retry_sk".to_owned(),
-            s(format!("{}#{}", sort_time(retry_at), record.id)),
-        );
+        item.insert(RETRY_TIME_KEY.to_owned(), s(retry_entry_key(retry_at, now)));
     }
     Ok(item)
 }
@@ -1119,8 +1163,9 @@ struct RecordUpdate {
     values: HashMap<String, AttributeValue>,
 }
 
-/// Index keys a record may have or not (sparse indexes).
-const OPTIONAL_RECORD_KEYS: [&str; 3] = ["origin_pk", "retry_pk", "retry_sk"];
+/// Index keys a record may have or not (sparse indexes). A `retry_due` entry is not one of
+/// them: it stays when its record leaves the retry index (see [`SWEEP_SK`]).
+const OPTIONAL_RECORD_KEYS: [&str; 1] = [ORIGIN_KEY];
 
 impl RecordUpdate {
     fn of(item: &Item) -> Self {
@@ -1225,8 +1270,11 @@ fn record_from_item(item: &Item) -> StoreResult<TriggerRecord> {
 /// stored twice in a chained record's item and every byte of the item is paid for on each
 /// of its writes.
 fn created_sort_key(record: &TriggerRecord) -> String {
-    let micros = u64::try_from(record.created_at.timestamp_micros()).unwrap_or(0);
-    format!("{micros:013x}#{}", record.id.as_uuid().simple())
+    format!(
+        "{}#{}",
+        sort_time(record.created_at),
+        record.id.as_uuid().simple()
+    )
 }
 
 /// The all-history listing's cursor scope.
@@ -1367,43 +1415,176 @@ impl DynamoStore {
         }
     }
 
-    /// Up to `limit` records of one `retry_due` shard whose retry has come, oldest first.
+    /// Up to `limit` records of one `retry_due` shard whose retry has come, oldest first,
+    /// reading the entries from `cursor` (the shard's cursor, `""` before the first sweep)
+    /// up to `now`. Says where the first record still due is, which the cursor may not
+    /// pass; a record due for longer than [`STUCK_AFTER`] has its entry moved to `now`
+    /// instead (its record is not rewritten).
     async fn due_in_shard(
         &self,
         shard: u32,
+        cursor: &str,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> StoreResult<Vec<TriggerRecord>> {
-        let mut due = Vec::new();
+    ) -> StoreResult<ShardRead> {
+        let stuck = sort_time(now - STUCK_AFTER);
+        let mut read = ShardRead::default();
         let mut start: Option<Item> = None;
-        // Oldest due first; `~` sorts after every id character, so all of `now` is included.
+        // Oldest due first. Entry keys are times only (the entry names its item anyway) and
+        // need not be unique: both bounds are inclusive, so a cursor on a shared key re-reads
+        // its equals rather than skipping one.
         loop {
-            let output = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(RETRY_DUE)
-                .key_condition_expression("retry_pk = :pk AND retry_sk <= :due")
                 .expression_attribute_values(":pk", s(retry_shard_pk(shard)))
-                .expression_attribute_values(":due", s(format!("{}#~", sort_time(now))))
+                .expression_attribute_values(":due", s(sort_time(now)));
+            // A key condition's value may not be empty: no cursor yet is no lower bound.
+            query = if cursor.is_empty() {
+                query.key_condition_expression("rp = :pk AND rs <= :due")
+            } else {
+                query
+                    .key_condition_expression("rp = :pk AND rs BETWEEN :from AND :due")
+                    .expression_attribute_values(":from", s(cursor))
+            };
+            let output = query
                 .set_exclusive_start_key(start.take())
                 .limit(i32::try_from(limit).unwrap_or(i32::MAX))
                 .send()
                 .await
                 .map_err(|error| classify("Query", &error))?;
-            for record in self.get_records(output.items()).await? {
-                // The index is eventually consistent: re-check what it claims.
+            let mut records: HashMap<TriggerId, TriggerRecord> = self
+                .get_records(output.items())
+                .await?
+                .into_iter()
+                .map(|record| (record.id, record))
+                .collect();
+            let mut moves = Vec::new();
+            for entry in output.items() {
+                let Some(AttributeValue::S(entry_key)) = entry.get(RETRY_TIME_KEY) else {
+                    continue;
+                };
+                read.last = Some(entry_key.clone());
+                let Some(record) = entry
+                    .get(PARTITION_KEY)
+                    .and_then(|pk| pk.as_s().ok())
+                    .and_then(|pk| pk.strip_prefix("TRIGGER#"))
+                    .and_then(|id| id.parse::<TriggerId>().ok())
+                    .and_then(|id| records.remove(&id))
+                else {
+                    continue;
+                };
+                // The index is eventually consistent and keeps decided records' entries:
+                // the record says whether it is due.
                 let still_due =
                     record.retry_at.is_some_and(|at| at <= now) && record.in_retry_index();
-                if still_due && record.expires_at > now && due.len() < limit {
-                    due.push(record);
+                if still_due && record.expires_at > now && read.due.len() < limit {
+                    if *entry_key < stuck {
+                        moves.push((record.id, record.version));
+                    } else if read.first_due.is_none() {
+                        read.first_due = Some(entry_key.clone());
+                    }
+                    read.due.push(record);
                 }
             }
+            futures::future::try_join_all(
+                moves
+                    .into_iter()
+                    .map(|(id, version)| self.move_retry_entry(id, version, now)),
+            )
+            .await?;
             start = output.last_evaluated_key;
-            if start.is_none() || due.len() >= limit {
-                return Ok(due);
+            if start.is_none() {
+                read.exhausted = true;
+                return Ok(read);
+            }
+            if read.due.len() >= limit {
+                return Ok(read);
             }
         }
+    }
+
+    /// Moves a due record's `retry_due` entry to `now`, unless the record has changed since
+    /// it was read (its writer placed the entry).
+    async fn move_retry_entry(
+        &self,
+        id: TriggerId,
+        version: u64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(trigger_pk(id)))
+            .key(SORT_KEY, s("TRIGGER"))
+            .update_expression("SET rs = :key")
+            .condition_expression("#ver = :version")
+            .expression_attribute_names("#ver", RECORD_VERSION)
+            .expression_attribute_values(":key", s(sort_time(now)))
+            .expression_attribute_values(":version", n_u64(version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if conditional_failure(&error).is_some() => Ok(()),
+            Err(error) => Err(classify("UpdateItem", &error)),
+        }
+    }
+
+    /// The sweep's cursors, one per `retry_due` shard (remembered by the process; read
+    /// from `SCHEDULER` / `SWEEP` when it has none).
+    async fn sweep_cursors(&self) -> StoreResult<Vec<String>> {
+        let known = self
+            .sweep_cursors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(cursors) = known {
+            return Ok(cursors);
+        }
+        let item = self.get(SCHEDULER_PK.to_owned(), SWEEP_SK).await?;
+        let cursors: Vec<String> = (0..RETRY_SHARDS)
+            .map(|shard| {
+                match item
+                    .as_ref()
+                    .and_then(|item| item.get(&format!("c{shard}")))
+                {
+                    Some(AttributeValue::S(cursor)) => cursor.clone(),
+                    _ => String::new(),
+                }
+            })
+            .collect();
+        // Remembered even when there is no item yet: an idle sweep reads it once a process.
+        *self
+            .sweep_cursors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cursors.clone());
+        Ok(cursors)
+    }
+
+    /// Saves the sweep's cursors. Unconditional: two sweeps racing may move a cursor back,
+    /// which only means entries are read again, never that one is skipped.
+    async fn save_sweep_cursors(&self, cursors: Vec<String>) -> StoreResult<()> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(SCHEDULER_PK))
+            .item(SORT_KEY, s(SWEEP_SK));
+        for (shard, cursor) in cursors.iter().enumerate() {
+            put = put.item(format!("c{shard}"), s(cursor));
+        }
+        put.send()
+            .await
+            .map_err(|error| classify("PutItem", &error))?;
+        *self
+            .sweep_cursors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cursors);
+        Ok(())
     }
 
     /// The records behind index entries (keys only), in the entries' order, by
@@ -1506,7 +1687,7 @@ impl DynamoStore {
         expected_version: Option<u64>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut update = RecordUpdate::of(&record_item(record)?);
+        let mut update = RecordUpdate::of(&record_item(record, now)?);
         // An update, not a put: the item may hold the record's claim, which stays.
         let condition = match expected_version {
             None => "attribute_not_exists(#r)".to_owned(),
@@ -1646,7 +1827,7 @@ impl HistoryStore for DynamoStore {
         let pk = source_pk(source);
         let query = IndexQuery {
             index: BY_SOURCE,
-            condition: "source_pk = :pk",
+            condition: "sp = :pk",
             values: vec![(":pk", pk.clone())],
         };
         self.list_index(&pk, query, page).await
@@ -1730,7 +1911,7 @@ impl HistoryStore for DynamoStore {
                     .query()
                     .table_name(&self.table)
                     .index_name(BY_ORIGIN)
-                    .key_condition_expression("origin_pk = :pk")
+                    .key_condition_expression("op = :pk")
                     .expression_attribute_values(":pk", s(pk.clone()))
                     .scan_index_forward(false)
                     .limit(i32::try_from(limit).unwrap_or(i32::MAX))
@@ -1745,8 +1926,8 @@ impl HistoryStore for DynamoStore {
                     let key = HashMap::from([
                         (PARTITION_KEY.to_owned(), s(trigger_pk(record.id))),
                         (SORT_KEY.to_owned(), s("TRIGGER")),
-                        ("origin_pk".to_owned(), s(pk.clone())),
-                        ("created_sk".to_owned(), s(created_sort_key(&record))),
+                        (ORIGIN_KEY.to_owned(), s(pk.clone())),
+                        (CREATED_KEY.to_owned(), s(created_sort_key(&record))),
                     ]);
                     items.push(record);
                     if items.len() >= limit {
@@ -1797,11 +1978,8 @@ impl HistoryStore for DynamoStore {
             let before = before.clone();
             async move {
                 let (condition, mut values) = match &before {
-                    Some(_) => (
-                        "source_pk = :pk AND created_sk < :before",
-                        vec![(":pk", source_pk)],
-                    ),
-                    None => ("source_pk = :pk", vec![(":pk", source_pk)]),
+                    Some(_) => ("sp = :pk AND cs < :before", vec![(":pk", source_pk)]),
+                    None => ("sp = :pk", vec![(":pk", source_pk)]),
                 };
                 if let Some(before) = before {
                     values.push((":before", before));
@@ -1864,16 +2042,40 @@ impl HistoryStore for DynamoStore {
             .map_err(|_| StoreError::corrupt("pipeline binding", "unreadable trigger id"))
     }
 
-    /// Every shard of `retry_due` at once, each oldest due first, merged.
+    /// Every shard of `retry_due` at once, each oldest due first, merged; each shard read
+    /// from its cursor, which then moves up to what was read, never past a record still due
+    /// nor closer than [`SWEEP_MARGIN`] to now. Nothing is written when it does not move.
     async fn due_for_retry(&self, limit: u32) -> StoreResult<Vec<TriggerRecord>> {
         let now = self.clock.now();
         let limit = limit.clamp(1, super::MAX_PAGE_SIZE) as usize;
-        let shards = (0..RETRY_SHARDS).map(|shard| self.due_in_shard(shard, now, limit));
-        let mut due: Vec<TriggerRecord> = futures::future::try_join_all(shards)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        let cursors = self.sweep_cursors().await?;
+        let shards = cursors
+            .iter()
+            .zip(0..RETRY_SHARDS)
+            .map(|(cursor, shard)| self.due_in_shard(shard, cursor, now, limit));
+        let reads = futures::future::try_join_all(shards).await?;
+        let floor = sweep_floor(now);
+        let mut moved = false;
+        let mut next = Vec::with_capacity(cursors.len());
+        for (cursor, read) in cursors.iter().zip(&reads) {
+            let read_to = match (&read.last, read.exhausted) {
+                (None, _) => cursor.clone(),
+                (Some(_), true) => floor.clone(),
+                (Some(last), false) => last.clone(),
+            };
+            let reached = [Some(read_to), read.first_due.clone(), Some(floor.clone())]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_default();
+            let advanced = reached > *cursor;
+            moved |= advanced;
+            next.push(if advanced { reached } else { cursor.clone() });
+        }
+        if moved {
+            self.save_sweep_cursors(next).await?;
+        }
+        let mut due: Vec<TriggerRecord> = reads.into_iter().flat_map(|read| read.due).collect();
         due.sort_by(|a, b| a.retry_at.cmp(&b.retry_at).then(a.id.cmp(&b.id)));
         due.truncate(limit);
         Ok(due)

@@ -212,9 +212,12 @@ impl StoreOperation {
                 table_actions: &[QUERY, BATCH_GET_ITEM],
                 queried_indexes: &[BY_SOURCE],
             },
-            // The index is eventually consistent: the records it names are re-read.
+            // The index is eventually consistent and keeps decided records' entries: the
+            // records it names are re-read. The cursors are one item (`SCHEDULER` /
+            // `SWEEP`), read once per process and put when they move; a record still due
+            // has its entry moved ahead by a conditional `UpdateItem`.
             StoreOperation::DueForRetry => OperationAccess {
-                table_actions: &[BATCH_GET_ITEM],
+                table_actions: &[BATCH_GET_ITEM, GET_ITEM, PUT_ITEM, UPDATE_ITEM],
                 queried_indexes: &[RETRY_DUE],
             },
             StoreOperation::PurgeExpired => table(&[SCAN, DELETE_ITEM]),

@@ -20,6 +20,19 @@ pub const SORT_KEY: &str = "sk";
 /// Epoch seconds; DynamoDB's TTL deletes expired items eventually (reads compare in code).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// Index key attributes: short names, since every name is paid for on every write of the
+/// item (a trigger's item stays under 1 KB, one write unit).
+/// `by_source`'s partition key: `S#<kind>#<name>`.
+pub const SOURCE_KEY: &str = "sp";
+/// `by_source`'s and `by_origin`'s sort key: creation time (13 hex digits of µs) `#` id.
+pub const CREATED_KEY: &str = "cs";
+/// `by_origin`'s partition key: `O#<origin id>` (descendants only).
+pub const ORIGIN_KEY: &str = "op";
+/// `retry_due`'s partition key: `R<shard>`.
+pub const RETRY_SHARD_KEY: &str = "rp";
+/// `retry_due`'s sort key: the time the sweep should look (13 hex digits of µs).
+pub const RETRY_TIME_KEY: &str = "rs";
+
 pub const BY_SOURCE: &str = "by_source";
 pub const BY_ORIGIN: &str = "by_origin";
 pub const RETRY_DUE: &str = "retry_due";
@@ -77,22 +90,22 @@ pub fn table_definition() -> TableDefinition {
         indexes: vec![
             IndexDefinition {
                 name: BY_SOURCE,
-                partition_key: "source_pk",
-                sort_key: "created_sk",
+                partition_key: SOURCE_KEY,
+                sort_key: CREATED_KEY,
                 projection: IndexProjection::KeysOnly,
                 purpose: "trigger records by schedule/rule/endpoint, newest first",
             },
             IndexDefinition {
                 name: BY_ORIGIN,
-                partition_key: "origin_pk",
-                sort_key: "created_sk",
+                partition_key: ORIGIN_KEY,
+                sort_key: CREATED_KEY,
                 projection: IndexProjection::KeysOnly,
                 purpose: "sparse: descendant trigger records by origin trigger, newest first (action selection, fan-in); a root is read by id",
             },
             IndexDefinition {
                 name: RETRY_DUE,
-                partition_key: "retry_pk",
-                sort_key: "retry_sk",
+                partition_key: RETRY_SHARD_KEY,
+                sort_key: RETRY_TIME_KEY,
                 projection: IndexProjection::KeysOnly,
                 purpose: "sparse: schedule and chain records waiting to be retried, by due time",
             },
@@ -267,7 +280,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), attributes.len());
-        assert!(attributes.contains(&"retry_sk"));
+        assert!(attributes.contains(&RETRY_TIME_KEY));
         assert!(
             !attributes.contains(&TTL_ATTRIBUTE),
             "the TTL attribute is a number, not a key"
