@@ -265,9 +265,10 @@ pub struct OpenedTrigger {
 }
 
 /// A trigger's claim and its record together: the write path of every trigger, as few
-/// writes as the adapter can make it. The default methods compose the narrow traits (one
-/// write each); the DynamoDB adapter keeps claim and record in one item and overrides them
-/// with one write each.
+/// writes as the adapter can make it. The DynamoDB adapter keeps claim and record in one
+/// item and makes each step one write; the SQLite adapter makes each one transaction. Each
+/// must behave as the narrow traits composed would (claim, create or find the record; renew
+/// as the fence, update the record, complete): the conformance suite holds both to it.
 #[async_trait]
 pub trait TriggerLedger: ClaimStore + HistoryStore {
     /// Claims `key` and, when this call wins, creates `record` with it (its id is
@@ -283,39 +284,7 @@ pub trait TriggerLedger: ClaimStore + HistoryStore {
         lease: Duration,
         record: TriggerRecord,
         sending: bool,
-    ) -> StoreResult<OpenedTrigger> {
-        let _ = sending;
-        let outcome = self.claim(key, fingerprint, lease).await?;
-        let ClaimOutcome::Won(grant) = &outcome else {
-            return Ok(OpenedTrigger {
-                outcome,
-                record: None,
-                marked_sending: false,
-            });
-        };
-        let id = record.id;
-        let existing = if grant.taken_over || grant.attempt > 1 {
-            self.get_record(id).await?
-        } else {
-            None
-        };
-        let record = match existing {
-            Some(existing) => existing,
-            None => match self.create_record(record).await {
-                Ok(created) => created,
-                Err(StoreError::RecordExists { .. }) => self
-                    .get_record(id)
-                    .await?
-                    .ok_or(StoreError::RecordNotFound { id })?,
-                Err(error) => return Err(error),
-            },
-        };
-        Ok(OpenedTrigger {
-            outcome,
-            record: Some(record),
-            marked_sending: false,
-        })
-    }
+    ) -> StoreResult<OpenedTrigger>;
 
     /// Writes the holder's decision (`record`, at its read `version`) and completes the
     /// claim with it, fenced by the claim: [`StoreError::LostClaim`] when another owner
@@ -330,19 +299,7 @@ pub trait TriggerLedger: ClaimStore + HistoryStore {
         owner: OwnerToken,
         lease: Duration,
         record: TriggerRecord,
-    ) -> StoreResult<TriggerRecord> {
-        self.renew(key, owner, lease).await?;
-        let saved = self.update_record(record).await?;
-        match self
-            .complete(key, owner, &ClaimResult::trigger(saved.id))
-            .await
-        {
-            // The lease ran out between the two writes and someone took over: the record
-            // holds the truth, and the new holder finds it.
-            Ok(()) | Err(StoreError::LostClaim { .. }) => Ok(saved),
-            Err(error) => Err(error),
-        }
-    }
+    ) -> StoreResult<TriggerRecord>;
 }
 
 /// Everything the domain asks of storage.

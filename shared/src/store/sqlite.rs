@@ -21,10 +21,10 @@ use super::logic::{
 use super::{
     ArrivedUpstream, ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimState,
     ClaimStore, Fingerprint, FlagStore, HistoryStore, InvalidPauseScope, JoinArrival, JoinOutcome,
-    JoinState, JoinStatus, JoinStore, OwnerToken, Page, PageRequest, PauseFlag, PauseScope,
-    RateTicket, SCHEMA_VERSION, ScheduleDefinitions, ScheduleStateStore, SchedulerState,
-    SharedClock, StoreError, StoreResult, StoreSettings, TriggerId, TriggerLedger, TriggerRecord,
-    TriggerSource, cursor,
+    JoinState, JoinStatus, JoinStore, OpenedTrigger, OwnerToken, Page, PageRequest, PauseFlag,
+    PauseScope, RateTicket, SCHEMA_VERSION, ScheduleDefinitions, ScheduleStateStore,
+    SchedulerState, SharedClock, StoreError, StoreResult, StoreSettings, TriggerId, TriggerLedger,
+    TriggerRecord, TriggerSource, cursor,
 };
 use crate::clock::Clock;
 
@@ -390,6 +390,132 @@ fn read_claim(connection: &Connection, key: &ClaimKey) -> StoreResult<Option<Sto
         .transpose()
 }
 
+/// `create_record` of a prepared record, in the caller's (immediate) transaction.
+fn create_record_in(
+    tx: &Connection,
+    record: TriggerRecord,
+    now: DateTime<Utc>,
+) -> StoreResult<TriggerRecord> {
+    if let Some(stored) = read_record_body(tx, record.id)? {
+        // Creating exactly what is stored is a repeat, not a conflict (the DynamoDB
+        // adapter must treat an SDK retry that way; both adapters agree).
+        return if record_from_body(&stored)? == record {
+            Ok(record)
+        } else {
+            Err(StoreError::RecordExists { id: record.id })
+        };
+    }
+    if let Some(pipeline) = &record.pipeline {
+        bind_pipeline(tx, &pipeline.id, record.id, record.expires_at, now)?;
+    }
+    write_record(tx, &record, true)?;
+    Ok(record)
+}
+
+/// `update_record` of a prepared record expected at `expected`, in the caller's
+/// (immediate) transaction.
+fn update_record_in(
+    tx: &Connection,
+    record: TriggerRecord,
+    expected: u64,
+    now: DateTime<Utc>,
+) -> StoreResult<TriggerRecord> {
+    let stored: Option<(i64, i64, String)> = tx
+        .query_row(
+            "SELECT version, expires_at, body FROM records WHERE id = ?1",
+            params![record.id.to_string()],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()
+        .map_err(sql_error)?;
+    match stored {
+        None => return Err(StoreError::RecordNotFound { id: record.id }),
+        Some((_, expires_at, _)) if expires_at <= millis(now) => {
+            return Err(StoreError::RecordNotFound { id: record.id });
+        }
+        Some((version, _, body)) if version != to_i64(expected) => {
+            return if record_from_body(&body)? == record {
+                Ok(record) // this very write, repeated
+            } else {
+                Err(StoreError::StaleRecord { id: record.id })
+            };
+        }
+        Some(_) => {}
+    }
+    if let Some(pipeline) = &record.pipeline {
+        bind_pipeline(tx, &pipeline.id, record.id, record.expires_at, now)?;
+    }
+    write_record(tx, &record, false)?;
+    Ok(record)
+}
+
+/// `claim`'s decision and its write, in the caller's (immediate) transaction.
+fn claim_in(
+    tx: &Connection,
+    key: &ClaimKey,
+    fingerprint: &Fingerprint,
+    lease: Duration,
+    now: DateTime<Utc>,
+    settings: &StoreSettings,
+) -> StoreResult<ClaimOutcome> {
+    let lease_expires_at = logic::lease_end(now, lease)?;
+    let existing = read_claim(tx, key)?;
+    let decision = match &existing {
+        None => ClaimDecision::Vacant,
+        Some(existing) => logic::assess_claim(existing, fingerprint, now)?,
+    };
+    let owner = OwnerToken::generate();
+    let outcome = match decision {
+        ClaimDecision::Answer(outcome) => return Ok(outcome),
+        ClaimDecision::Vacant => {
+            tx.execute(
+                    "INSERT OR REPLACE INTO claims (key, fingerprint, state, owner, lease_expires_at, \
+                     attempts, sending_since, result, completed_at, created_at, updated_at, expires_at, \
+                     revision, schema_version) \
+                     VALUES (?1, ?2, 'in_progress', ?3, ?4, 1, NULL, NULL, NULL, ?5, ?5, ?6, 1, ?7)",
+                    params![
+                        key.as_str(),
+                        fingerprint.as_str(),
+                        owner.to_string(),
+                        millis(lease_expires_at),
+                        millis(now),
+                        millis(logic::retention_end(now, settings)),
+                        SCHEMA_VERSION,
+                    ],
+                )
+                .map_err(sql_error)?;
+            ClaimOutcome::Won(ClaimGrant {
+                owner,
+                attempt: 1,
+                lease_expires_at,
+                taken_over: false,
+            })
+        }
+        ClaimDecision::TakeOver => {
+            let attempts = existing.as_ref().map_or(1, |e| e.attempts + 1);
+            tx.execute(
+                "UPDATE claims SET owner = ?2, lease_expires_at = ?3, attempts = ?4, \
+                     updated_at = ?5, revision = revision + 1 WHERE key = ?1",
+                params![
+                    key.as_str(),
+                    owner.to_string(),
+                    millis(lease_expires_at),
+                    attempts,
+                    millis(now)
+                ],
+            )
+            .map_err(sql_error)?;
+            ClaimOutcome::Won(ClaimGrant {
+                owner,
+                attempt: attempts,
+                lease_expires_at,
+                taken_over: true,
+            })
+        }
+    };
+    Ok(outcome)
+}
+
 /// Runs a holder transition inside one transaction: check, then `apply` when allowed.
 fn holder_transition(
     connection: &mut Connection,
@@ -421,64 +547,10 @@ impl ClaimStore for SqliteStore {
         let key = key.clone();
         let fingerprint = fingerprint.clone();
         self.run(move |connection, now, settings| {
-            let lease_expires_at = logic::lease_end(now, lease)?;
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_error)?;
-            let existing = read_claim(&tx, &key)?;
-            let decision = match &existing {
-                None => ClaimDecision::Vacant,
-                Some(existing) => logic::assess_claim(existing, &fingerprint, now)?,
-            };
-            let owner = OwnerToken::generate();
-            let outcome = match decision {
-                ClaimDecision::Answer(outcome) => return Ok(outcome),
-                ClaimDecision::Vacant => {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO claims (key, fingerprint, state, owner, lease_expires_at, \
-                         attempts, sending_since, result, completed_at, created_at, updated_at, expires_at, \
-                         revision, schema_version) \
-                         VALUES (?1, ?2, 'in_progress', ?3, ?4, 1, NULL, NULL, NULL, ?5, ?5, ?6, 1, ?7)",
-                        params![
-                            key.as_str(),
-                            fingerprint.as_str(),
-                            owner.to_string(),
-                            millis(lease_expires_at),
-                            millis(now),
-                            millis(logic::retention_end(now, settings)),
-                            SCHEMA_VERSION,
-                        ],
-                    )
-                    .map_err(sql_error)?;
-                    ClaimOutcome::Won(ClaimGrant {
-                        owner,
-                        attempt: 1,
-                        lease_expires_at,
-                        taken_over: false,
-                    })
-                }
-                ClaimDecision::TakeOver => {
-                    let attempts = existing.as_ref().map_or(1, |e| e.attempts + 1);
-                    tx.execute(
-                        "UPDATE claims SET owner = ?2, lease_expires_at = ?3, attempts = ?4, \
-                         updated_at = ?5, revision = revision + 1 WHERE key = ?1",
-                        params![
-                            key.as_str(),
-                            owner.to_string(),
-                            millis(lease_expires_at),
-                            attempts,
-                            millis(now)
-                        ],
-                    )
-                    .map_err(sql_error)?;
-                    ClaimOutcome::Won(ClaimGrant {
-                        owner,
-                        attempt: attempts,
-                        lease_expires_at,
-                        taken_over: true,
-                    })
-                }
-            };
+            let outcome = claim_in(&tx, &key, &fingerprint, lease, now, settings)?;
             tx.commit().map_err(sql_error)?;
             Ok(outcome)
         })
@@ -776,7 +848,117 @@ fn list_page(
 
 /// The composed defaults: each step is already one SQLite transaction, and a local disk
 /// bills nothing per write.
-impl TriggerLedger for SqliteStore {}
+/// The trigger's write path as DynamoDB runs it, each step one local transaction: opening
+/// claims and creates the record (the claim already `sending` for a create), settling
+/// checks the holder, writes the record and completes the claim.
+#[async_trait]
+impl TriggerLedger for SqliteStore {
+    async fn open_trigger(
+        &self,
+        key: &ClaimKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        record: TriggerRecord,
+        sending: bool,
+    ) -> StoreResult<OpenedTrigger> {
+        let key = key.clone();
+        let fingerprint = fingerprint.clone();
+        self.run(move |connection, now, settings| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            let outcome = claim_in(&tx, &key, &fingerprint, lease, now, settings)?;
+            let ClaimOutcome::Won(grant) = &outcome else {
+                return Ok(OpenedTrigger {
+                    outcome,
+                    record: None,
+                    marked_sending: false,
+                });
+            };
+            let fresh = !grant.taken_over && grant.attempt == 1;
+            let id = record.id;
+            let existing = match fresh {
+                true => None,
+                false => tx
+                    .query_row(
+                        "SELECT body FROM records WHERE id = ?1 AND expires_at > ?2",
+                        params![id.to_string(), millis(now)],
+                        |row| row.get::<_, String>(0),
+                    )
+                    .optional()
+                    .map_err(sql_error)?
+                    .map(|body| record_from_body(&body))
+                    .transpose()?,
+            };
+            let record = match existing {
+                Some(existing) => existing,
+                None => {
+                    let prepared = logic::prepare_create(record, settings, now)?;
+                    match create_record_in(&tx, prepared, now) {
+                        Ok(created) => created,
+                        Err(StoreError::RecordExists { .. }) => read_record_body(&tx, id)?
+                            .map(|body| record_from_body(&body))
+                            .transpose()?
+                            .ok_or(StoreError::RecordNotFound { id })?,
+                        Err(error) => return Err(error),
+                    }
+                }
+            };
+            // A fresh claim for a create starts out sending, as on DynamoDB (no
+            // `mark_sending` step); a takeover is marked by its holder after its checks.
+            let marked_sending = sending && fresh;
+            if marked_sending {
+                tx.execute(
+                    "UPDATE claims SET state = 'sending', sending_since = ?2, updated_at = ?2 \
+                     WHERE key = ?1",
+                    params![key.as_str(), millis(now)],
+                )
+                .map_err(sql_error)?;
+            }
+            tx.commit().map_err(sql_error)?;
+            Ok(OpenedTrigger {
+                outcome,
+                record: Some(record),
+                marked_sending,
+            })
+        })
+        .await
+    }
+
+    async fn settle_trigger(
+        &self,
+        key: &ClaimKey,
+        owner: OwnerToken,
+        _lease: Duration,
+        record: TriggerRecord,
+    ) -> StoreResult<TriggerRecord> {
+        let key = key.clone();
+        self.run(move |connection, now, settings| {
+            let (record, expected) = logic::prepare_update(record, settings, now)?;
+            let result =
+                serde_json::to_string(&ClaimResult::trigger(record.id)).map_err(|error| {
+                    StoreError::invalid(format!("unserialisable claim result: {error}"))
+                })?;
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            // The fence: still this holder's live, undecided claim (no lease to extend:
+            // the claim is completed in the same transaction).
+            let stored = read_claim(&tx, &key)?;
+            logic::check_holder(HolderOp::Renew, &key, stored.as_ref(), owner, now)?;
+            let saved = update_record_in(&tx, record, expected, now)?;
+            tx.execute(
+                "UPDATE claims SET state = 'completed', result = ?2, completed_at = ?3, \
+                 updated_at = ?3, revision = revision + 1 WHERE key = ?1",
+                params![key.as_str(), result, millis(now)],
+            )
+            .map_err(sql_error)?;
+            tx.commit().map_err(sql_error)?;
+            Ok(saved)
+        })
+        .await
+    }
+}
 
 #[async_trait]
 impl HistoryStore for SqliteStore {
@@ -786,21 +968,9 @@ impl HistoryStore for SqliteStore {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_error)?;
-            if let Some(stored) = read_record_body(&tx, record.id)? {
-                // Creating exactly what is stored is a repeat, not a conflict (the DynamoDB
-                // adapter must treat an SDK retry that way; both adapters agree).
-                return if record_from_body(&stored)? == record {
-                    Ok(record)
-                } else {
-                    Err(StoreError::RecordExists { id: record.id })
-                };
-            }
-            if let Some(pipeline) = &record.pipeline {
-                bind_pipeline(&tx, &pipeline.id, record.id, record.expires_at, now)?;
-            }
-            write_record(&tx, &record, true)?;
+            let created = create_record_in(&tx, record, now)?;
             tx.commit().map_err(sql_error)?;
-            Ok(record)
+            Ok(created)
         })
         .await
     }
@@ -811,34 +981,9 @@ impl HistoryStore for SqliteStore {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_error)?;
-            let stored: Option<(i64, i64, String)> = tx
-                .query_row(
-                    "SELECT version, expires_at, body FROM records WHERE id = ?1",
-                    params![record.id.to_string()],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()
-                .map_err(sql_error)?;
-            match stored {
-                None => return Err(StoreError::RecordNotFound { id: record.id }),
-                Some((_, expires_at, _)) if expires_at <= millis(now) => {
-                    return Err(StoreError::RecordNotFound { id: record.id });
-                }
-                Some((version, _, body)) if version != to_i64(expected) => {
-                    return if record_from_body(&body)? == record {
-                        Ok(record) // this very write, repeated
-                    } else {
-                        Err(StoreError::StaleRecord { id: record.id })
-                    };
-                }
-                Some(_) => {}
-            }
-            if let Some(pipeline) = &record.pipeline {
-                bind_pipeline(&tx, &pipeline.id, record.id, record.expires_at, now)?;
-            }
-            write_record(&tx, &record, false)?;
+            let saved = update_record_in(&tx, record, expected, now)?;
             tx.commit().map_err(sql_error)?;
-            Ok(record)
+            Ok(saved)
         })
         .await
     }
