@@ -999,6 +999,16 @@ pub struct PauseFlag {
     pub paused_at: DateTime<Utc>,
 }
 
+impl PauseFlag {
+    /// The flag that holds `schedule` among `flags` (every flag, as
+    /// [`FlagStore::pause_flags`](super::FlagStore::pause_flags) reads them): the global
+    /// one first, then the schedule's own.
+    pub fn for_schedule(flags: &[PauseFlag], schedule: &str) -> Option<PauseFlag> {
+        let find = |scope: &PauseScope| flags.iter().find(|flag| flag.scope == *scope).cloned();
+        find(&PauseScope::All).or_else(|| find(&PauseScope::Schedule(schedule.to_owned())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,50 @@ async fn a_due_tick_reads_the_pause_flags_in_one_query() {
     assert!(h.sim.pipelines().is_empty());
 }
 
+/// A manual run (`POST /v1/schedules/{name}/runs`, `run --now`) checks the global flag and
+/// the schedule's own in one Query, then opens and settles its trigger: three round trips,
+/// the settle and the binding side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manual_run_checks_the_pause_flags_in_one_query() {
+    let recorder = DynamoRecorder::default();
+    let h = Harness::builder(Backend::Dynamo)
+        .start_at("2026-11-28T10:00:00Z")
+        .project(project())
+        .record_dynamo(recorder.clone())
+        .build(&schedule("a", "0 2 * * *", ""))
+        .await;
+    h.tick().await;
+    let now = integration_tests::scheduled_support::utc("2026-11-28T10:00:30Z");
+    let request = |id: &str| shared::triggers::scheduled::RunRequest {
+        schedule: "a".into(),
+        at: None,
+        run_id: Some(id.into()),
+        operator: "alice".into(),
+        ignore_pause: false,
+    };
+    // The first run of a source in a process also registers it (once): not measured.
+    h.scheduler.run(&request("manual-0"), now).await.unwrap();
+    recorder.take();
+    let report = h.scheduler.run(&request("manual-1"), now).await.unwrap();
+    assert_eq!(h.sim.pipelines().len(), 2, "{report:?}");
+    let operations: Vec<String> = recorder
+        .take()
+        .into_iter()
+        .map(|request| request.operation)
+        .collect();
+    assert_eq!(
+        operations.iter().filter(|op| *op == "GetItem").count(),
+        0,
+        "no flag read by key: {operations:?}"
+    );
+    assert_eq!(operations[0], "Query", "{operations:?}");
+    assert_eq!(
+        operations.len(),
+        4,
+        "flags, open, settle + binding: {operations:?}"
+    );
+}
+
 fn schedule(name: &str, cron: &str, extra: &str) -> String {
     format!(
         "[[schedule]]\nname = \"{name}\"\ncron = \"{cron}\"\ntimezone = \"UTC\"\n{extra}\n\

@@ -260,7 +260,7 @@ const LIFECYCLE: [StoreOperation; 12] = [
 ];
 
 /// `shared::triggers::scheduled` (the tick).
-const SCHEDULED_EXTRA: [StoreOperation; 8] = [
+const SCHEDULED_EXTRA: [StoreOperation; 7] = [
     // Every tick: the one small state item. When something is due or changed: the
     // per-schedule definitions, and the state (with the definitions when they changed).
     StoreOperation::SchedulerState,
@@ -272,10 +272,9 @@ const SCHEDULED_EXTRA: [StoreOperation; 8] = [
     // `concurrency = forbid | replace`: the schedule's records.
     StoreOperation::ListBySource,
     StoreOperation::ClaimSnapshot,
-    // Every pause flag in one Query, only on a tick with a slot to fire; a manual run
-    // and a stale slot's re-check read the schedule's own flag and the global one by key.
+    // Every pause flag in one Query: on a tick with a slot to fire, a manual run, a stale
+    // slot's re-check.
     StoreOperation::PauseFlags,
-    StoreOperation::PauseFlag,
 ];
 
 /// `shared::triggers::chained` (the webhook receiver).
@@ -292,19 +291,18 @@ const CHAINED_EXTRA: [StoreOperation; 5] = [
 ];
 
 /// `shared::triggers::http` (the HTTP trigger API).
-const HTTP_EXTRA: [StoreOperation; 7] = [
+const HTTP_EXTRA: [StoreOperation; 6] = [
     // `[[client]].rate_limit`: one conditional update of the client's window counter.
     StoreOperation::TakeRateTicket,
     // `GET /v1/triggers`: the caller's endpoints' records.
     StoreOperation::ListBySource,
     // `select = "trigger:<id>"`: the pipelines of that trigger's origin.
     StoreOperation::ListByOrigin,
-    // `POST /v1/schedules/{name}/runs`: the schedule's pause flags, and whether a slot was
-    // decided as skipped (then it runs under `<slot>#run`). Both are `GetItem`, which the
-    // lifecycle already grants.
-    StoreOperation::PauseFlag,
+    // `POST /v1/schedules/{name}/runs`: whether a slot was decided as skipped (then it
+    // runs under `<slot>#run`), a `GetItem` the lifecycle already grants.
     StoreOperation::ClaimSnapshot,
-    // `GET /v1/status` (operator clients): the recent triggers and every pause flag.
+    // `GET /v1/status` (operator clients): the recent triggers. Every pause flag in one
+    // Query (the status page, and a schedule run's pause check).
     StoreOperation::ListRecent,
     StoreOperation::PauseFlags,
 ];

@@ -25,7 +25,7 @@ use super::{
 use crate::config::TriggersFile;
 use crate::config::schedule::{ScheduleSpec, ScheduleTiming};
 use crate::engine::{EngineError, Fired};
-use crate::store::{ClaimState, PauseScope, TriggerRecord, TriggerStatus};
+use crate::store::{ClaimState, PauseFlag, TriggerRecord, TriggerStatus};
 use crate::triggers::scheduled::calendar::{ScheduleSlot, due_slots, next_slots};
 
 /// Most slots one backfill may fire unless the caller raises it.
@@ -295,18 +295,14 @@ impl Scheduler {
         schedule: &ScheduleSpec,
         request: &RunRequest,
     ) -> Result<Option<String>, SchedulerError> {
-        let store = self.engine.store();
-        let flag = match store
-            .pause_flag(&PauseScope::All)
+        // Every flag in one query (one round trip, not the global flag then the schedule's).
+        let flags = self
+            .engine
+            .store()
+            .pause_flags()
             .await
-            .map_err(EngineError::from)?
-        {
-            Some(flag) => Some(flag),
-            None => store
-                .pause_flag(&PauseScope::Schedule(schedule.name.clone()))
-                .await
-                .map_err(EngineError::from)?,
-        };
+            .map_err(EngineError::from)?;
+        let flag = PauseFlag::for_schedule(&flags, &schedule.name);
         let Some(flag) = flag else { return Ok(None) };
         let described = match &flag.reason {
             Some(reason) => format!("{} paused: {reason}", flag.scope),

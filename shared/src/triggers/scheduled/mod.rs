@@ -57,10 +57,9 @@ use crate::config::schedule::{ConcurrencyMode, ConcurrencyPolicy, ScheduleSpec, 
 use crate::config::{ActionKind, TargetSpec, TriggersFile};
 use crate::engine::{Engine, EngineError, Fired, SweepReport, TriggerIntent};
 use crate::store::{
-    ClaimKey, ClaimKind, ClaimState, Fingerprint, MissedSlots, PauseFlag, PauseScope,
-    PreviousPipeline, RecordDetail, ReplacedPipeline, ScheduleDefinitions, ScheduleEntry,
-    SchedulerState, SourceKind, TriggerId, TriggerRecord, TriggerSource, TriggerStatus,
-    TriggerStore,
+    ClaimKey, ClaimKind, ClaimState, Fingerprint, MissedSlots, PauseFlag, PreviousPipeline,
+    RecordDetail, ReplacedPipeline, ScheduleDefinitions, ScheduleEntry, SchedulerState, SourceKind,
+    TriggerId, TriggerRecord, TriggerSource, TriggerStatus, TriggerStore,
 };
 use crate::triggers::scheduled::calendar::{
     ScheduleCursor, ScheduleSlot, SkippedSlot, apply_catch_up, due_slots, evaluation_window,
@@ -871,15 +870,9 @@ impl Scheduler {
         if manual {
             return self.engine.fire(intent).await.map(Some);
         }
-        let paused = match self.engine.store().pause_flag(&PauseScope::All).await? {
-            Some(flag) => Some(flag),
-            None => {
-                self.engine
-                    .store()
-                    .pause_flag(&PauseScope::Schedule(schedule.name.clone()))
-                    .await?
-            }
-        };
+        // Every flag in one query (one round trip, not the global flag then the schedule's).
+        let paused =
+            PauseFlag::for_schedule(&self.engine.store().pause_flags().await?, &schedule.name);
         let policy = schedule
             .concurrency_policy()
             .map_err(|e| EngineError::NotRetryable {
@@ -1045,8 +1038,9 @@ impl PauseLookup {
         if self.flags.is_none() {
             self.flags = Some(store.pause_flags().await?);
         }
-        let flags = self.flags.as_deref().unwrap_or_default();
-        let find = |scope: &PauseScope| flags.iter().find(|flag| flag.scope == *scope).cloned();
-        Ok(find(&PauseScope::All).or_else(|| find(&PauseScope::Schedule(schedule.to_owned()))))
+        Ok(PauseFlag::for_schedule(
+            self.flags.as_deref().unwrap_or_default(),
+            schedule,
+        ))
     }
 }
