@@ -972,7 +972,7 @@ impl TriggerLedger for DynamoStore {
             return Ok(saved);
         }
         let (record, expected) = logic::prepare_update(record, &self.settings, now)?;
-        let mut update = RecordUpdate::of(&record_item(&record, now)?);
+        let mut update = RecordUpdate::of(&record_item(&record, now)?, RecordWrite::Update);
         // No `result` and no `completed_at`: a completed claim without them names its own
         // record and was completed at its last update (`claim_from_item`).
         update.also_set("#state = :completed, updated_at = :now, #rev = #rev + :one");
@@ -1153,25 +1153,29 @@ fn record_item(record: &TriggerRecord, now: DateTime<Utc>) -> StoreResult<Item> 
     Ok(item)
 }
 
-/// A record's attributes as one `UpdateItem` (`SET` each, `REMOVE` the optional index keys
-/// it no longer has), leaving any claim attributes of the item alone. Names are `#r`,
-/// `#ver`, `#ttl` and `#a<n>`; values `:a<n>`.
+/// A record's attributes as one `UpdateItem` (`SET` each), leaving any claim attributes of
+/// the item alone. Names are `#r`, `#ver`, `#ttl` and `#a<n>`; values `:a<n>`.
 struct RecordUpdate {
     set: Vec<String>,
-    remove: Vec<String>,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
 }
 
-/// Index keys a record may have or not (sparse indexes). A `retry_due` entry is not one of
-/// them: it stays when its record leaves the retry index (see [`SWEEP_SK`]).
-const OPTIONAL_RECORD_KEYS: [&str; 1] = [ORIGIN_KEY];
+/// Index keys fixed when the record is created (its source, creation time and origin never
+/// change): an update of a stored record does not send them again.
+const CREATION_KEYS: [&str; 3] = [SOURCE_KEY, CREATED_KEY, ORIGIN_KEY];
+
+/// Whether the `UpdateItem` creates the record in its item or updates the stored one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RecordWrite {
+    Create,
+    Update,
+}
 
 impl RecordUpdate {
-    fn of(item: &Item) -> Self {
+    fn of(item: &Item, write: RecordWrite) -> Self {
         let mut update = RecordUpdate {
             set: Vec::new(),
-            remove: Vec::new(),
             names: HashMap::from([
                 ("#r".to_owned(), RECORD_BODY.to_owned()),
                 ("#ver".to_owned(), RECORD_VERSION.to_owned()),
@@ -1182,6 +1186,9 @@ impl RecordUpdate {
         let mut attributes: Vec<(&String, &AttributeValue)> = item
             .iter()
             .filter(|(name, _)| *name != PARTITION_KEY && *name != SORT_KEY)
+            .filter(|(name, _)| {
+                write == RecordWrite::Create || !CREATION_KEYS.contains(&name.as_str())
+            })
             .collect();
         attributes.sort_by(|a, b| a.0.cmp(b.0));
         for (i, (name, value)) in attributes.into_iter().enumerate() {
@@ -1198,13 +1205,6 @@ impl RecordUpdate {
             update.set.push(format!("{placeholder} = :a{i}"));
             update.values.insert(format!(":a{i}"), value.clone());
         }
-        for (i, name) in OPTIONAL_RECORD_KEYS.iter().enumerate() {
-            if !item.contains_key(*name) {
-                let placeholder = format!("#o{i}");
-                update.names.insert(placeholder.clone(), (*name).to_owned());
-                update.remove.push(placeholder);
-            }
-        }
         update
     }
 
@@ -1218,11 +1218,7 @@ impl RecordUpdate {
     }
 
     fn expression(&self) -> String {
-        let mut expression = format!("SET {}", self.set.join(", "));
-        if !self.remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
-        }
-        expression
+        format!("SET {}", self.set.join(", "))
     }
 }
 
@@ -1687,7 +1683,11 @@ impl DynamoStore {
         expected_version: Option<u64>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut update = RecordUpdate::of(&record_item(record, now)?);
+        let write = match expected_version {
+            None => RecordWrite::Create,
+            Some(_) => RecordWrite::Update,
+        };
+        let mut update = RecordUpdate::of(&record_item(record, now)?, write);
         // An update, not a put: the item may hold the record's claim, which stays.
         let condition = match expected_version {
             None => "attribute_not_exists(#r)".to_owned(),
