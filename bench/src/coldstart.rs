@@ -63,6 +63,10 @@ pub struct FunctionStart {
     pub warm_invocation_ms: Spread,
     /// VmHWM after both invocations.
     pub peak_rss_mb: Spread,
+    /// What the function wrote to stdout (its log lines: CloudWatch Logs ingests them) over
+    /// both invocations, halved; Lambda's own START/END/REPORT lines are not included.
+    #[serde(default = "Spread::empty")]
+    pub log_bytes_per_invocation: Spread,
     /// Invocations answered with `response` (not `error`), of 2 × runs.
     pub ok_responses: usize,
     /// The first invocation's answer of the last run (what the function did).
@@ -269,6 +273,7 @@ async fn measure(
     let mut first = Vec::new();
     let mut warm = Vec::new();
     let mut rss = Vec::new();
+    let mut log_bytes = Vec::new();
     let mut ok_responses = 0;
     let mut sample_answer = Value::Null;
     for run in 0..runs {
@@ -300,6 +305,10 @@ async fn measure(
             )
         })?;
         let invocations = api.invocations();
+        let log = logs.join(format!("{}-{run}.log", launch.name));
+        if let Ok(meta) = std::fs::metadata(&log) {
+            log_bytes.push(meta.len() as f64 / invocations.len().max(1) as f64);
+        }
         let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1000.0;
         if let Some(at) = api.first_next_at() {
             to_next.push(ms(began, at));
@@ -325,6 +334,7 @@ async fn measure(
         first_invocation_ms: Spread::of(&first),
         warm_invocation_ms: Spread::of(&warm),
         peak_rss_mb: Spread::of(&rss),
+        log_bytes_per_invocation: Spread::of(&log_bytes),
         ok_responses,
         sample_answer: summarise(sample_answer),
     })

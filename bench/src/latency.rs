@@ -42,6 +42,11 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// No samples (a figure an older report did not have).
+    pub fn empty() -> Self {
+        Self::of(&[])
+    }
+
     pub fn of(samples: &[f64]) -> Self {
         let mut sorted: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
         sorted.sort_by(f64::total_cmp);

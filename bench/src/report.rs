@@ -665,6 +665,15 @@ fn coldstart_rows(rows: &mut Vec<Row>, c: &ColdStartResult) {
             target: format!("—; {0}/{0}", 2 * c.runs),
             met: Some(f.ok_responses == 2 * c.runs),
         });
+        if f.log_bytes_per_invocation.samples > 0 {
+            rows.push(Row {
+                scenario: "coldstart",
+                metric: format!("{}: log bytes per invocation (stdout)", f.name),
+                measured: spread(&f.log_bytes_per_invocation, "B"),
+                target: "—".to_owned(),
+                met: None,
+            });
+        }
     }
     let find = |name: &str| c.functions.iter().find(|f| f.name == name);
     if let (Some(python), Some(rust)) = (find("python"), find("scheduled")) {
@@ -698,6 +707,24 @@ fn coldstart_rows(rows: &mut Vec<Row>, c: &ColdStartResult) {
             target: "—".to_owned(),
             met: None,
         });
+    }
+    // The goal: a warm invocation with one real trigger no slower than the relay,
+    // in the same run.
+    if let Some(python) = find("python") {
+        for name in ["scheduled", "http"] {
+            if let Some(rust) = find(name) {
+                rows.push(Row {
+                    scenario: "side by side",
+                    metric: format!("warm invocation: {name} vs Python relay (medians)"),
+                    measured: format!(
+                        "{:.1} ms vs {:.1} ms",
+                        rust.warm_invocation_ms.median, python.warm_invocation_ms.median
+                    ),
+                    target: "≤ Python".to_owned(),
+                    met: Some(rust.warm_invocation_ms.median <= python.warm_invocation_ms.median),
+                });
+            }
+        }
     }
     for zip in &c.zips {
         rows.push(Row {
