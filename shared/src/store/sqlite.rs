@@ -405,11 +405,22 @@ fn create_record_in(
             Err(StoreError::RecordExists { id: record.id })
         };
     }
+    bind_and_write(tx, &record, now, true)?;
+    Ok(record)
+}
+
+/// Writes `record` (`new`: inserted), binding the pipeline it names first: a pipeline can
+/// never be attributed to two records.
+fn bind_and_write(
+    tx: &Connection,
+    record: &TriggerRecord,
+    now: DateTime<Utc>,
+    new: bool,
+) -> StoreResult<()> {
     if let Some(pipeline) = &record.pipeline {
         bind_pipeline(tx, &pipeline.id, record.id, record.expires_at, now)?;
     }
-    write_record(tx, &record, true)?;
-    Ok(record)
+    write_record(tx, record, new)
 }
 
 /// `update_record` of a prepared record expected at `expected`, in the caller's
@@ -442,11 +453,33 @@ fn update_record_in(
         }
         Some(_) => {}
     }
-    if let Some(pipeline) = &record.pipeline {
-        bind_pipeline(tx, &pipeline.id, record.id, record.expires_at, now)?;
-    }
-    write_record(tx, &record, false)?;
+    bind_and_write(tx, &record, now, false)?;
     Ok(record)
+}
+
+/// Gives a claim to a new owner (a takeover of an expired lease, an adoption for
+/// reconciliation): its `attempts`-th holder, until `lease_expires_at`.
+fn hand_claim_to(
+    tx: &Connection,
+    key: &ClaimKey,
+    owner: OwnerToken,
+    lease_expires_at: DateTime<Utc>,
+    attempts: u32,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE claims SET owner = ?2, lease_expires_at = ?3, attempts = ?4, updated_at = ?5, \
+         revision = revision + 1 WHERE key = ?1",
+        params![
+            key.as_str(),
+            owner.to_string(),
+            millis(lease_expires_at),
+            attempts,
+            millis(now)
+        ],
+    )
+    .map(drop)
+    .map_err(sql_error)
 }
 
 /// `claim`'s decision and its write, in the caller's (immediate) transaction.
@@ -493,18 +526,7 @@ fn claim_in(
         }
         ClaimDecision::TakeOver => {
             let attempts = existing.as_ref().map_or(1, |e| e.attempts + 1);
-            tx.execute(
-                "UPDATE claims SET owner = ?2, lease_expires_at = ?3, attempts = ?4, \
-                     updated_at = ?5, revision = revision + 1 WHERE key = ?1",
-                params![
-                    key.as_str(),
-                    owner.to_string(),
-                    millis(lease_expires_at),
-                    attempts,
-                    millis(now)
-                ],
-            )
-            .map_err(sql_error)?;
+            hand_claim_to(tx, key, owner, lease_expires_at, attempts, now)?;
             ClaimOutcome::Won(ClaimGrant {
                 owner,
                 attempt: attempts,
@@ -650,18 +672,7 @@ impl ClaimStore for SqliteStore {
             logic::check_adoptable(&key, stored.as_ref(), now)?;
             let attempts = stored.as_ref().map_or(1, |s| s.attempts + 1);
             let owner = OwnerToken::generate();
-            tx.execute(
-                "UPDATE claims SET owner = ?2, lease_expires_at = ?3, attempts = ?4, updated_at = ?5, \
-                 revision = revision + 1 WHERE key = ?1",
-                params![
-                    key.as_str(),
-                    owner.to_string(),
-                    millis(lease_expires_at),
-                    attempts,
-                    millis(now)
-                ],
-            )
-            .map_err(sql_error)?;
+            hand_claim_to(&tx, &key, owner, lease_expires_at, attempts, now)?;
             tx.commit().map_err(sql_error)?;
             Ok(ClaimGrant {
                 owner,

@@ -62,6 +62,19 @@ struct MeterState {
     serial: tokio::sync::Mutex<()>,
 }
 
+/// A fresh table (the deployment's definition) on moto_server, reached through a new meter:
+/// the meter, an SDK client pointed at it, and the table's name.
+pub async fn metered_table(prefix: &str) -> (CapacityMeter, aws_sdk_dynamodb::Client, String) {
+    let meter = CapacityMeter::start(&crate::moto::endpoint()).await;
+    let client =
+        aws_sdk_dynamodb::Client::new(&crate::moto::sdk_config_for(&meter.endpoint()).await);
+    let table = crate::moto::unique_name(prefix);
+    shared::store::dynamo::create_table(&client, &table)
+        .await
+        .expect("create the metered table");
+    (meter, client, table)
+}
+
 impl CapacityMeter {
     /// Starts a meter forwarding to `upstream` (moto_server's URL).
     pub async fn start(upstream: &str) -> Self {

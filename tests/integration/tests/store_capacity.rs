@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use circleci_sim::{JobSpec, ProjectSpec, Simulator, WorkflowSpec};
-use integration_tests::capacity::{CapacityMeter, Totals};
+use integration_tests::capacity::{CapacityMeter, Totals, metered_table};
 use integration_tests::circleci_client::{TokenFile, client_for, test_options};
-use integration_tests::moto::{endpoint, sdk_config_for, unique_name};
 use shared::actions::{Action, Actions, Target};
 use shared::clock::{Clock, ManualClock};
 use shared::config::TargetSpec;
@@ -49,12 +48,7 @@ async fn rig() -> Rig {
     sim.add_project(
         ProjectSpec::new(PROJECT).workflow(WorkflowSpec::new("build").job(JobSpec::new("test"))),
     );
-    let meter = CapacityMeter::start(&endpoint()).await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk_config_for(&meter.endpoint()).await);
-    let table = unique_name("capacity");
-    shared::store::dynamo::create_table(&client, &table)
-        .await
-        .unwrap();
+    let (meter, client, table) = metered_table("capacity").await;
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(chrono::Utc::now()));
     let tokens = TokenFile::new(&[("default", TOKEN)]).unwrap();
     let circleci = Arc::new(client_for(&sim, tokens.secrets(), test_options()).unwrap());

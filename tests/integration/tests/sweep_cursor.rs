@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use chrono::TimeDelta;
-use integration_tests::capacity::CapacityMeter;
-use integration_tests::moto::{endpoint, sdk_config_for, unique_name};
+use integration_tests::capacity::{CapacityMeter, metered_table};
+use integration_tests::moto::sdk_config_for;
 use shared::clock::{Clock, ManualClock};
 use shared::config::ActionKind;
 use shared::store::{
@@ -26,12 +26,7 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
-    let meter = CapacityMeter::start(&endpoint()).await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk_config_for(&meter.endpoint()).await);
-    let table = unique_name("sweep");
-    shared::store::dynamo::create_table(&client, &table)
-        .await
-        .unwrap();
+    let (meter, client, table) = metered_table("sweep").await;
     let clock = Arc::new(ManualClock::new("2026-12-06T02:00:00Z".parse().unwrap()));
     let store = DynamoStore::new(client, table, clock.clone());
     Rig {
