@@ -1,6 +1,7 @@
 //! Tracing setup: JSON lines in Lambda (CloudWatch parses them), readable text locally.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -12,16 +13,36 @@ pub enum LogFormat {
 /// Safe to call more than once (later calls do nothing).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .flatten_event(true)
-            .without_time() // CloudWatch stamps every line already.
-            .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        // `try_init` also forwards `log` records, as `fmt().try_init()` does.
+        LogFormat::Json => json_subscriber(filter, std::io::stdout)
+            .try_init()
+            .map_err(|error| error.to_string()),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .try_init()
+            .map_err(|error| error.to_string()),
     };
+}
+
+/// JSON lines: the event's fields flat, and the spans it is in (`spans`, outermost first,
+/// each with its fields: the trigger's id, source and project). The current span is not
+/// repeated on its own (`span`): it is the last of `spans`, and CloudWatch bills every byte
+/// (~170 a line).
+fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .json()
+        .with_current_span(false)
+        .with_span_list(true)
+        .flatten_event(true)
+        .without_time() // CloudWatch stamps every line already.
+        .finish()
 }
 
 /// Namespace of our CloudWatch metrics (the SAM template's alarms use it).
@@ -130,6 +151,51 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    /// What a JSON line holds: the trigger span's fields once, in `spans`.
+    #[test]
+    fn a_json_line_names_its_spans_once() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = json_subscriber(EnvFilter::new("info"), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let tick = tracing::info_span!("schedule", source = "nightly");
+            let _tick = tick.enter();
+            let trigger = tracing::info_span!(
+                "trigger",
+                trigger_id = "e757290f-6808-58f4-a4d3-9aa82bbeb72a",
+                project = "gh/acme/api"
+            );
+            let _trigger = trigger.enter();
+            tracing::info!(status = "triggered", "trigger decided");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "trigger decided");
+        assert_eq!(line["status"], "triggered");
+        assert!(line.get("span").is_none(), "{line}");
+        assert_eq!(line["spans"][0]["name"], "schedule");
+        assert_eq!(line["spans"][1]["name"], "trigger");
+        assert_eq!(
+            line["spans"][1]["trigger_id"],
+            "e757290f-6808-58f4-a4d3-9aa82bbeb72a"
+        );
+        assert_eq!(text.matches("e757290f").count(), 1, "{text}");
+    }
 
     #[test]
     fn a_sampler_passes_a_few_lines_per_window_and_counts_the_rest() {
