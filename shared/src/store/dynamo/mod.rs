@@ -1476,13 +1476,18 @@ impl DynamoStore {
                 // the record says whether it is due.
                 let still_due =
                     record.retry_at.is_some_and(|at| at <= now) && record.in_retry_index();
-                if still_due && record.expires_at > now && read.due.len() < limit {
-                    if *entry_key < stuck {
+                if still_due && record.expires_at > now {
+                    // A due record beyond `limit` is not returned now: it holds the cursor
+                    // like any other that stays due.
+                    let taken = read.due.len() < limit;
+                    if taken && *entry_key < stuck {
                         moves.push((record.id, record.version));
                     } else if read.first_due.is_none() {
                         read.first_due = Some(entry_key.clone());
                     }
-                    read.due.push(record);
+                    if taken {
+                        read.due.push(record);
+                    }
                 }
             }
             futures::future::try_join_all(
