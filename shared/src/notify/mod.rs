@@ -270,13 +270,16 @@ impl Sweeper {
         tracing::error!(notification = %pending.notification.id, sink = %pending.notification.sink,
             attempts = pending.attempts, %reason, "notification given up");
         crate::telemetry::emit_metric(
-            "NotificationsGivenUp",
+            GIVEN_UP_METRIC,
             1.0,
             &[("Sink", pending.notification.sink.as_str())],
         );
         Ok(())
     }
 }
+
+/// The metric a given-up notification counts in (the SAM template alarms on it).
+pub const GIVEN_UP_METRIC: &str = "NotificationsGivenUp";
 
 /// How often `serve`'s loop looks for due notifications.
 pub const LOCAL_POLL: Duration = Duration::from_secs(1);

@@ -1451,6 +1451,7 @@ fn alarms_watch_what_the_code_emits_and_notify_the_topic() {
         "TriggersAmbiguous",
         shared::triggers::chained::http::SIGNATURE_FAILURE_METRIC,
         shared::triggers::scheduled::lambda::TICK_SUCCEEDED_METRIC,
+        shared::notify::GIVEN_UP_METRIC,
     ] {
         assert!(watched.contains(&custom(metric)), "no alarm on {metric}");
     }
