@@ -482,6 +482,14 @@ fn hand_claim_to(
     .map_err(sql_error)
 }
 
+/// A write transaction that takes the database's write lock at once (`BEGIN IMMEDIATE`):
+/// every read it makes is already serialised against other writers.
+fn immediate(connection: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
+    connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_error)
+}
+
 /// `claim`'s decision and its write, in the caller's (immediate) transaction.
 fn claim_in(
     tx: &Connection,
@@ -547,9 +555,7 @@ fn holder_transition(
     now: DateTime<Utc>,
     apply: impl FnOnce(&Connection, &StoredClaim) -> StoreResult<()>,
 ) -> StoreResult<()> {
-    let tx = connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql_error)?;
+    let tx = immediate(connection)?;
     let stored = read_claim(&tx, key)?;
     let plan = logic::check_holder(op, key, stored.as_ref(), owner, now)?;
     if let (HolderPlan::Apply, Some(stored)) = (plan, stored.as_ref()) {
@@ -569,9 +575,7 @@ impl ClaimStore for SqliteStore {
         let key = key.clone();
         let fingerprint = fingerprint.clone();
         self.run(move |connection, now, settings| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let tx = immediate(connection)?;
             let outcome = claim_in(&tx, &key, &fingerprint, lease, now, settings)?;
             tx.commit().map_err(sql_error)?;
             Ok(outcome)
@@ -665,9 +669,7 @@ impl ClaimStore for SqliteStore {
         let key = key.clone();
         self.run(move |connection, now, _| {
             let lease_expires_at = logic::lease_end(now, lease)?;
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let tx = immediate(connection)?;
             let stored = read_claim(&tx, &key)?;
             logic::check_adoptable(&key, stored.as_ref(), now)?;
             let attempts = stored.as_ref().map_or(1, |s| s.attempts + 1);
@@ -875,9 +877,7 @@ impl TriggerLedger for SqliteStore {
         let key = key.clone();
         let fingerprint = fingerprint.clone();
         self.run(move |connection, now, settings| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let tx = immediate(connection)?;
             let outcome = claim_in(&tx, &key, &fingerprint, lease, now, settings)?;
             let ClaimOutcome::Won(grant) = &outcome else {
                 return Ok(OpenedTrigger {
@@ -950,9 +950,7 @@ impl TriggerLedger for SqliteStore {
                 serde_json::to_string(&ClaimResult::trigger(record.id)).map_err(|error| {
                     StoreError::invalid(format!("unserialisable claim result: {error}"))
                 })?;
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let tx = immediate(connection)?;
             // The fence: still this holder's live, undecided claim (no lease to extend:
             // the claim is completed in the same transaction).
             let stored = read_claim(&tx, &key)?;
@@ -976,9 +974,7 @@ impl HistoryStore for SqliteStore {
     async fn create_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
         self.run(move |connection, now, settings| {
             let record = logic::prepare_create(record, settings, now)?;
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let tx = immediate(connection)?;
             let created = create_record_in(&tx, record, now)?;
             tx.commit().map_err(sql_error)?;
             Ok(created)
@@ -989,9 +985,7 @@ impl HistoryStore for SqliteStore {
     async fn update_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
         self.run(move |connection, now, settings| {
             let (record, expected) = logic::prepare_update(record, settings, now)?;
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let tx = immediate(connection)?;
             let saved = update_record_in(&tx, record, expected, now)?;
             tx.commit().map_err(sql_error)?;
             Ok(saved)
@@ -1135,9 +1129,7 @@ impl HistoryStore for SqliteStore {
 
     async fn purge_expired(&self, limit: u32) -> StoreResult<u64> {
         self.run(move |connection, now, _| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let tx = immediate(connection)?;
             let mut budget = i64::from(limit);
             let mut purged = 0_u64;
             for (table, key) in [
@@ -1239,9 +1231,7 @@ impl ScheduleStateStore for SqliteStore {
         let state = state.clone();
         let definitions = definitions.map(|d| (d.digest.clone(), d.entries_json()));
         self.run(move |connection, now, _| {
-            let transaction = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let transaction = immediate(connection)?;
             let stored: Option<Option<i64>> = transaction
                 .query_row(
                     "SELECT evaluated_through FROM scheduler WHERE item = 'state'",
@@ -1373,9 +1363,7 @@ impl JoinStore for SqliteStore {
         logic::validate_arrival(arrival)?;
         let arrival = arrival.clone();
         self.run(move |connection, now, settings| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
+            let tx = immediate(connection)?;
             let key = &arrival.key;
             let current = read_join(&tx, key)?.filter(|state| logic::join_generation_current(state, now));
             let state = match current {

@@ -71,11 +71,11 @@ impl Intercept for DynamoRecorder {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Recorded { operation, body } = Recorded::of(context)?;
+        let recorded = Recorded::of(context)?;
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Recorded { operation, body });
+            .push(recorded);
         Ok(())
     }
 }

@@ -1531,31 +1531,11 @@ pub async fn a_trigger_is_opened_and_settled_with_its_claim(adapter: &dyn StoreU
 pub async fn a_taken_over_holder_cannot_settle(adapter: &dyn StoreUnderTest) {
     let f = adapter.fixture().await;
     let key = key("ledger-takeover");
-    let first = f
-        .store
-        .open_trigger(
-            &key,
-            &fingerprint("a"),
-            LEASE,
-            keyed_record(&f, &key),
-            false,
-        )
-        .await
-        .unwrap();
+    let first = open(&f, &key, "a", false).await;
     let first_owner = won(&first.outcome);
     let created = first.record.unwrap();
     f.clock.advance(TimeDelta::seconds(61));
-    let second = f
-        .store
-        .open_trigger(
-            &key,
-            &fingerprint("a"),
-            LEASE,
-            keyed_record(&f, &key),
-            false,
-        )
-        .await
-        .unwrap();
+    let second = open(&f, &key, "a", false).await;
     let second_owner = match &second.outcome {
         ClaimOutcome::Won(grant) => {
             assert!(grant.taken_over && grant.attempt == 2, "{grant:?}");
@@ -1598,17 +1578,7 @@ pub async fn a_taken_over_holder_cannot_settle(adapter: &dyn StoreUnderTest) {
 pub async fn a_settle_on_a_changed_record_is_stale(adapter: &dyn StoreUnderTest) {
     let f = adapter.fixture().await;
     let key = key("ledger-stale");
-    let opened = f
-        .store
-        .open_trigger(
-            &key,
-            &fingerprint("a"),
-            LEASE,
-            keyed_record(&f, &key),
-            false,
-        )
-        .await
-        .unwrap();
+    let opened = open(&f, &key, "a", false).await;
     let owner = won(&opened.outcome);
     let read = opened.record.unwrap();
     let mut other = read.clone();

@@ -1451,11 +1451,12 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|error| classify("Query", &error))?;
-            let mut records: HashMap<TriggerId, TriggerRecord> = self
+            // By item key: an entry names its item.
+            let mut records: HashMap<String, TriggerRecord> = self
                 .get_records(output.items())
                 .await?
                 .into_iter()
-                .map(|record| (record.id, record))
+                .map(|record| (trigger_pk(record.id), record))
                 .collect();
             let mut moves = Vec::new();
             for entry in output.items() {
@@ -1466,9 +1467,7 @@ impl DynamoStore {
                 let Some(record) = entry
                     .get(PARTITION_KEY)
                     .and_then(|pk| pk.as_s().ok())
-                    .and_then(|pk| pk.strip_prefix("TRIGGER#"))
-                    .and_then(|id| id.parse::<TriggerId>().ok())
-                    .and_then(|id| records.remove(&id))
+                    .and_then(|pk| records.remove(pk))
                 else {
                     continue;
                 };
