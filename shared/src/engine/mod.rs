@@ -30,11 +30,15 @@
 //! go to an operator.
 //!
 //! **Truth after the send.** Once the claim is marked sending, no failure is reported as
-//! "nothing happened": [`EngineError::OutcomeUnknown`]. Every record is created with a
+//! "nothing happened": [`EngineError::OutcomeUnknown`]. A record is created with a
 //! reconcile time (`retry_at` = creation + lease), so [`Engine::sweep`] re-drives any
-//! record of any source still `received` past its claim's lease: a `sending` claim is
-//! adopted and reconciled (never resent without a look), an unsent chain action is
-//! performed, an unsent HTTP call is recorded `failed`.
+//! record still `received` past its claim's lease: a `sending` claim is adopted and
+//! reconciled (never resent without a look), an unsent schedule slot is performed, an
+//! unsent HTTP call is recorded `failed`. A chain record is the exception
+//! ([`SourceKind::redelivered`](crate::store::SourceKind::redelivered)): its delivery
+//! stays queued until every trigger it caused is decided, and the next receive adopts
+//! and reconciles the claim the same way; it enters the sweep only with a planned retry
+//! or recheck.
 //!
 //! **Fencing.** Each action runs under one [`SendBudget`] shorter than the lease, and a
 //! holder writes its outcome only after a fenced renew of its claim, so a holder frozen
@@ -734,10 +738,13 @@ impl Engine {
             action: intent.action.clone(),
         });
         // The reconciler's time: a record still `received` after its claim's lease is
-        // re-driven by the sweep (deciding it clears this), whether or not anything
-        // delivers the trigger again. In DynamoDB it is one index write per trigger (the
-        // entry stays when the trigger is decided; the sweep reads from a cursor).
-        record.retry_at = Some(now + lease_delta(self.settings.lease));
+        // re-driven by the sweep (deciding it clears this). In DynamoDB it is one index
+        // write per trigger (the entry stays when the trigger is decided; the sweep reads
+        // from a cursor), so a source whose queue hands the trigger out again until it is
+        // decided (chains) goes without it: the next receive adopts the claim instead.
+        if !intent.source.kind.redelivered() {
+            record.retry_at = Some(now + lease_delta(self.settings.lease));
+        }
         record
     }
 

@@ -340,6 +340,16 @@ impl SourceKind {
     pub fn swept(self) -> bool {
         matches!(self, SourceKind::Schedule | SourceKind::Chain)
     }
+
+    /// Whether what starts its triggers is handed out again until every trigger it caused
+    /// is decided: a chain trigger comes from a queued webhook delivery (SQS in AWS, the
+    /// embedded queue in `serve`), received again after its visibility timeout until it is
+    /// settled, then dead-lettered where an alarm sees it. Such a trigger's holder dying is
+    /// recovered by the next receive (it adopts the claim), so its record does not enter
+    /// the reconciler's index when it is opened — only when a retry or recheck is planned.
+    pub fn redelivered(self) -> bool {
+        matches!(self, SourceKind::Chain)
+    }
 }
 
 impl fmt::Display for SourceKind {

@@ -38,6 +38,7 @@ use shared::wiring::{ContextOptions, LambdaContext, assemble};
 
 use crate::scheduled_support::{Backend, default_client_options};
 use crate::webhook_rig::SettlingWebhooks;
+use shared::triggers::chained::queue::embedded::SqliteDeliveryQueue;
 
 /// The token (named `default`) every target uses; its user is `alice`.
 pub const TOKEN: &str = "tok-faults-alice-0123456789";
@@ -170,8 +171,10 @@ impl SystemBuilder {
         };
         let (secrets, client_key) = self.secrets.unwrap_or_else(local_secrets);
         let triggers_text = triggers_file(&sim.base_url(), &self.schedules);
+        let queue = SqliteDeliveryQueue::in_memory(clock.clone()).expect("a queue opens");
         let mut system = System {
             instance: None,
+            queue,
             sim,
             clock,
             store,
@@ -266,6 +269,8 @@ pub struct Instance {
     pub webhook_url: String,
     /// `http://127.0.0.1:PORT` (the `/v1` API).
     pub api_url: String,
+    /// The acceptor's queue (the system's) and this process's worker.
+    pub webhooks: SettlingWebhooks,
     _servers: [Served; 2],
 }
 
@@ -277,6 +282,8 @@ pub struct System {
     /// The `bot` client's key for the endpoint.
     pub client_key: String,
     instance: Option<Instance>,
+    /// The webhook delivery queue: it outlives every instance, as SQS outlives a process.
+    queue: SqliteDeliveryQueue,
     secrets: Arc<dyn Secrets>,
     triggers_text: String,
     client: ClientOptions,
@@ -376,7 +383,7 @@ impl System {
         .unwrap();
         let scheduler = Scheduler::new(context.engine.clone(), context.triggers.clone());
         let receiver = Receiver::new(context.engine.clone(), &context.triggers).unwrap();
-        let webhooks = SettlingWebhooks::new(Arc::new(receiver), context.clock.clone());
+        let webhooks = SettlingWebhooks::over(self.queue.clone(), Arc::new(receiver));
         let api = TriggerApi::from_context(
             &context,
             ApiSettings {
@@ -397,6 +404,7 @@ impl System {
             scheduler,
             webhook_url: format!("{receiver_url}{WEBHOOK_PATH}"),
             api_url,
+            webhooks,
             _servers: [receiver_served, api_served],
         }
     }
@@ -461,6 +469,21 @@ impl System {
             .await
             .unwrap();
         Answer::read(response).await
+    }
+
+    /// The queue's next receive of every delivery visible now (what SQS does after a
+    /// delivery's visibility timeout, with or without CircleCI redelivering): how many
+    /// deliveries were received and how many of them were settled.
+    pub async fn receive_queued(&self) -> (usize, usize) {
+        let drained = self
+            .instance()
+            .webhooks
+            .worker
+            .drain()
+            .await
+            .expect("the embedded queue drains");
+        let settled = drained.iter().filter(|(_, s)| s.is_settled()).count();
+        (drained.len(), settled)
     }
 
     /// `POST /v1/endpoints/{ENDPOINT}` as the `bot` client.

@@ -52,6 +52,11 @@ pub struct SettlingWebhooks {
 impl SettlingWebhooks {
     pub fn new(receiver: Arc<Receiver>, clock: Arc<dyn Clock>) -> Self {
         let queue = SqliteDeliveryQueue::in_memory(clock).expect("an in-memory queue opens");
+        Self::over(queue, receiver)
+    }
+
+    /// Over a queue that outlives this process (as SQS outlives a Lambda environment).
+    pub fn over(queue: SqliteDeliveryQueue, receiver: Arc<Receiver>) -> Self {
         Self {
             worker: EmbeddedWorker::new(queue.clone(), receiver),
             queue,

@@ -524,14 +524,17 @@ async fn an_endpoint_call_cut_off_from_the_store_is_reconciled_without_the_calle
 // ------------------------------------------------------------------- webhook delivery
 
 /// One webhook delivery with the store failing at `cut_at`, and CircleCI never redelivers:
-/// whatever the delivery recorded is driven to its end by the sweep alone — a chain record
-/// left `received` is sent once, one left `sending` is reconciled — and a delivery that
-/// recorded nothing sent nothing.
+/// the delivery stays queued, and the queue's next receives (after its visibility timeout,
+/// past the dead holder's lease) finish what it recorded — a chain record left `received`
+/// is sent once, one left `sending` is adopted and reconciled — with the sweep only for
+/// the rechecks that reconciliation plans. A chain record does not enter the reconciler's
+/// index when it is opened (`SourceKind::redelivered`), so the sweep alone must not be
+/// what finishes it; a delivery that recorded nothing sent nothing.
 async fn deliver_with_store_cut_and_no_redelivery(
     moto: &MotoProcess,
     cut_at: Option<Fault>,
 ) -> (usize, usize) {
-    let rig = Rig::start(moto, "2026-11-28T14:00:00Z").await;
+    let mut rig = Rig::start(moto, "2026-11-28T14:00:00Z").await;
     let event = rig.upstream_build_succeeded();
     rig.arm(cut_at);
     let answer = rig.deliver(&event).await;
@@ -541,7 +544,36 @@ async fn deliver_with_store_cut_and_no_redelivery(
         assert_eq!(answer.status, 200, "{context}: {answer:?}");
     }
     rig.restore();
-    rig.sweep_past_leases(4).await;
+    // The sweep alone: a chain record opened by the cut delivery is not in its index.
+    rig.sweep_past_leases(1).await;
+    let opened = rig.records(SourceKind::Chain, RULE).await;
+    if answer.status != 200 {
+        for record in &opened {
+            assert!(
+                record.status != TriggerStatus::Received || record.retry_at.is_none(),
+                "{context}: a chain record opened with a reconciler time: {record:#?}"
+            );
+        }
+    }
+    // The queue hands the delivery out again until it is settled (a new process here:
+    // the one that was cut off may be gone; the queue is not).
+    let mut settled = answer.status == 200;
+    for _ in 0..4 {
+        if settled {
+            break;
+        }
+        rig.advance(PAST_LEASE).await;
+        rig.sys.restart().await;
+        let (received, done) = rig.receive_queued().await;
+        assert!(
+            received > 0,
+            "{context}: the delivery left the queue unsettled"
+        );
+        settled = done == received;
+    }
+    assert!(settled, "{context}: the queue never settled the delivery");
+    // What reconciliation planned (a recheck at the end of its window) is the sweep's.
+    rig.sweep_past_leases(2).await;
     let pipelines = rig.pipeline_ids_on(DEPLOY);
     let records = rig.records(SourceKind::Chain, RULE).await;
     if records.is_empty() {
@@ -556,7 +588,7 @@ async fn deliver_with_store_cut_and_no_redelivery(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_cut_off_from_the_store_is_finished_without_a_redelivery() {
+async fn a_webhook_cut_off_from_the_store_is_finished_by_the_queue_without_a_redelivery() {
     let ambiguous = sweep_faults(
         "webhook delivery, cut, no redelivery",
         10,
