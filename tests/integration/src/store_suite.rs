@@ -1080,12 +1080,15 @@ pub async fn the_sweep_finds_due_schedule_and_chain_records(adapter: &dyn StoreU
     }
     assert_eq!(ids(&f.store.due_for_retry(10).await.unwrap()), [due.id]);
     f.clock.advance(TimeDelta::minutes(10));
+    // The limit first: a record handed out while due for over 5 minutes goes to the back
+    // of its DynamoDB shard's line (its entry moves to now, so that it cannot hold the
+    // sweep's cursor), so after the next call the oldest of a shard is no longer first.
+    assert_eq!(ids(&f.store.due_for_retry(1).await.unwrap()), [due.id]);
     assert_eq!(
         ids(&f.store.due_for_retry(10).await.unwrap()),
         [due.id, later.id],
         "oldest due first; HTTP records are never swept"
     );
-    assert_eq!(ids(&f.store.due_for_retry(1).await.unwrap()), [due.id]);
     let mut done = f.store.get_record(due.id).await.unwrap().unwrap();
     done.status = TriggerStatus::Triggered;
     done.retry_at = None;
