@@ -29,6 +29,7 @@ integration_tests::on_both_stores!(
     paused_slots_are_recorded_as_skipped_until_resumed,
     repeated_local_times_follow_the_dst_rules,
     a_manual_run_is_recorded_as_manual_and_runs_once_per_run_id,
+    schedules_due_in_the_same_tick_fire_side_by_side,
 );
 
 const API: &str = "gh/acme/api";
@@ -612,6 +613,55 @@ async fn a_429_storm_delays_but_loses_no_slot(backend: Backend) {
     assert_eq!(h.tick().await.sweep.succeeded, 1);
     assert_eq!(h.pipelines_for("storm").len(), 2);
     assert_eq!(h.count("storm", TriggerStatus::Triggered).await, 2);
+}
+
+/// Schedules due at the same instant are evaluated side by side: with CircleCI answering
+/// slowly, their creates overlap instead of queueing behind each other (a hundred nightly
+/// schedules one after another would outlast the function's timeout). Each still fires
+/// once, and a paused one is still skipped (the pause flags are read once, shared).
+async fn schedules_due_in_the_same_tick_fire_side_by_side(backend: Backend) {
+    // Each schedule runs its own workflow, so its pipelines can be told apart.
+    let names = ["nightly-a", "nightly-b", "nightly-c", "nightly-d"];
+    let file: String = names
+        .iter()
+        .map(|name| hourly(name, API, name, ""))
+        .collect();
+    let h = Harness::builder(backend)
+        .project(project(API, &names))
+        .build(&file)
+        .await;
+    h.store
+        .pause(
+            &PauseScope::Schedule("nightly-d".into()),
+            Some("frozen"),
+            None,
+        )
+        .await
+        .unwrap();
+    h.sim.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    h.sim.clear_requests();
+
+    let report = h.tick().await;
+    assert_eq!(report.totals().fired, 3, "{report:?}");
+    assert_eq!(report.totals().skipped, 1, "{report:?}");
+    let overlapped = h.sim.counters().most_in_flight;
+    assert!(
+        overlapped >= 2,
+        "the creates of schedules due together went one at a time ({overlapped} at most)"
+    );
+    for name in &names[..3] {
+        assert_eq!(h.pipelines_for(name).len(), 1, "{name}");
+    }
+    assert!(h.pipelines_for("nightly-d").is_empty());
+    h.sim.set_faults(Faults::default());
+    assert_eq!(
+        h.tick().await.totals().fired,
+        0,
+        "a repeated tick fires nothing"
+    );
 }
 
 /// `pause NAME` is a store flag the tick honours (no redeploy): its slots are recorded as

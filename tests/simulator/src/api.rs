@@ -101,6 +101,8 @@ async fn handle_received(AxumState(inner): AxumState<Arc<Inner>>, request: Reque
     let (token, rate, early, latency, retry_after_header) = {
         let mut st = inner.lock();
         st.counters.requests += 1;
+        st.in_flight += 1;
+        st.counters.most_in_flight = st.counters.most_in_flight.max(st.in_flight);
         let token = presented.as_deref().and_then(|value| st.token_index(value));
         let key = token.map_or_else(|| "anonymous".to_owned(), |t| st.tokens[t].name.clone());
         let rate = st
@@ -131,6 +133,7 @@ async fn handle_received(AxumState(inner): AxumState<Arc<Inner>>, request: Reque
     // Phase 2: the request itself.
     let (reply, deliveries_pending) = {
         let mut st = inner.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
         let caller = token.map(|t| Caller {
             user: st.tokens[t].user,
             token: t,

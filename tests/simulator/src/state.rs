@@ -217,6 +217,8 @@ pub(crate) struct State {
     pub failure_rng: SplitMix,
     pub limiter: RateLimiter,
     pub counters: Counters,
+    /// API requests received and not yet answered.
+    pub in_flight: u64,
 }
 
 impl State {
@@ -240,6 +242,7 @@ impl State {
             failure_rng: SplitMix(0),
             limiter: RateLimiter::default(),
             counters: Counters::default(),
+            in_flight: 0,
         }
     }
 

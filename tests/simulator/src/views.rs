@@ -284,6 +284,9 @@ pub struct Counters {
     pub pipelines_created: u64,
     /// Webhook delivery attempts.
     pub deliveries: u64,
+    /// The most API requests being answered at the same time (with `latency` set, whether
+    /// a client sends side by side or one after another).
+    pub most_in_flight: u64,
 }
 
 /// A registered webhook, secret included (for test assertions; the API masks it).

@@ -9,7 +9,8 @@
 //! it was saved for (same digest), no schedule lags and its `next_due` is after `now`, the
 //! tick is **idle** — nothing is evaluated or written, whatever the number of schedules.
 //! Otherwise, per schedule (its cursor from the state, or from the per-schedule definitions
-//! when the file changed or a schedule lags):
+//! when the file changed or a schedule lags; up to [`SCHEDULES_AT_ONCE`] schedules side by
+//! side, their results taken in file order):
 //! 1. disabled → nothing fires (its entry is marked disabled, so enabling it again changes
 //!    its fingerprint and it starts from then);
 //! 2. the evaluation window runs from the cursor to `now` (a new or changed schedule starts
@@ -49,6 +50,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
 use serde::Serialize;
 use tracing::Instrument;
 
@@ -72,6 +74,9 @@ pub use manual::{
     RunRequest, RunTarget, backfill_plan,
 };
 
+/// How many schedules a tick evaluates at once (each waits on CircleCI for its due slots;
+/// the client's pacing still applies across them).
+const SCHEDULES_AT_ONCE: usize = 8;
 /// How many records the engine's sweep retries per tick.
 const SWEEP_LIMIT: u32 = 50;
 /// A tick evaluates at most this far back; an older cursor (a schedule that was not evaluated
@@ -339,16 +344,38 @@ impl Scheduler {
                 evaluated_through: own.unwrap_or(state.evaluated_through),
             })
         };
-        let mut pauses = PauseLookup::default();
+        let pauses = PauseLookup::default();
         let mut entries = BTreeMap::new();
         let mut behind = false;
-        for schedule in &self.triggers.schedule {
-            let span = tracing::info_span!("schedule", source = %schedule.name);
-            let previous = cursor(&schedule.name);
-            let result = self
-                .evaluate(schedule, previous.as_ref(), now, &mut pauses)
-                .instrument(span)
-                .await;
+        // Schedules are evaluated side by side (a bounded number at once), their results
+        // taken in file order: a tick's duration is then about its slowest schedule's, not
+        // the sum of every due schedule's CircleCI answers (a hundred nightly schedules due
+        // at midnight, one after another, would outlast the function's 60 s timeout), and
+        // triggers due in the same tick share the invocation's time.
+        // (Collected first: a stream mapped by a closure makes the tick's future lose `Send`
+        // to a higher-ranked lifetime error.)
+        let pending: Vec<_> = self
+            .triggers
+            .schedule
+            .iter()
+            .map(|schedule| {
+                let span = tracing::info_span!("schedule", source = %schedule.name);
+                let previous = cursor(&schedule.name);
+                let pauses = &pauses;
+                async move {
+                    let result = self
+                        .evaluate(schedule, previous.as_ref(), now, pauses)
+                        .instrument(span)
+                        .await;
+                    (schedule, previous, result)
+                }
+            })
+            .collect();
+        let evaluations = futures::stream::iter(pending)
+            .buffered(SCHEDULES_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        for (schedule, previous, result) in evaluations {
             match result {
                 Ok((tick, through)) => {
                     report.schedules.push(tick);
@@ -500,7 +527,7 @@ impl Scheduler {
         schedule: &ScheduleSpec,
         cursor: Option<&ScheduleCursor>,
         now: DateTime<Utc>,
-        pauses: &mut PauseLookup,
+        pauses: &PauseLookup,
     ) -> Result<(ScheduleTick, DateTime<Utc>), EngineError> {
         let store = self.engine.store();
         let mut tick = ScheduleTick::new(&schedule.name);
@@ -1025,22 +1052,21 @@ fn entry_fingerprint(schedule: &ScheduleSpec) -> String {
 /// Pause flags for one tick: every flag in one query, read when the first slot is to fire.
 #[derive(Debug, Default)]
 struct PauseLookup {
-    flags: Option<Vec<PauseFlag>>,
+    flags: tokio::sync::OnceCell<Vec<PauseFlag>>,
 }
 
 impl PauseLookup {
-    /// The global flag, else the schedule's own.
+    /// The global flag, else the schedule's own. The flags are read once per tick, by the
+    /// first schedule with a slot to fire (the others wait for that one read).
     async fn flag(
-        &mut self,
+        &self,
         store: &dyn TriggerStore,
         schedule: &str,
     ) -> Result<Option<PauseFlag>, EngineError> {
-        if self.flags.is_none() {
-            self.flags = Some(store.pause_flags().await?);
-        }
-        Ok(PauseFlag::for_schedule(
-            self.flags.as_deref().unwrap_or_default(),
-            schedule,
-        ))
+        let flags = self
+            .flags
+            .get_or_try_init(|| async { store.pause_flags().await })
+            .await?;
+        Ok(PauseFlag::for_schedule(flags, schedule))
     }
 }
