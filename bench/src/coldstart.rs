@@ -67,6 +67,11 @@ pub struct FunctionStart {
     /// both invocations, halved; Lambda's own START/END/REPORT lines are not included.
     #[serde(default = "Spread::empty")]
     pub log_bytes_per_invocation: Spread,
+    /// The lines one decided trigger adds (those inside its `trigger` span, and its EMF
+    /// metric line), per trigger: what a trigger costs in logs when it shares an invocation
+    /// with others (a tick firing several slots), without the invocation's own lines.
+    #[serde(default = "Spread::empty")]
+    pub log_bytes_per_trigger: Spread,
     /// Invocations answered with `response` (not `error`), of 2 × runs.
     pub ok_responses: usize,
     /// The first invocation's answer of the last run (what the function did).
@@ -274,6 +279,7 @@ async fn measure(
     let mut warm = Vec::new();
     let mut rss = Vec::new();
     let mut log_bytes = Vec::new();
+    let mut trigger_bytes = Vec::new();
     let mut ok_responses = 0;
     let mut sample_answer = Value::Null;
     for run in 0..runs {
@@ -309,6 +315,12 @@ async fn measure(
         if let Ok(meta) = std::fs::metadata(&log) {
             log_bytes.push(meta.len() as f64 / invocations.len().max(1) as f64);
         }
+        if let Some(per_trigger) = std::fs::read_to_string(&log)
+            .ok()
+            .and_then(|text| log_bytes_per_trigger(&text))
+        {
+            trigger_bytes.push(per_trigger);
+        }
         let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1000.0;
         if let Some(at) = api.first_next_at() {
             to_next.push(ms(began, at));
@@ -335,6 +347,7 @@ async fn measure(
         warm_invocation_ms: Spread::of(&warm),
         peak_rss_mb: Spread::of(&rss),
         log_bytes_per_invocation: Spread::of(&log_bytes),
+        log_bytes_per_trigger: Spread::of(&trigger_bytes),
         ok_responses,
         sample_answer: summarise(sample_answer),
     })
@@ -405,6 +418,30 @@ fn python_executable() -> anyhow::Result<(PathBuf, String)> {
     let executable = PathBuf::from(lines.next().unwrap_or("python3").trim());
     let version = lines.next().unwrap_or("Python").trim().to_owned();
     Ok((executable, version))
+}
+
+/// The bytes (newlines included) of the lines written inside a `trigger` span and of the
+/// per-trigger EMF metric lines, divided by the number of distinct triggers; `None` when
+/// the log decided no trigger.
+fn log_bytes_per_trigger(log: &str) -> Option<f64> {
+    const TRIGGER_METRICS: [&str; 3] = ["TriggersTriggered", "TriggersFailed", "TriggersAmbiguous"];
+    let mut bytes = 0usize;
+    let mut triggers = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let Ok(value) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let trigger_span = value["spans"]
+            .as_array()
+            .and_then(|spans| spans.iter().find(|span| span["name"] == "trigger"));
+        if let Some(span) = trigger_span {
+            bytes += line.len() + 1;
+            triggers.insert(span["trigger_id"].to_string());
+        } else if TRIGGER_METRICS.iter().any(|name| value.get(name).is_some()) {
+            bytes += line.len() + 1;
+        }
+    }
+    (!triggers.is_empty()).then(|| bytes as f64 / triggers.len() as f64)
 }
 
 /// The EventBridge Scheduler input of the template, for the minute `now` falls in.
@@ -490,4 +527,22 @@ fn zip_sizes(root: &Path) -> (Vec<ZipSize>, String) {
             "scripts/build-lambdas on {LAST_MEASURED_ZIPS_DATE} (target/lambda absent at this run)"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_bytes_per_trigger;
+
+    #[test]
+    fn a_triggers_log_share_is_its_span_lines_and_its_metric_line() {
+        let invocation =
+            r#"{"level":"INFO","fields":{"message":"tick"},"spans":[{"name":"tick"}]}"#;
+        let decided = r#"{"level":"INFO","fields":{"message":"trigger decided"},"spans":[{"name":"schedule"},{"name":"trigger","trigger_id":"a"}]}"#;
+        let other = r#"{"level":"INFO","fields":{"message":"trigger decided"},"spans":[{"name":"trigger","trigger_id":"b"}]}"#;
+        let metric = r#"{"_aws":{},"Environment":"dev","TriggersTriggered":1.0}"#;
+        let log = [invocation, decided, metric, other, metric, "not json"].join("\n");
+        let expected = (decided.len() + other.len() + 2 * metric.len() + 4) as f64 / 2.0;
+        assert_eq!(log_bytes_per_trigger(&log), Some(expected));
+        assert_eq!(log_bytes_per_trigger(invocation), None);
+    }
 }

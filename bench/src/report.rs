@@ -674,6 +674,18 @@ fn coldstart_rows(rows: &mut Vec<Row>, c: &ColdStartResult) {
                 met: None,
             });
         }
+        if f.log_bytes_per_trigger.samples > 0 {
+            rows.push(Row {
+                scenario: "coldstart",
+                metric: format!(
+                    "{}: log bytes per decided trigger (its span's lines and metric line)",
+                    f.name
+                ),
+                measured: spread(&f.log_bytes_per_trigger, "B"),
+                target: "—".to_owned(),
+                met: None,
+            });
+        }
     }
     let find = |name: &str| c.functions.iter().find(|f| f.name == name);
     if let (Some(python), Some(rust)) = (find("python"), find("scheduled")) {

@@ -173,7 +173,10 @@ impl Actions {
     async fn send(&self, prepared: Prepared) -> Result<ActionOutcome, ActionError> {
         match prepared {
             Prepared::Create { token, request } => {
-                tracing::info!(project = %request.project, "starting a pipeline");
+                // Debug, not info: the decision line ("trigger decided") names the outcome,
+                // and a send that never ended shows as its claim left `sending` and the
+                // reconciler's warning. At info it was a third of a trigger's log bytes.
+                tracing::debug!(project = %request.project, "starting a pipeline");
                 let created = self.circleci.trigger_pipeline(&token, &request).await?;
                 Ok(ActionOutcome::PipelineCreated {
                     id: created.id,

@@ -850,7 +850,7 @@ impl Engine {
             record
         };
         emit_metrics(&record);
-        tracing::info!(status = %record.status, reason = record.reason.as_deref().unwrap_or(""), "trigger decided");
+        tracing::info!(status = %record.status, reason = record.reason.as_deref(), "trigger decided");
         Ok(record)
     }
 
