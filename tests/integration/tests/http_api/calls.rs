@@ -79,6 +79,39 @@ async fn a_call_starts_one_pipeline_with_defaults_and_fixed_values() {
     );
 }
 
+/// Between receiving a call and answering it, the API makes the engine's three store
+/// requests and nothing else: the open, then the settle with the binding beside it (the
+/// relay's shape: a write before the create, one after). Counted on a warm process (the
+/// first call of an endpoint also registers its source, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_call_makes_three_store_requests_the_open_then_the_settle_and_binding() {
+    let h = Harness::start().await;
+    let body = || json!({"parameters": {"version": "1.4.2"}});
+    let first = h
+        .call("deploy-staging", &h.keys.bot, Some("warm-0"), body())
+        .await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    h.dynamo_requests.take();
+    let answer = h
+        .call("deploy-staging", &h.keys.bot, Some("warm-1"), body())
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let operations: Vec<String> = h
+        .dynamo_requests
+        .take()
+        .into_iter()
+        .map(|request| request.operation)
+        .collect();
+    assert_eq!(operations.len(), 3, "{operations:?}");
+    assert_eq!(operations[0], "PutItem", "the open first: {operations:?}");
+    let after: BTreeSet<&str> = operations[1..].iter().map(String::as_str).collect();
+    assert_eq!(
+        after,
+        BTreeSet::from(["PutItem", "UpdateItem"]),
+        "the settle and the binding: {operations:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chosen_branch_must_be_allowed_and_either_current_key_works() {
     let h = Harness::start().await;

@@ -10,6 +10,7 @@ use circleci_sim::spec::Spec;
 use circleci_sim::{JobSpec, ParameterSpec, ProjectSpec, Simulator, WorkflowSpec};
 use integration_tests::circleci_client::test_options;
 use integration_tests::moto::unique_name;
+use integration_tests::request_cost::DynamoRecorder;
 use integration_tests::store_suite::{self, serial_proxy::SerialProxy};
 use reqwest::header::HeaderMap;
 use secrecy::ExposeSecret;
@@ -122,6 +123,8 @@ pub struct Harness {
     pub clock: Arc<ManualClock>,
     pub store: SharedStore,
     pub api: TriggerApi,
+    /// Every DynamoDB request the served API (and `store`) sends.
+    pub dynamo_requests: DynamoRecorder,
     _proxy: SerialProxy,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -181,7 +184,12 @@ impl Harness {
         );
 
         let (aws, proxy) = store_suite::serialized_moto().await;
-        let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+        let dynamo_requests = DynamoRecorder::default();
+        let dynamo = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&aws)
+                .interceptor(dynamo_requests.clone())
+                .build(),
+        );
         let table = unique_name("http-api");
         shared::store::dynamo::create_table(&dynamo, &table)
             .await
@@ -271,6 +279,7 @@ impl Harness {
             clock,
             store,
             api,
+            dynamo_requests,
             _proxy: proxy,
             _server: server,
         }
