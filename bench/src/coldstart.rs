@@ -43,6 +43,11 @@ const LAST_MEASURED_ZIPS_DATE: &str = "2026-11-28";
 pub struct ColdStartResult {
     pub runs: usize,
     pub functions: Vec<FunctionStart>,
+    /// The same launches (but the acceptor) on the partition-parallel stand-in
+    /// (`Moto::start_partitioned`): only whether requests to different partitions overlap
+    /// differs.
+    #[serde(default)]
+    pub partitioned: Vec<FunctionStart>,
     pub zips: Vec<ZipSize>,
     /// Where the zip sizes come from (`target/lambda` now, or the last recorded build).
     pub zips_source: String,
@@ -70,8 +75,10 @@ pub struct FunctionStart {
     /// The lines one decided trigger adds (those inside its `trigger` span, and its EMF
     /// metric line), per trigger: what a trigger costs in logs when it shares an invocation
     /// with others (a tick firing several slots), without the invocation's own lines.
-    #[serde(default = "Spread::empty")]
-    pub log_bytes_per_trigger: Spread,
+    /// `None` for a function that decided no trigger (an empty spread's NaN would not
+    /// read back from the JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes_per_trigger: Option<Spread>,
     /// Invocations answered with `response` (not `error`), of 2 × runs.
     pub ok_responses: usize,
     /// The first invocation's answer of the last run (what the function did).
@@ -82,6 +89,16 @@ pub struct FunctionStart {
 pub struct ZipSize {
     pub function: String,
     pub bytes: u64,
+}
+
+/// Which DynamoDB stand-in the functions talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StandIn {
+    /// One moto_server: one request at a time.
+    OneServer,
+    /// Two, with the pipeline bindings' partitions on the second (requests to different
+    /// partitions overlap, as in DynamoDB).
+    Partitioned,
 }
 
 /// One function's launch: how to start it and the two events of a run.
@@ -105,7 +122,6 @@ pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
             binaries.join(name).display()
         );
     }
-    let moto = Moto::start().await?;
     let address: SocketAddr = SIM_ADDRESS.parse()?;
     let sim = Simulator::start_with(SimOptions {
         listen: address,
@@ -117,39 +133,48 @@ pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
     })?;
     add_projects(&sim);
     sim.set_faults(Faults::rate_limited(UNCONSTRAINED_RATE, 1000));
+    let logs = root.join("target").join("bench").join("logs");
+    let mut functions = Vec::new();
+    let mut partitioned = Vec::new();
+    for stand_in in [StandIn::OneServer, StandIn::Partitioned] {
+        let moto = match stand_in {
+            StandIn::OneServer => Moto::start().await?,
+            StandIn::Partitioned => Moto::start_partitioned().await?,
+        };
 
-    let tokens = moto
-        .new_secret("bench-tokens", &json!({ "default": TOKEN }).to_string())
-        .await?;
-    let webhook = moto
-        .new_secret("bench-webhook", &json!([WEBHOOK_SECRET]).to_string())
-        .await?;
-    // The webhook acceptor's queue (the worker's cold start is not measured here: it is
-    // invoked by the event source mapping, not on a caller's path).
-    let deliveries =
-        aws_sdk_sqs::Client::new(&integration_tests::moto::sdk_config_for(&moto.endpoint).await)
-            .create_queue()
-            .queue_name(format!(
-                "bench-deliveries-{}",
-                uuid::Uuid::new_v4().simple()
-            ))
-            .send()
-            .await?
-            .queue_url()
-            .unwrap_or_default()
-            .to_owned();
-    let minted = mint_key("bench-bot");
-    let keys = moto
-        .new_secret(
-            "bench-client-keys",
-            &json!({ "bench-bot": [minted.hash.to_hex()] }).to_string(),
+        let tokens = moto
+            .new_secret("bench-tokens", &json!({ "default": TOKEN }).to_string())
+            .await?;
+        let webhook = moto
+            .new_secret("bench-webhook", &json!([WEBHOOK_SECRET]).to_string())
+            .await?;
+        // The webhook acceptor's queue (the worker's cold start is not measured here: it is
+        // invoked by the event source mapping, not on a caller's path).
+        let deliveries = aws_sdk_sqs::Client::new(
+            &integration_tests::moto::sdk_config_for(&moto.endpoint).await,
         )
-        .await?;
-    let authorization = format!("Bearer {}", minted.key.expose_secret());
+        .create_queue()
+        .queue_name(format!(
+            "bench-deliveries-{}",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .send()
+        .await?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+        let minted = mint_key("bench-bot");
+        let keys = moto
+            .new_secret(
+                "bench-client-keys",
+                &json!({ "bench-bot": [minted.hash.to_hex()] }).to_string(),
+            )
+            .await?;
+        let authorization = format!("Bearer {}", minted.key.expose_secret());
 
-    let common = |function: &str| -> Vec<(String, String)> {
-        let mut env = lambda_variables(function, REGION);
-        env.extend(
+        let common = |function: &str| -> Vec<(String, String)> {
+            let mut env = lambda_variables(function, REGION);
+            env.extend(
             [
                 ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
                 ("AWS_SECRET_ACCESS_KEY", ACCESS_KEY.to_owned()),
@@ -171,97 +196,107 @@ pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
             .into_iter()
             .map(|(name, value)| (name.to_owned(), value)),
         );
-        if let Ok(path) = std::env::var("PATH") {
-            env.push(("PATH".to_owned(), path));
-        }
-        env
-    };
+            if let Ok(path) = std::env::var("PATH") {
+                env.push(("PATH".to_owned(), path));
+            }
+            env
+        };
 
-    let chained_fixture: Value =
-        read_json(&root.join("functions/chained/fixtures/apigw-http-v2-workflow-completed.json"))?;
-    let http_fixture: Value =
-        read_json(&root.join("functions/http/fixtures/function-url-post-endpoint.json"))?;
-    let (python, python_version) = python_executable()?;
-    let launches = vec![
-        Launch {
-            name: "scheduled",
-            what: "scheduler tick (the Scheduler Input fixture at the current minute), then a \
+        let chained_fixture: Value = read_json(
+            &root.join("functions/chained/fixtures/apigw-http-v2-workflow-completed.json"),
+        )?;
+        let http_fixture: Value =
+            read_json(&root.join("functions/http/fixtures/function-url-post-endpoint.json"))?;
+        let (python, python_version) = python_executable()?;
+        let launches = vec![
+            Launch {
+                name: "scheduled",
+                what: "scheduler tick (the Scheduler Input fixture at the current minute), then a \
                    manual run of `bench-tick`"
-                .to_owned(),
-            program: binaries.join("scheduled"),
-            args: vec![],
-            env: common("scheduled"),
-            events: Box::new(|run| Ok([tick_event(Utc::now()), run_event(run)])),
-        },
-        Launch {
-            name: "webhooks",
-            what: "two signed `workflow-completed` deliveries through an HTTP API (v2) event, \
+                    .to_owned(),
+                program: binaries.join("scheduled"),
+                args: vec![],
+                env: common("scheduled"),
+                events: Box::new(|run| Ok([tick_event(Utc::now()), run_event(run)])),
+            },
+            Launch {
+                name: "webhooks",
+                what: "two signed `workflow-completed` deliveries through an HTTP API (v2) event, \
                    each verified and queued (SQS on moto)"
-                .to_owned(),
-            program: binaries.join("webhooks"),
-            args: vec![],
-            env: {
-                let mut env = common("webhooks");
-                env.push(("WEBHOOK_SECRETS_SECRET_ID".to_owned(), webhook.clone()));
-                env.push(("DELIVERY_QUEUE_URL".to_owned(), deliveries.clone()));
-                env
+                    .to_owned(),
+                program: binaries.join("webhooks"),
+                args: vec![],
+                env: {
+                    let mut env = common("webhooks");
+                    env.push(("WEBHOOK_SECRETS_SECRET_ID".to_owned(), webhook.clone()));
+                    env.push(("DELIVERY_QUEUE_URL".to_owned(), deliveries.clone()));
+                    env
+                },
+                events: Box::new(move |run| {
+                    Ok([
+                        webhook_event(&chained_fixture, (run * 2 + 1) as u64)?,
+                        webhook_event(&chained_fixture, (run * 2 + 2) as u64)?,
+                    ])
+                }),
             },
-            events: Box::new(move |run| {
-                Ok([
-                    webhook_event(&chained_fixture, (run * 2 + 1) as u64)?,
-                    webhook_event(&chained_fixture, (run * 2 + 2) as u64)?,
-                ])
-            }),
-        },
-        Launch {
-            name: "http",
-            what: "two `POST /v1/endpoints/bench-deploy` through a Function URL event".to_owned(),
-            program: binaries.join("http"),
-            args: vec![],
-            env: {
-                let mut env = common("http");
-                env.push(("CLIENT_KEYS_SECRET_ID".to_owned(), keys.clone()));
-                env
+            Launch {
+                name: "http",
+                what: "two `POST /v1/endpoints/bench-deploy` through a Function URL event"
+                    .to_owned(),
+                program: binaries.join("http"),
+                args: vec![],
+                env: {
+                    let mut env = common("http");
+                    env.push(("CLIENT_KEYS_SECRET_ID".to_owned(), keys.clone()));
+                    env
+                },
+                events: Box::new(move |_| {
+                    Ok([
+                        endpoint_event(&http_fixture, &authorization),
+                        endpoint_event(&http_fixture, &authorization),
+                    ])
+                }),
             },
-            events: Box::new(move |_| {
-                Ok([
-                    endpoint_event(&http_fixture, &authorization),
-                    endpoint_event(&http_fixture, &authorization),
-                ])
-            }),
-        },
-        Launch {
-            name: "python",
-            what: format!(
-                "{python_version} + urllib (bench/python): token secret, conditional put, \
+            Launch {
+                name: "python",
+                what: format!(
+                    "{python_version} + urllib (bench/python): token secret, conditional put, \
                  POST pipeline, update; started like a `provided` runtime's bootstrap, two \
                  manual runs"
-            ),
-            program: python,
-            args: vec![root.join("bench/python/bootstrap.py").display().to_string()],
-            env: {
-                let mut env = common("python");
-                env.push(("CIRCLECI_API_URL".to_owned(), sim.base_url()));
-                env.push(("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()));
-                env
+                ),
+                program: python,
+                args: vec![root.join("bench/python/bootstrap.py").display().to_string()],
+                env: {
+                    let mut env = common("python");
+                    env.push(("CIRCLECI_API_URL".to_owned(), sim.base_url()));
+                    env.push(("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()));
+                    env
+                },
+                events: Box::new(|run| Ok([run_event(run * 2), run_event(run * 2 + 1)])),
             },
-            events: Box::new(|run| Ok([run_event(run * 2), run_event(run * 2 + 1)])),
-        },
-    ];
+        ];
 
-    let logs = root.join("target").join("bench").join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let mut functions = Vec::new();
-    for launch in &launches {
-        eprintln!("cold start: {} × {runs} ...", launch.name);
-        functions.push(measure(launch, runs, &moto, &logs).await?);
+        let (into, logs) = match stand_in {
+            StandIn::OneServer => (&mut functions, logs.clone()),
+            StandIn::Partitioned => (&mut partitioned, logs.join("partitioned")),
+        };
+        std::fs::create_dir_all(&logs)?;
+        for launch in &launches {
+            // The acceptor makes no store request: nothing for the second stand-in to show.
+            if stand_in == StandIn::Partitioned && launch.name == "webhooks" {
+                continue;
+            }
+            eprintln!("cold start ({stand_in:?}): {} × {runs} ...", launch.name);
+            into.push(measure(launch, runs, &moto, &logs).await?);
+        }
+        drop(moto);
     }
     drop(sim);
-    drop(moto);
     let (zips, zips_source) = zip_sizes(root);
     Ok(ColdStartResult {
         runs,
         functions,
+        partitioned,
         zips,
         zips_source,
     })
@@ -347,7 +382,7 @@ async fn measure(
         warm_invocation_ms: Spread::of(&warm),
         peak_rss_mb: Spread::of(&rss),
         log_bytes_per_invocation: Spread::of(&log_bytes),
-        log_bytes_per_trigger: Spread::of(&trigger_bytes),
+        log_bytes_per_trigger: (!trigger_bytes.is_empty()).then(|| Spread::of(&trigger_bytes)),
         ok_responses,
         sample_answer: summarise(sample_answer),
     })

@@ -14,6 +14,9 @@ pub struct Moto {
     pub endpoint: String,
     pub aws: aws_config::SdkConfig,
     server: Option<Child>,
+    /// The partition-parallel stand-in's second server and its router (see
+    /// [`Moto::start_partitioned`]).
+    partitioned: Option<(Child, tokio::task::JoinHandle<()>)>,
 }
 
 impl Moto {
@@ -21,22 +24,35 @@ impl Moto {
         let (endpoint, server) = match std::env::var("AWS_ENDPOINT_URL") {
             Ok(url) if !url.is_empty() => (url, None),
             _ => {
-                let port = free_port()?;
-                let child = Command::new("moto_server")
-                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|error| {
-                        anyhow::anyhow!(
-                            "cannot start moto_server ({error}): install it (`pip install \
-                             'moto[server]'`) or set AWS_ENDPOINT_URL to a running one"
-                        )
-                    })?;
-                eprintln!("started moto_server (pid {}) on port {port}", child.id());
-                (format!("http://127.0.0.1:{port}"), Some(child))
+                let (endpoint, child) = spawn_moto()?;
+                (endpoint, Some(child))
             }
         };
+        Self::at(endpoint, server, None).await
+    }
+
+    /// A stand-in that serves requests to different partitions at the same time, as
+    /// DynamoDB does and one moto_server (one Python process, one request at a time) does
+    /// not: two moto_servers behind a router that sends the pipeline bindings'
+    /// partitions (`PIPELINE#…`: their `PutItem`s and `GetItem`s, which nothing else
+    /// touches) to the second and everything else to the first (tables are created on
+    /// both). It changes no request count, only whether two requests to different
+    /// partitions may overlap.
+    pub async fn start_partitioned() -> anyhow::Result<Moto> {
+        let (main, main_child) = spawn_moto()?;
+        let (bindings, bindings_child) = spawn_moto()?;
+        for endpoint in [&main, &bindings] {
+            wait_ready(endpoint).await?;
+        }
+        let (endpoint, router) = partition_router::start(main, bindings).await?;
+        Self::at(endpoint, Some(main_child), Some((bindings_child, router))).await
+    }
+
+    async fn at(
+        endpoint: String,
+        server: Option<Child>,
+        partitioned: Option<(Child, tokio::task::JoinHandle<()>)>,
+    ) -> anyhow::Result<Moto> {
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&endpoint)
             .region(Region::new(REGION))
@@ -49,30 +65,10 @@ impl Moto {
             endpoint,
             aws,
             server,
+            partitioned,
         };
-        moto.wait_ready().await?;
+        wait_ready(&moto.endpoint).await?;
         Ok(moto)
-    }
-
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if http
-                .get(format!("{}/moto-api/", self.endpoint))
-                .send()
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "moto_server at {} did not answer within 30 s",
-                self.endpoint
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     pub fn dynamo(&self) -> aws_sdk_dynamodb::Client {
@@ -108,6 +104,214 @@ impl Drop for Moto {
         if let Some(child) = &mut self.server {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some((child, router)) = &mut self.partitioned {
+            router.abort();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts a moto_server on a free loopback port: its endpoint and process.
+fn spawn_moto() -> anyhow::Result<(String, Child)> {
+    let port = free_port()?;
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot start moto_server ({error}): install it (`pip install \
+                 'moto[server]'`) or set AWS_ENDPOINT_URL to a running one"
+            )
+        })?;
+    eprintln!("started moto_server (pid {}) on port {port}", child.id());
+    Ok((format!("http://127.0.0.1:{port}"), child))
+}
+
+async fn wait_ready(endpoint: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if http
+            .get(format!("{endpoint}/moto-api/"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "moto_server at {endpoint} did not answer within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The partition-parallel stand-in's router (see [`Moto::start_partitioned`]).
+mod partition_router {
+    use std::sync::Arc;
+
+    use axum::body::{Body, Bytes, to_bytes};
+    use axum::extract::{Request, State};
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::Response;
+    use serde_json::Value;
+
+    struct Upstreams {
+        main: String,
+        bindings: String,
+        client: reqwest::Client,
+    }
+
+    /// Where one request goes.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) enum Route {
+        Main,
+        Bindings,
+        /// Table definitions: both servers hold every table.
+        Both,
+    }
+
+    /// Binding items (`pk` = `PIPELINE#…`) are only read and written one at a time, by key;
+    /// every other request stays on the main server.
+    pub(super) fn route(target: Option<&str>, body: &[u8]) -> Route {
+        let Some(operation) = target.and_then(|t| t.strip_prefix("DynamoDB_20120810.")) else {
+            return Route::Main;
+        };
+        match operation {
+            "CreateTable" | "DeleteTable" | "UpdateTimeToLive" => Route::Both,
+            "PutItem" | "GetItem" | "UpdateItem" | "DeleteItem" => {
+                let request: Value = serde_json::from_slice(body).unwrap_or_default();
+                let pk = request["Item"]["pk"]["S"]
+                    .as_str()
+                    .or_else(|| request["Key"]["pk"]["S"].as_str());
+                if pk.is_some_and(|pk| pk.starts_with("PIPELINE#")) {
+                    Route::Bindings
+                } else {
+                    Route::Main
+                }
+            }
+            _ => Route::Main,
+        }
+    }
+
+    pub(super) async fn start(
+        main: String,
+        bindings: String,
+    ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(Upstreams {
+            main,
+            bindings,
+            client: reqwest::Client::new(),
+        });
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok((url, task))
+    }
+
+    async fn forward(State(upstreams): State<Arc<Upstreams>>, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let Ok(body) = to_bytes(body, usize::MAX).await else {
+            return failure("unreadable request body".to_owned());
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|value| value.to_str().ok());
+        let send = |base: String| {
+            send_to(
+                &upstreams.client,
+                base,
+                &parts.method,
+                &path,
+                &parts.headers,
+                body.clone(),
+            )
+        };
+        match route(target, &body) {
+            Route::Main => send(upstreams.main.clone()).await,
+            Route::Bindings => send(upstreams.bindings.clone()).await,
+            Route::Both => {
+                let _ = send(upstreams.bindings.clone()).await;
+                send(upstreams.main.clone()).await
+            }
+        }
+    }
+
+    async fn send_to(
+        client: &reqwest::Client,
+        base: String,
+        method: &axum::http::Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        let mut outgoing = client
+            .request(method.clone(), format!("{base}{path}"))
+            .body(body);
+        for (name, value) in headers {
+            if name != header::HOST && name != header::CONTENT_LENGTH {
+                outgoing = outgoing.header(name, value);
+            }
+        }
+        let answer = match outgoing.send().await {
+            Ok(answer) => answer,
+            Err(error) => return failure(error.to_string()),
+        };
+        let mut response = Response::builder().status(answer.status());
+        for (name, value) in answer.headers() {
+            if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                response = response.header(name, value);
+            }
+        }
+        let bytes = answer.bytes().await.unwrap_or_default();
+        response
+            .body(Body::from(bytes))
+            .unwrap_or_else(|error| failure(error.to_string()))
+    }
+
+    fn failure(message: String) -> Response {
+        let mut response = Response::new(Body::from(message));
+        *response.status_mut() = StatusCode::BAD_GATEWAY;
+        response
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{Route, route};
+
+        #[test]
+        fn bindings_go_to_their_own_server_and_tables_to_both() {
+            let put =
+                br#"{"TableName":"t","Item":{"pk":{"S":"PIPELINE#42"},"sk":{"S":"PIPELINE"}}}"#;
+            let get =
+                br#"{"TableName":"t","Key":{"pk":{"S":"PIPELINE#42"},"sk":{"S":"PIPELINE"}}}"#;
+            let settle =
+                br#"{"TableName":"t","Key":{"pk":{"S":"TRIGGER#1"},"sk":{"S":"TRIGGER"}}}"#;
+            let dynamo = |op: &str| format!("DynamoDB_20120810.{op}");
+            assert_eq!(route(Some(&dynamo("PutItem")), put), Route::Bindings);
+            assert_eq!(route(Some(&dynamo("GetItem")), get), Route::Bindings);
+            assert_eq!(route(Some(&dynamo("UpdateItem")), settle), Route::Main);
+            assert_eq!(route(Some(&dynamo("Query")), get), Route::Main);
+            assert_eq!(route(Some(&dynamo("CreateTable")), b"{}"), Route::Both);
+            assert_eq!(
+                route(Some("secretsmanager.GetSecretValue"), b"{}"),
+                Route::Main
+            );
+            assert_eq!(route(None, b""), Route::Main);
         }
     }
 }

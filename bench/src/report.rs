@@ -455,7 +455,10 @@ const SCENARIOS: [&str; 6] = [
      invocation, with its secret reads and its TLS-less loopback calls), the second \
      invocation alone (warm), and the peak RSS (`VmHWM`) after both. The Python baseline \
      (`bench/python`) gets the same treatment; ratios are Python ÷ Rust (`scheduled`, which \
-     does the same work: token secret, conditional claim, create pipeline, record).",
+     does the same work: token secret, conditional claim, create pipeline, record). Then \
+     the same launches but the acceptor run again on a partition-parallel stand-in (two \
+     moto_servers behind a router that sends the pipeline bindings' partitions to the \
+     second: requests to different partitions overlap, as in DynamoDB).",
     "**idle-tick**: `--schedules` daily schedules (`0 2 * * *` UTC) on a fresh DynamoDB \
      table on moto_server; a first tick at 10:00 saves the scheduler state, then a tick at \
      10:01 has nothing due. Its DynamoDB requests are recorded by an SDK interceptor on the \
@@ -674,14 +677,14 @@ fn coldstart_rows(rows: &mut Vec<Row>, c: &ColdStartResult) {
                 met: None,
             });
         }
-        if f.log_bytes_per_trigger.samples > 0 {
+        if let Some(per_trigger) = &f.log_bytes_per_trigger {
             rows.push(Row {
                 scenario: "coldstart",
                 metric: format!(
                     "{}: log bytes per decided trigger (its span's lines and metric line)",
                     f.name
                 ),
-                measured: spread(&f.log_bytes_per_trigger, "B"),
+                measured: spread(per_trigger, "B"),
                 target: "—".to_owned(),
                 met: None,
             });
@@ -728,6 +731,30 @@ fn coldstart_rows(rows: &mut Vec<Row>, c: &ColdStartResult) {
                 rows.push(Row {
                     scenario: "side by side",
                     metric: format!("warm invocation: {name} vs Python relay (medians)"),
+                    measured: format!(
+                        "{:.1} ms vs {:.1} ms",
+                        rust.warm_invocation_ms.median, python.warm_invocation_ms.median
+                    ),
+                    target: "≤ Python".to_owned(),
+                    met: Some(rust.warm_invocation_ms.median <= python.warm_invocation_ms.median),
+                });
+            }
+        }
+    }
+    // The same on the partition-parallel stand-in (requests to different partitions
+    // overlap, as in DynamoDB; one moto_server answers one at a time).
+    let find_partitioned = |name: &str| c.partitioned.iter().find(|f| f.name == name);
+    if let Some(python) = find_partitioned("python") {
+        for name in ["scheduled", "http"] {
+            if let Some(rust) = find_partitioned(name) {
+                rows.push(Row {
+                    scenario: "side by side",
+                    metric: format!(
+                        "warm invocation, partition-parallel stand-in: {name} vs Python relay \
+                         (medians; answered {}/{})",
+                        rust.ok_responses + python.ok_responses,
+                        4 * c.runs
+                    ),
                     measured: format!(
                         "{:.1} ms vs {:.1} ms",
                         rust.warm_invocation_ms.median, python.warm_invocation_ms.median
