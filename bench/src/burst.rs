@@ -50,6 +50,22 @@ pub struct BurstResult {
     /// last call's end, and from then to the last answer (seconds).
     #[serde(default)]
     pub phases: Option<Phases>,
+    /// Schedules: the same kind of tick with CircleCI answering slowly and no rate limit
+    /// (what evaluating due schedules side by side is for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_answers: Option<SlowTick>,
+}
+
+/// One tick of `schedules` due schedules while every CircleCI answer takes `answer_ms`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SlowTick {
+    pub schedules: usize,
+    pub answer_ms: u64,
+    pub wall_seconds: f64,
+    /// One schedule after another: `schedules` × the answer time.
+    pub one_at_a_time_seconds: f64,
+    pub lost: usize,
+    pub duplicated: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -59,16 +75,57 @@ pub struct Phases {
     pub tail_seconds: f64,
 }
 
-pub async fn run(count: usize, rate: f64, bucket: u32) -> anyhow::Result<BurstResult> {
-    let start: DateTime<Utc> = "2026-11-28T10:00:00Z".parse()?;
-    let triggers: String = (0..count)
+/// `count` hourly schedules on one project, each on its own branch.
+fn due_schedules(count: usize) -> String {
+    (0..count)
         .map(|i| {
             format!(
                 "[[schedule]]\nname = \"burst-{i:04}\"\ncron = \"0 * * * *\"\ntimezone = \"UTC\"\n\
                  target = {{ project = \"{PROJECT}\", branch = \"branch-{i:04}\", workflow = \"build\" }}\n\n"
             )
         })
-        .collect();
+        .collect()
+}
+
+/// How many schedules the slow tick has due, and how long each CircleCI answer takes: a
+/// hundred nightly builds at midnight, each create answered in half a second.
+const SLOW_SCHEDULES: usize = 100;
+const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// One tick of [`SLOW_SCHEDULES`] due schedules with CircleCI answering in [`SLOW_ANSWER`].
+async fn slow_tick() -> anyhow::Result<SlowTick> {
+    let start: DateTime<Utc> = "2026-11-28T10:00:00Z".parse()?;
+    let system = system(
+        start,
+        &due_schedules(SLOW_SCHEDULES),
+        ContextOptions::default(),
+    )
+    .await?;
+    system.sim.set_faults(Faults {
+        latency: SLOW_ANSWER,
+        ..Faults::default()
+    });
+    let scheduler = Scheduler::new(
+        system.context.engine.clone(),
+        system.context.triggers.clone(),
+    );
+    let began = Instant::now();
+    scheduler.tick(start).await?;
+    let wall_seconds = began.elapsed().as_secs_f64();
+    let (_, lost, duplicated) = lost_and_duplicated(&system.sim, SLOW_SCHEDULES);
+    Ok(SlowTick {
+        schedules: SLOW_SCHEDULES,
+        answer_ms: SLOW_ANSWER.as_millis() as u64,
+        wall_seconds,
+        one_at_a_time_seconds: SLOW_SCHEDULES as f64 * SLOW_ANSWER.as_secs_f64(),
+        lost,
+        duplicated,
+    })
+}
+
+pub async fn run(count: usize, rate: f64, bucket: u32) -> anyhow::Result<BurstResult> {
+    let start: DateTime<Utc> = "2026-11-28T10:00:00Z".parse()?;
+    let triggers = due_schedules(count);
     let system = system(start, &triggers, ContextOptions::default()).await?;
     system.sim.set_faults(Faults::rate_limited(rate, bucket));
     system.sim.clear_requests();
@@ -106,6 +163,7 @@ pub async fn run(count: usize, rate: f64, bucket: u32) -> anyhow::Result<BurstRe
         statuses: BTreeMap::new(),
         concurrency: 1,
         phases: None,
+        slow_answers: Some(slow_tick().await?),
     })
 }
 
@@ -224,5 +282,6 @@ pub async fn run_endpoints(
         statuses: by_status,
         concurrency,
         phases,
+        slow_answers: None,
     })
 }
