@@ -1,5 +1,5 @@
-//! Timing decorators for the two ports whose time is not ours: the store (a wrapper
-//! implementing the store traits) and the CircleCI client (an interceptor of
+//! Timing decorators for the two ports whose time is not ours: the store (a
+//! `shared::store::StoreDecorator`) and the CircleCI client (an interceptor of
 //! `shared::circleci::intercept`). Each adds the time spent inside every call to a
 //! [`Meter`], so "our code" = end to end − store time − CircleCI time.
 
@@ -9,16 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use shared::circleci::intercept::{Call, Forward, Intercepted, Interceptor};
 use shared::circleci::{CircleCi, CircleCiError};
-use shared::store::{
-    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, Fingerprint,
-    FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore, OpenedTrigger,
-    OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket, ScheduleDefinitions,
-    ScheduleStateStore, SchedulerState, SharedStore, StoreResult, TriggerId, TriggerLedger,
-    TriggerRecord, TriggerSource,
-};
+use shared::store::{SharedStore, StoreDecorator, StoreOperation, StoreResult, TriggerStore};
 
 /// Calls made and time spent inside them (summed; the measured paths call one at a time).
 /// Also when the first call began and the last one ended (the span a burst's CircleCI
@@ -71,194 +65,17 @@ impl TimedStore {
     }
 }
 
-#[async_trait]
-impl ClaimStore for TimedStore {
-    async fn claim(
-        &self,
-        key: &ClaimKey,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-    ) -> StoreResult<ClaimOutcome> {
-        self.meter
-            .time(self.inner.claim(key, fingerprint, lease))
-            .await
+impl StoreDecorator for TimedStore {
+    fn inner(&self) -> &dyn TriggerStore {
+        self.inner.as_ref()
     }
-    async fn renew(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        lease: Duration,
-    ) -> StoreResult<DateTime<Utc>> {
-        self.meter.time(self.inner.renew(key, owner, lease)).await
-    }
-    async fn mark_sending(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
-        self.meter.time(self.inner.mark_sending(key, owner)).await
-    }
-    async fn complete(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        result: &ClaimResult,
-    ) -> StoreResult<()> {
-        self.meter
-            .time(self.inner.complete(key, owner, result))
-            .await
-    }
-    async fn release(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
-        self.meter.time(self.inner.release(key, owner)).await
-    }
-    async fn adopt_ambiguous(&self, key: &ClaimKey, lease: Duration) -> StoreResult<ClaimGrant> {
-        self.meter
-            .time(self.inner.adopt_ambiguous(key, lease))
-            .await
-    }
-    async fn claim_snapshot(&self, key: &ClaimKey) -> StoreResult<Option<ClaimSnapshot>> {
-        self.meter.time(self.inner.claim_snapshot(key)).await
-    }
-}
 
-#[async_trait]
-impl HistoryStore for TimedStore {
-    async fn create_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
-        self.meter.time(self.inner.create_record(record)).await
-    }
-    async fn update_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
-        self.meter.time(self.inner.update_record(record)).await
-    }
-    async fn get_record(&self, id: TriggerId) -> StoreResult<Option<TriggerRecord>> {
-        self.meter.time(self.inner.get_record(id)).await
-    }
-    async fn list_by_source(
-        &self,
-        source: &TriggerSource,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        self.meter
-            .time(self.inner.list_by_source(source, page))
-            .await
-    }
-    async fn list_by_project(
-        &self,
-        project: &str,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        self.meter
-            .time(self.inner.list_by_project(project, page))
-            .await
-    }
-    async fn list_by_origin(
-        &self,
-        origin: TriggerId,
-        project: Option<&str>,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        self.meter
-            .time(self.inner.list_by_origin(origin, project, page))
-            .await
-    }
-    async fn list_recent(&self, page: PageRequest) -> StoreResult<Page<TriggerRecord>> {
-        self.meter.time(self.inner.list_recent(page)).await
-    }
-    async fn find_by_pipeline(&self, pipeline_id: &str) -> StoreResult<Option<TriggerRecord>> {
-        self.meter
-            .time(self.inner.find_by_pipeline(pipeline_id))
-            .await
-    }
-    async fn pipeline_recorded(&self, pipeline_id: &str) -> StoreResult<Option<TriggerId>> {
-        self.meter
-            .time(self.inner.pipeline_recorded(pipeline_id))
-            .await
-    }
-    async fn due_for_retry(&self, limit: u32) -> StoreResult<Vec<TriggerRecord>> {
-        self.meter.time(self.inner.due_for_retry(limit)).await
-    }
-    async fn purge_expired(&self, limit: u32) -> StoreResult<u64> {
-        self.meter.time(self.inner.purge_expired(limit)).await
-    }
-}
-
-#[async_trait]
-impl ScheduleStateStore for TimedStore {
-    async fn scheduler_state(&self) -> StoreResult<Option<SchedulerState>> {
-        self.meter.time(self.inner.scheduler_state()).await
-    }
-    async fn schedule_definitions(&self) -> StoreResult<Option<ScheduleDefinitions>> {
-        self.meter.time(self.inner.schedule_definitions()).await
-    }
-    async fn save_scheduler_state(
-        &self,
-        state: &SchedulerState,
-        definitions: Option<&ScheduleDefinitions>,
-    ) -> StoreResult<bool> {
-        self.meter
-            .time(self.inner.save_scheduler_state(state, definitions))
-            .await
-    }
-}
-
-#[async_trait]
-impl JoinStore for TimedStore {
-    async fn join_arrive(&self, arrival: &JoinArrival) -> StoreResult<JoinOutcome> {
-        self.meter.time(self.inner.join_arrive(arrival)).await
-    }
-    async fn join_state(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>> {
-        self.meter.time(self.inner.join_state(key)).await
-    }
-    async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool> {
-        self.meter.time(self.inner.take_rate_ticket(ticket)).await
-    }
-}
-
-#[async_trait]
-impl TriggerLedger for TimedStore {
-    async fn open_trigger(
-        &self,
-        key: &ClaimKey,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        record: TriggerRecord,
-        sending: bool,
-    ) -> StoreResult<OpenedTrigger> {
-        self.meter
-            .time(
-                self.inner
-                    .open_trigger(key, fingerprint, lease, record, sending),
-            )
-            .await
-    }
-    async fn settle_trigger(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        lease: Duration,
-        record: TriggerRecord,
-    ) -> StoreResult<TriggerRecord> {
-        self.meter
-            .time(self.inner.settle_trigger(key, owner, lease, record))
-            .await
-    }
-}
-
-#[async_trait]
-impl FlagStore for TimedStore {
-    async fn pause(
-        &self,
-        scope: &PauseScope,
-        reason: Option<&str>,
-        paused_by: Option<&str>,
-    ) -> StoreResult<PauseFlag> {
-        self.meter
-            .time(self.inner.pause(scope, reason, paused_by))
-            .await
-    }
-    async fn resume(&self, scope: &PauseScope) -> StoreResult<bool> {
-        self.meter.time(self.inner.resume(scope)).await
-    }
-    async fn pause_flag(&self, scope: &PauseScope) -> StoreResult<Option<PauseFlag>> {
-        self.meter.time(self.inner.pause_flag(scope)).await
-    }
-    async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>> {
-        self.meter.time(self.inner.pause_flags()).await
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        _operation: StoreOperation,
+        call: BoxFuture<'a, StoreResult<T>>,
+    ) -> BoxFuture<'a, StoreResult<T>> {
+        Box::pin(self.meter.time(call))
     }
 }
 

@@ -1,10 +1,9 @@
 //! Seeing decisions: a store decorator that enqueues notifications after record writes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 
 use super::{Notification, NotifiedWorkflow, NotifyOn, NotifySpec, Outbox};
 use crate::config::TriggersFile;
@@ -137,213 +136,22 @@ pub fn with_notifications(
     }
 }
 
-impl NotifyingStore {
-    async fn observed(&self, written: StoreResult<TriggerRecord>) -> StoreResult<TriggerRecord> {
-        if let Ok(record) = &written {
-            self.notifier.observe(record, record.updated_at).await;
-        }
-        written
-    }
-}
-
-#[async_trait]
-impl HistoryStore for NotifyingStore {
-    async fn create_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
-        let written = self.inner.create_record(record).await;
-        self.observed(written).await
+/// Every port call goes to the wrapped store; each record a write returns is looked at
+/// (the opening write is `received`: nothing to notify; a decision is seen when settled).
+impl StoreDecorator for NotifyingStore {
+    fn inner(&self) -> &dyn TriggerStore {
+        self.inner.as_ref()
     }
 
-    async fn update_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
-        let written = self.inner.update_record(record).await;
-        self.observed(written).await
-    }
-
-    async fn get_record(&self, id: TriggerId) -> StoreResult<Option<TriggerRecord>> {
-        self.inner.get_record(id).await
-    }
-
-    async fn list_by_source(
-        &self,
-        source: &TriggerSource,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        self.inner.list_by_source(source, page).await
-    }
-
-    async fn list_by_project(
-        &self,
-        project: &str,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        self.inner.list_by_project(project, page).await
-    }
-
-    async fn list_by_origin(
-        &self,
-        origin: TriggerId,
-        project: Option<&str>,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        self.inner.list_by_origin(origin, project, page).await
-    }
-
-    async fn list_recent(&self, page: PageRequest) -> StoreResult<Page<TriggerRecord>> {
-        self.inner.list_recent(page).await
-    }
-
-    async fn find_by_pipeline(&self, pipeline_id: &str) -> StoreResult<Option<TriggerRecord>> {
-        self.inner.find_by_pipeline(pipeline_id).await
-    }
-
-    async fn pipeline_recorded(&self, pipeline_id: &str) -> StoreResult<Option<TriggerId>> {
-        self.inner.pipeline_recorded(pipeline_id).await
-    }
-
-    async fn due_for_retry(&self, limit: u32) -> StoreResult<Vec<TriggerRecord>> {
-        self.inner.due_for_retry(limit).await
-    }
-
-    async fn purge_expired(&self, limit: u32) -> StoreResult<u64> {
-        self.inner.purge_expired(limit).await
-    }
-}
-
-#[async_trait]
-impl ClaimStore for NotifyingStore {
-    async fn claim(
-        &self,
-        key: &ClaimKey,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-    ) -> StoreResult<ClaimOutcome> {
-        self.inner.claim(key, fingerprint, lease).await
-    }
-
-    async fn renew(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        lease: Duration,
-    ) -> StoreResult<DateTime<Utc>> {
-        self.inner.renew(key, owner, lease).await
-    }
-
-    async fn mark_sending(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
-        self.inner.mark_sending(key, owner).await
-    }
-
-    async fn complete(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        result: &ClaimResult,
-    ) -> StoreResult<()> {
-        self.inner.complete(key, owner, result).await
-    }
-
-    async fn release(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
-        self.inner.release(key, owner).await
-    }
-
-    async fn adopt_ambiguous(&self, key: &ClaimKey, lease: Duration) -> StoreResult<ClaimGrant> {
-        self.inner.adopt_ambiguous(key, lease).await
-    }
-
-    async fn claim_snapshot(&self, key: &ClaimKey) -> StoreResult<Option<ClaimSnapshot>> {
-        self.inner.claim_snapshot(key).await
-    }
-}
-
-#[async_trait]
-impl ScheduleStateStore for NotifyingStore {
-    async fn scheduler_state(&self) -> StoreResult<Option<SchedulerState>> {
-        self.inner.scheduler_state().await
-    }
-
-    async fn schedule_definitions(&self) -> StoreResult<Option<ScheduleDefinitions>> {
-        self.inner.schedule_definitions().await
-    }
-
-    async fn save_scheduler_state(
-        &self,
-        state: &SchedulerState,
-        definitions: Option<&ScheduleDefinitions>,
-    ) -> StoreResult<bool> {
-        self.inner.save_scheduler_state(state, definitions).await
-    }
-}
-
-/// A trigger's claim and record written together: its decision is seen like any other
-/// record write (the opening write is `received`: nothing to notify).
-#[async_trait]
-impl TriggerLedger for NotifyingStore {
-    async fn open_trigger(
-        &self,
-        key: &ClaimKey,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        record: TriggerRecord,
-        sending: bool,
-    ) -> StoreResult<OpenedTrigger> {
-        self.inner
-            .open_trigger(key, fingerprint, lease, record, sending)
-            .await
-    }
-
-    async fn settle_trigger(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        lease: Duration,
-        record: TriggerRecord,
-    ) -> StoreResult<TriggerRecord> {
-        let written = self.inner.settle_trigger(key, owner, lease, record).await;
-        self.observed(written).await
-    }
-}
-
-#[async_trait]
-impl JoinStore for NotifyingStore {
-    async fn join_arrive(&self, arrival: &JoinArrival) -> StoreResult<JoinOutcome> {
-        self.inner.join_arrive(arrival).await
-    }
-
-    async fn join_state(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>> {
-        self.inner.join_state(key).await
-    }
-
-    async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool> {
-        self.inner.take_rate_ticket(ticket).await
-    }
-}
-
-#[async_trait]
-impl FlagStore for NotifyingStore {
-    async fn pause(
-        &self,
-        scope: &PauseScope,
-        reason: Option<&str>,
-        paused_by: Option<&str>,
-    ) -> StoreResult<PauseFlag> {
-        self.inner.pause(scope, reason, paused_by).await
-    }
-
-    async fn resume(&self, scope: &PauseScope) -> StoreResult<bool> {
-        self.inner.resume(scope).await
-    }
-
-    async fn pause_flag(&self, scope: &PauseScope) -> StoreResult<Option<PauseFlag>> {
-        self.inner.pause_flag(scope).await
-    }
-
-    async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>> {
-        self.inner.pause_flags().await
+    fn record_written<'a>(&'a self, record: &'a TriggerRecord) -> BoxFuture<'a, ()> {
+        Box::pin(self.notifier.observe(record, record.updated_at))
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use async_trait::async_trait;
     use chrono::TimeZone;
 
     use super::*;

@@ -11,6 +11,7 @@
 //! which lags by days).
 
 mod cursor;
+mod decorate;
 mod detail;
 pub mod dynamo;
 mod logic;
@@ -27,6 +28,7 @@ use triggers_config::HistorySettings;
 
 use crate::clock::Clock;
 
+pub use decorate::{StoreDecorator, StoreOperation};
 pub use detail::*;
 pub use dynamo::DynamoStore;
 pub use model::*;

@@ -20,6 +20,7 @@
 use std::collections::BTreeSet;
 
 use crate::secrets::SecretKind;
+use crate::store::StoreOperation;
 
 use super::table::{BY_ORIGIN, BY_SOURCE, RETRY_DUE};
 
@@ -55,111 +56,7 @@ const fn table(actions: &'static [&'static str]) -> OperationAccess {
     }
 }
 
-/// Every method of the store port ([`crate::store::TriggerStore`]), named as in the traits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum StoreOperation {
-    Claim,
-    Renew,
-    MarkSending,
-    Complete,
-    Release,
-    AdoptAmbiguous,
-    ClaimSnapshot,
-    OpenTrigger,
-    SettleTrigger,
-    CreateRecord,
-    UpdateRecord,
-    GetRecord,
-    ListBySource,
-    ListByProject,
-    ListByOrigin,
-    ListRecent,
-    FindByPipeline,
-    PipelineRecorded,
-    DueForRetry,
-    PurgeExpired,
-    SchedulerState,
-    ScheduleDefinitions,
-    SaveSchedulerState,
-    JoinArrive,
-    JoinState,
-    Pause,
-    Resume,
-    PauseFlag,
-    PauseFlags,
-    TakeRateTicket,
-}
-
 impl StoreOperation {
-    pub const ALL: [StoreOperation; 30] = [
-        StoreOperation::Claim,
-        StoreOperation::Renew,
-        StoreOperation::MarkSending,
-        StoreOperation::Complete,
-        StoreOperation::Release,
-        StoreOperation::AdoptAmbiguous,
-        StoreOperation::ClaimSnapshot,
-        StoreOperation::OpenTrigger,
-        StoreOperation::SettleTrigger,
-        StoreOperation::CreateRecord,
-        StoreOperation::UpdateRecord,
-        StoreOperation::GetRecord,
-        StoreOperation::ListBySource,
-        StoreOperation::ListByProject,
-        StoreOperation::ListByOrigin,
-        StoreOperation::ListRecent,
-        StoreOperation::FindByPipeline,
-        StoreOperation::PipelineRecorded,
-        StoreOperation::DueForRetry,
-        StoreOperation::PurgeExpired,
-        StoreOperation::SchedulerState,
-        StoreOperation::ScheduleDefinitions,
-        StoreOperation::SaveSchedulerState,
-        StoreOperation::JoinArrive,
-        StoreOperation::JoinState,
-        StoreOperation::Pause,
-        StoreOperation::Resume,
-        StoreOperation::PauseFlag,
-        StoreOperation::PauseFlags,
-        StoreOperation::TakeRateTicket,
-    ];
-
-    /// The trait method's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StoreOperation::Claim => "claim",
-            StoreOperation::Renew => "renew",
-            StoreOperation::MarkSending => "mark_sending",
-            StoreOperation::Complete => "complete",
-            StoreOperation::Release => "release",
-            StoreOperation::AdoptAmbiguous => "adopt_ambiguous",
-            StoreOperation::ClaimSnapshot => "claim_snapshot",
-            StoreOperation::OpenTrigger => "open_trigger",
-            StoreOperation::SettleTrigger => "settle_trigger",
-            StoreOperation::CreateRecord => "create_record",
-            StoreOperation::UpdateRecord => "update_record",
-            StoreOperation::GetRecord => "get_record",
-            StoreOperation::ListBySource => "list_by_source",
-            StoreOperation::ListByProject => "list_by_project",
-            StoreOperation::ListByOrigin => "list_by_origin",
-            StoreOperation::ListRecent => "list_recent",
-            StoreOperation::FindByPipeline => "find_by_pipeline",
-            StoreOperation::PipelineRecorded => "pipeline_recorded",
-            StoreOperation::DueForRetry => "due_for_retry",
-            StoreOperation::PurgeExpired => "purge_expired",
-            StoreOperation::SchedulerState => "scheduler_state",
-            StoreOperation::ScheduleDefinitions => "schedule_definitions",
-            StoreOperation::SaveSchedulerState => "save_scheduler_state",
-            StoreOperation::JoinArrive => "join_arrive",
-            StoreOperation::JoinState => "join_state",
-            StoreOperation::Pause => "pause",
-            StoreOperation::Resume => "resume",
-            StoreOperation::PauseFlag => "pause_flag",
-            StoreOperation::PauseFlags => "pause_flags",
-            StoreOperation::TakeRateTicket => "take_rate_ticket",
-        }
-    }
-
     /// What the DynamoDB adapter sends for this operation, on any path (including the
     /// read-back after a failed conditional write).
     pub fn access(self) -> OperationAccess {

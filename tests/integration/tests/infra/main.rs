@@ -32,18 +32,16 @@ use aws_smithy_types::config_bag::ConfigBag;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use futures::future::BoxFuture;
 use integration_tests::moto::{sdk_config, unique_name};
 use integration_tests::request_cost::Recorded;
 use integration_tests::store_suite::{self, Fixture, StoreUnderTest};
 use shared::secrets::{SecretIds, SecretKind, SecretSource, SecretsManagerSource};
-use shared::store::dynamo::permissions::{DynamoGrant, LambdaFunction, StoreOperation};
+use shared::store::dynamo::permissions::{DynamoGrant, LambdaFunction};
 use shared::store::dynamo::{PARTITION_KEY, TABLE_ENV, create_table, table_definition};
 use shared::store::{
-    ClaimGrant, ClaimKey, ClaimOutcome, ClaimResult, ClaimSnapshot, ClaimStore, DynamoStore,
-    Fingerprint, FlagStore, HistoryStore, JoinArrival, JoinOutcome, JoinState, JoinStore,
-    OpenedTrigger, OwnerToken, Page, PageRequest, PauseFlag, PauseScope, RateTicket,
-    ScheduleDefinitions, ScheduleStateStore, SchedulerState, StoreError, StoreResult,
-    StoreSettings, TriggerId, TriggerLedger, TriggerRecord, TriggerSource,
+    DynamoStore, StoreDecorator, StoreError, StoreOperation, StoreResult, StoreSettings,
+    TriggerStore,
 };
 use shared::triggers::scheduled::TickEvent;
 
@@ -822,8 +820,9 @@ async fn audited<T>(operation: StoreOperation, call: impl Future<Output = T>) ->
     CURRENT_OPERATION.scope(operation, call).await
 }
 
-/// The DynamoDB store with every call labelled for the audit. Implements every method of the
-/// port, so a new one fails to compile here until it has a declaration in permissions.rs.
+/// The DynamoDB store with every call labelled for the audit (`StoreDecorator` labels each
+/// port method with its `StoreOperation`, whose IAM declaration in permissions.rs is an
+/// exhaustive match: a new method fails to compile until it is declared).
 struct AuditedStore(DynamoStore, StoreFaults);
 
 /// Store failures a call-path test injects to reach the paths that only failures take.
@@ -845,225 +844,24 @@ impl StoreFaults {
     }
 }
 
-#[async_trait]
-impl ClaimStore for AuditedStore {
-    async fn claim(
-        &self,
-        key: &ClaimKey,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-    ) -> StoreResult<ClaimOutcome> {
-        audited(StoreOperation::Claim, self.0.claim(key, fingerprint, lease)).await
+impl StoreDecorator for AuditedStore {
+    fn inner(&self) -> &dyn TriggerStore {
+        &self.0
     }
-    async fn renew(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        lease: Duration,
-    ) -> StoreResult<DateTime<Utc>> {
-        audited(StoreOperation::Renew, self.0.renew(key, owner, lease)).await
-    }
-    async fn mark_sending(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
-        audited(StoreOperation::MarkSending, self.0.mark_sending(key, owner)).await
-    }
-    async fn complete(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        result: &ClaimResult,
-    ) -> StoreResult<()> {
-        audited(
-            StoreOperation::Complete,
-            self.0.complete(key, owner, result),
-        )
-        .await
-    }
-    async fn release(&self, key: &ClaimKey, owner: OwnerToken) -> StoreResult<()> {
-        audited(StoreOperation::Release, self.0.release(key, owner)).await
-    }
-    async fn adopt_ambiguous(&self, key: &ClaimKey, lease: Duration) -> StoreResult<ClaimGrant> {
-        audited(
-            StoreOperation::AdoptAmbiguous,
-            self.0.adopt_ambiguous(key, lease),
-        )
-        .await
-    }
-    async fn claim_snapshot(&self, key: &ClaimKey) -> StoreResult<Option<ClaimSnapshot>> {
-        audited(StoreOperation::ClaimSnapshot, self.0.claim_snapshot(key)).await
-    }
-}
 
-#[async_trait]
-impl HistoryStore for AuditedStore {
-    async fn create_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
-        audited(StoreOperation::CreateRecord, self.0.create_record(record)).await
-    }
-    async fn update_record(&self, record: TriggerRecord) -> StoreResult<TriggerRecord> {
-        audited(StoreOperation::UpdateRecord, self.0.update_record(record)).await
-    }
-    async fn get_record(&self, id: TriggerId) -> StoreResult<Option<TriggerRecord>> {
-        audited(StoreOperation::GetRecord, self.0.get_record(id)).await
-    }
-    async fn list_by_source(
-        &self,
-        source: &TriggerSource,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        audited(
-            StoreOperation::ListBySource,
-            self.0.list_by_source(source, page),
-        )
-        .await
-    }
-    async fn list_by_project(
-        &self,
-        project: &str,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        audited(
-            StoreOperation::ListByProject,
-            self.0.list_by_project(project, page),
-        )
-        .await
-    }
-    async fn list_by_origin(
-        &self,
-        origin: TriggerId,
-        project: Option<&str>,
-        page: PageRequest,
-    ) -> StoreResult<Page<TriggerRecord>> {
-        audited(
-            StoreOperation::ListByOrigin,
-            self.0.list_by_origin(origin, project, page),
-        )
-        .await
-    }
-    async fn list_recent(&self, page: PageRequest) -> StoreResult<Page<TriggerRecord>> {
-        audited(StoreOperation::ListRecent, self.0.list_recent(page)).await
-    }
-    async fn find_by_pipeline(&self, pipeline_id: &str) -> StoreResult<Option<TriggerRecord>> {
-        audited(
-            StoreOperation::FindByPipeline,
-            self.0.find_by_pipeline(pipeline_id),
-        )
-        .await
-    }
-    async fn pipeline_recorded(&self, pipeline_id: &str) -> StoreResult<Option<TriggerId>> {
-        audited(
-            StoreOperation::PipelineRecorded,
-            self.0.pipeline_recorded(pipeline_id),
-        )
-        .await
-    }
-    async fn due_for_retry(&self, limit: u32) -> StoreResult<Vec<TriggerRecord>> {
-        audited(StoreOperation::DueForRetry, self.0.due_for_retry(limit)).await
-    }
-    async fn purge_expired(&self, limit: u32) -> StoreResult<u64> {
-        audited(StoreOperation::PurgeExpired, self.0.purge_expired(limit)).await
-    }
-}
-
-#[async_trait]
-impl ScheduleStateStore for AuditedStore {
-    async fn scheduler_state(&self) -> StoreResult<Option<SchedulerState>> {
-        audited(StoreOperation::SchedulerState, self.0.scheduler_state()).await
-    }
-    async fn schedule_definitions(&self) -> StoreResult<Option<ScheduleDefinitions>> {
-        audited(
-            StoreOperation::ScheduleDefinitions,
-            self.0.schedule_definitions(),
-        )
-        .await
-    }
-    async fn save_scheduler_state(
-        &self,
-        state: &SchedulerState,
-        definitions: Option<&ScheduleDefinitions>,
-    ) -> StoreResult<bool> {
-        audited(
-            StoreOperation::SaveSchedulerState,
-            self.0.save_scheduler_state(state, definitions),
-        )
-        .await
-    }
-}
-
-#[async_trait]
-impl TriggerLedger for AuditedStore {
-    async fn open_trigger(
-        &self,
-        key: &ClaimKey,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        record: TriggerRecord,
-        sending: bool,
-    ) -> StoreResult<OpenedTrigger> {
-        if self.1.take_open_failure() {
-            return Err(StoreError::Unavailable {
-                message: "injected: the table is busy".into(),
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        operation: StoreOperation,
+        call: BoxFuture<'a, StoreResult<T>>,
+    ) -> BoxFuture<'a, StoreResult<T>> {
+        if operation == StoreOperation::OpenTrigger && self.1.take_open_failure() {
+            return Box::pin(async {
+                Err(StoreError::Unavailable {
+                    message: "injected: the table is busy".into(),
+                })
             });
         }
-        audited(
-            StoreOperation::OpenTrigger,
-            self.0
-                .open_trigger(key, fingerprint, lease, record, sending),
-        )
-        .await
-    }
-    async fn settle_trigger(
-        &self,
-        key: &ClaimKey,
-        owner: OwnerToken,
-        lease: Duration,
-        record: TriggerRecord,
-    ) -> StoreResult<TriggerRecord> {
-        audited(
-            StoreOperation::SettleTrigger,
-            self.0.settle_trigger(key, owner, lease, record),
-        )
-        .await
-    }
-}
-
-#[async_trait]
-impl JoinStore for AuditedStore {
-    async fn join_arrive(&self, arrival: &JoinArrival) -> StoreResult<JoinOutcome> {
-        audited(StoreOperation::JoinArrive, self.0.join_arrive(arrival)).await
-    }
-    async fn join_state(&self, key: &ClaimKey) -> StoreResult<Option<JoinState>> {
-        audited(StoreOperation::JoinState, self.0.join_state(key)).await
-    }
-    async fn take_rate_ticket(&self, ticket: &RateTicket) -> StoreResult<bool> {
-        audited(
-            StoreOperation::TakeRateTicket,
-            self.0.take_rate_ticket(ticket),
-        )
-        .await
-    }
-}
-
-#[async_trait]
-impl FlagStore for AuditedStore {
-    async fn pause(
-        &self,
-        scope: &PauseScope,
-        reason: Option<&str>,
-        paused_by: Option<&str>,
-    ) -> StoreResult<PauseFlag> {
-        audited(
-            StoreOperation::Pause,
-            self.0.pause(scope, reason, paused_by),
-        )
-        .await
-    }
-    async fn resume(&self, scope: &PauseScope) -> StoreResult<bool> {
-        audited(StoreOperation::Resume, self.0.resume(scope)).await
-    }
-    async fn pause_flag(&self, scope: &PauseScope) -> StoreResult<Option<PauseFlag>> {
-        audited(StoreOperation::PauseFlag, self.0.pause_flag(scope)).await
-    }
-    async fn pause_flags(&self) -> StoreResult<Vec<PauseFlag>> {
-        audited(StoreOperation::PauseFlags, self.0.pause_flags()).await
+        Box::pin(audited(operation, call))
     }
 }
 
