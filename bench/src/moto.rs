@@ -155,10 +155,10 @@ async fn wait_ready(endpoint: &str) -> anyhow::Result<()> {
 mod partition_router {
     use std::sync::Arc;
 
-    use axum::body::{Body, Bytes, to_bytes};
+    use axum::body::to_bytes;
     use axum::extract::{Request, State};
-    use axum::http::{HeaderMap, StatusCode, header};
     use axum::response::Response;
+    use integration_tests::http_forward;
     use serde_json::Value;
 
     struct Upstreams {
@@ -220,73 +220,30 @@ mod partition_router {
     async fn forward(State(upstreams): State<Arc<Upstreams>>, request: Request) -> Response {
         let (parts, body) = request.into_parts();
         let Ok(body) = to_bytes(body, usize::MAX).await else {
-            return failure("unreadable request body".to_owned());
+            return http_forward::bad_gateway("unreadable request body");
         };
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let target = parts
             .headers
             .get("x-amz-target")
             .and_then(|value| value.to_str().ok());
-        let send = |base: String| {
-            send_to(
+        let send = |base: &str| {
+            http_forward::forward(
                 &upstreams.client,
-                base,
-                &parts.method,
-                &path,
+                parts.method.clone(),
+                format!("{base}{path}"),
                 &parts.headers,
                 body.clone(),
             )
         };
         match route(target, &body) {
-            Route::Main => send(upstreams.main.clone()).await,
-            Route::Bindings => send(upstreams.bindings.clone()).await,
+            Route::Main => send(&upstreams.main).await,
+            Route::Bindings => send(&upstreams.bindings).await,
             Route::Both => {
-                let _ = send(upstreams.bindings.clone()).await;
-                send(upstreams.main.clone()).await
+                let _ = send(&upstreams.bindings).await;
+                send(&upstreams.main).await
             }
         }
-    }
-
-    async fn send_to(
-        client: &reqwest::Client,
-        base: String,
-        method: &axum::http::Method,
-        path: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Response {
-        let mut outgoing = client
-            .request(method.clone(), format!("{base}{path}"))
-            .body(body);
-        for (name, value) in headers {
-            if name != header::HOST && name != header::CONTENT_LENGTH {
-                outgoing = outgoing.header(name, value);
-            }
-        }
-        let answer = match outgoing.send().await {
-            Ok(answer) => answer,
-            Err(error) => return failure(error.to_string()),
-        };
-        let mut response = Response::builder().status(answer.status());
-        for (name, value) in answer.headers() {
-            if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-                response = response.header(name, value);
-            }
-        }
-        let bytes = answer.bytes().await.unwrap_or_default();
-        response
-            .body(Body::from(bytes))
-            .unwrap_or_else(|error| failure(error.to_string()))
-    }
-
-    fn failure(message: String) -> Response {
-        let mut response = Response::new(Body::from(message));
-        *response.status_mut() = StatusCode::BAD_GATEWAY;
-        response
     }
 
     #[cfg(test)]

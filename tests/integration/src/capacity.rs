@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, Response, StatusCode};
+use axum::http::{HeaderMap, Method, Response};
+
+use crate::http_forward;
 use serde_json::{Value, json};
 use shared::store::dynamo::{IndexProjection, TableDefinition, table_definition};
 
@@ -156,24 +158,12 @@ async fn forward(
     for (table, key) in &writes {
         before.push(state.get_item(table, key).await);
     }
-    let mut upstream = state
-        .http
-        .post(format!("{}/", state.upstream))
-        .body(body.clone());
-    for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let answer = match upstream.send().await {
-        Ok(answer) => answer,
-        Err(error) => {
-            return Response::builder()
-                .status(StatusCode::BAD_GATEWAY)
-                .body(Body::from(error.to_string()))
-                .unwrap_or_default();
-        }
-    };
+    let url = format!("{}/", state.upstream);
+    let answer =
+        match http_forward::send(&state.http, Method::POST, url, &headers, body.clone()).await {
+            Ok(answer) => answer,
+            Err(error) => return http_forward::bad_gateway(error),
+        };
     let status = answer.status();
     let answer_headers = answer.headers().clone();
     let answer_body = answer.bytes().await.unwrap_or_default();
@@ -195,13 +185,7 @@ async fn forward(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(billed);
-    let mut builder = Response::builder().status(status.as_u16());
-    for (name, value) in &answer_headers {
-        if name != "content-length" && name != "transfer-encoding" {
-            builder = builder.header(name, value);
-        }
-    }
-    builder.body(Body::from(answer_body)).unwrap_or_default()
+    http_forward::relay(status, &answer_headers, answer_body)
 }
 
 /// The (table, key) of every item a write request may change.

@@ -4,6 +4,7 @@ pub mod actions_support;
 pub mod capacity;
 pub mod circleci_client;
 pub mod faults_support;
+pub mod http_forward;
 pub mod moto;
 pub mod moto_process;
 pub mod outbox_suite;

@@ -1360,9 +1360,8 @@ pub async fn invalid_requests_are_refused_without_retry(adapter: &dyn StoreUnder
 pub mod serial_proxy {
     use std::sync::Arc;
 
-    use axum::body::{Body, to_bytes};
+    use axum::body::to_bytes;
     use axum::extract::{Request, State};
-    use axum::http::{StatusCode, header};
     use axum::response::Response;
     use tokio::sync::Mutex;
 
@@ -1402,33 +1401,10 @@ pub mod serial_proxy {
         let (parts, body) = request.into_parts();
         let body = to_bytes(body, usize::MAX).await.unwrap();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut outgoing = upstream
-            .client
-            .request(parts.method, format!("{}{path}", upstream.base))
-            .body(body);
-        for (name, value) in &parts.headers {
-            if name != header::HOST && name != header::CONTENT_LENGTH {
-                outgoing = outgoing.header(name, value);
-            }
-        }
+        let url = format!("{}{path}", upstream.base);
         let _turn = upstream.turn.lock().await;
-        let answer = match outgoing.send().await {
-            Ok(answer) => answer,
-            Err(error) => {
-                return Response::builder()
-                    .status(StatusCode::BAD_GATEWAY)
-                    .body(Body::from(error.to_string()))
-                    .unwrap();
-            }
-        };
-        let mut response = Response::builder().status(answer.status());
-        for (name, value) in answer.headers() {
-            if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-                response = response.header(name, value);
-            }
-        }
-        let bytes = answer.bytes().await.unwrap_or_default();
-        response.body(Body::from(bytes)).unwrap()
+        crate::http_forward::forward(&upstream.client, parts.method, url, &parts.headers, body)
+            .await
     }
 }
 
