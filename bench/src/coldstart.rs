@@ -16,6 +16,7 @@ use circleci_sim::{Faults, SimOptions, Simulator};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use shared::engine::TRIGGER_METRICS;
 use shared::triggers::chained::webhook::sign_v1;
 use shared::triggers::http::mint_key;
 
@@ -134,47 +135,74 @@ pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
     add_projects(&sim);
     sim.set_faults(Faults::rate_limited(UNCONSTRAINED_RATE, 1000));
     let logs = root.join("target").join("bench").join("logs");
-    let mut functions = Vec::new();
-    let mut partitioned = Vec::new();
-    for stand_in in [StandIn::OneServer, StandIn::Partitioned] {
-        let moto = match stand_in {
-            StandIn::OneServer => Moto::start().await?,
-            StandIn::Partitioned => Moto::start_partitioned().await?,
-        };
+    let one_server = Moto::start().await?;
+    let functions = launch_all(root, runs, &sim, &one_server, &logs, StandIn::OneServer).await?;
+    drop(one_server);
+    let parallel = Moto::start_partitioned().await?;
+    let partitioned = launch_all(
+        root,
+        runs,
+        &sim,
+        &parallel,
+        &logs.join("partitioned"),
+        StandIn::Partitioned,
+    )
+    .await?;
+    drop(parallel);
+    drop(sim);
+    let (zips, zips_source) = zip_sizes(root);
+    Ok(ColdStartResult {
+        runs,
+        functions,
+        partitioned,
+        zips,
+        zips_source,
+    })
+}
 
-        let tokens = moto
-            .new_secret("bench-tokens", &json!({ "default": TOKEN }).to_string())
-            .await?;
-        let webhook = moto
-            .new_secret("bench-webhook", &json!([WEBHOOK_SECRET]).to_string())
-            .await?;
-        // The webhook acceptor's queue (the worker's cold start is not measured here: it is
-        // invoked by the event source mapping, not on a caller's path).
-        let deliveries = aws_sdk_sqs::Client::new(
-            &integration_tests::moto::sdk_config_for(&moto.endpoint).await,
+/// Starts every function `runs` times against `moto` (on `Partitioned`, all but the
+/// acceptor, which makes no store request), its logs in `logs`.
+async fn launch_all(
+    root: &Path,
+    runs: usize,
+    sim: &Simulator,
+    moto: &Moto,
+    logs: &Path,
+    stand_in: StandIn,
+) -> anyhow::Result<Vec<FunctionStart>> {
+    let binaries = root.join("target").join("release");
+    let tokens = moto
+        .new_secret("bench-tokens", &json!({ "default": TOKEN }).to_string())
+        .await?;
+    let webhook = moto
+        .new_secret("bench-webhook", &json!([WEBHOOK_SECRET]).to_string())
+        .await?;
+    // The webhook acceptor's queue (the worker's cold start is not measured here: it is
+    // invoked by the event source mapping, not on a caller's path).
+    let deliveries =
+        aws_sdk_sqs::Client::new(&integration_tests::moto::sdk_config_for(&moto.endpoint).await)
+            .create_queue()
+            .queue_name(format!(
+                "bench-deliveries-{}",
+                uuid::Uuid::new_v4().simple()
+            ))
+            .send()
+            .await?
+            .queue_url()
+            .unwrap_or_default()
+            .to_owned();
+    let minted = mint_key("bench-bot");
+    let keys = moto
+        .new_secret(
+            "bench-client-keys",
+            &json!({ "bench-bot": [minted.hash.to_hex()] }).to_string(),
         )
-        .create_queue()
-        .queue_name(format!(
-            "bench-deliveries-{}",
-            uuid::Uuid::new_v4().simple()
-        ))
-        .send()
-        .await?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
-        let minted = mint_key("bench-bot");
-        let keys = moto
-            .new_secret(
-                "bench-client-keys",
-                &json!({ "bench-bot": [minted.hash.to_hex()] }).to_string(),
-            )
-            .await?;
-        let authorization = format!("Bearer {}", minted.key.expose_secret());
+        .await?;
+    let authorization = format!("Bearer {}", minted.key.expose_secret());
 
-        let common = |function: &str| -> Vec<(String, String)> {
-            let mut env = lambda_variables(function, REGION);
-            env.extend(
+    let common = |function: &str| -> Vec<(String, String)> {
+        let mut env = lambda_variables(function, REGION);
+        env.extend(
             [
                 ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
                 ("AWS_SECRET_ACCESS_KEY", ACCESS_KEY.to_owned()),
@@ -196,110 +224,94 @@ pub async fn run(root: &Path, runs: usize) -> anyhow::Result<ColdStartResult> {
             .into_iter()
             .map(|(name, value)| (name.to_owned(), value)),
         );
-            if let Ok(path) = std::env::var("PATH") {
-                env.push(("PATH".to_owned(), path));
-            }
-            env
-        };
-
-        let chained_fixture: Value = read_json(
-            &root.join("functions/chained/fixtures/apigw-http-v2-workflow-completed.json"),
-        )?;
-        let http_fixture: Value =
-            read_json(&root.join("functions/http/fixtures/function-url-post-endpoint.json"))?;
-        let (python, python_version) = python_executable()?;
-        let launches = vec![
-            Launch {
-                name: "scheduled",
-                what: "scheduler tick (the Scheduler Input fixture at the current minute), then a \
-                   manual run of `bench-tick`"
-                    .to_owned(),
-                program: binaries.join("scheduled"),
-                args: vec![],
-                env: common("scheduled"),
-                events: Box::new(|run| Ok([tick_event(Utc::now()), run_event(run)])),
-            },
-            Launch {
-                name: "webhooks",
-                what: "two signed `workflow-completed` deliveries through an HTTP API (v2) event, \
-                   each verified and queued (SQS on moto)"
-                    .to_owned(),
-                program: binaries.join("webhooks"),
-                args: vec![],
-                env: {
-                    let mut env = common("webhooks");
-                    env.push(("WEBHOOK_SECRETS_SECRET_ID".to_owned(), webhook.clone()));
-                    env.push(("DELIVERY_QUEUE_URL".to_owned(), deliveries.clone()));
-                    env
-                },
-                events: Box::new(move |run| {
-                    Ok([
-                        webhook_event(&chained_fixture, (run * 2 + 1) as u64)?,
-                        webhook_event(&chained_fixture, (run * 2 + 2) as u64)?,
-                    ])
-                }),
-            },
-            Launch {
-                name: "http",
-                what: "two `POST /v1/endpoints/bench-deploy` through a Function URL event"
-                    .to_owned(),
-                program: binaries.join("http"),
-                args: vec![],
-                env: {
-                    let mut env = common("http");
-                    env.push(("CLIENT_KEYS_SECRET_ID".to_owned(), keys.clone()));
-                    env
-                },
-                events: Box::new(move |_| {
-                    Ok([
-                        endpoint_event(&http_fixture, &authorization),
-                        endpoint_event(&http_fixture, &authorization),
-                    ])
-                }),
-            },
-            Launch {
-                name: "python",
-                what: format!(
-                    "{python_version} + urllib (bench/python): token secret, conditional put, \
-                 POST pipeline, update; started like a `provided` runtime's bootstrap, two \
-                 manual runs"
-                ),
-                program: python,
-                args: vec![root.join("bench/python/bootstrap.py").display().to_string()],
-                env: {
-                    let mut env = common("python");
-                    env.push(("CIRCLECI_API_URL".to_owned(), sim.base_url()));
-                    env.push(("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()));
-                    env
-                },
-                events: Box::new(|run| Ok([run_event(run * 2), run_event(run * 2 + 1)])),
-            },
-        ];
-
-        let (into, logs) = match stand_in {
-            StandIn::OneServer => (&mut functions, logs.clone()),
-            StandIn::Partitioned => (&mut partitioned, logs.join("partitioned")),
-        };
-        std::fs::create_dir_all(&logs)?;
-        for launch in &launches {
-            // The acceptor makes no store request: nothing for the second stand-in to show.
-            if stand_in == StandIn::Partitioned && launch.name == "webhooks" {
-                continue;
-            }
-            eprintln!("cold start ({stand_in:?}): {} × {runs} ...", launch.name);
-            into.push(measure(launch, runs, &moto, &logs).await?);
+        if let Ok(path) = std::env::var("PATH") {
+            env.push(("PATH".to_owned(), path));
         }
-        drop(moto);
+        env
+    };
+
+    let chained_fixture: Value =
+        read_json(&root.join("functions/chained/fixtures/apigw-http-v2-workflow-completed.json"))?;
+    let http_fixture: Value =
+        read_json(&root.join("functions/http/fixtures/function-url-post-endpoint.json"))?;
+    let (python, python_version) = python_executable()?;
+    let launches = vec![
+        Launch {
+            name: "scheduled",
+            what: "scheduler tick (the Scheduler Input fixture at the current minute), then a \
+               manual run of `bench-tick`"
+                .to_owned(),
+            program: binaries.join("scheduled"),
+            args: vec![],
+            env: common("scheduled"),
+            events: Box::new(|run| Ok([tick_event(Utc::now()), run_event(run)])),
+        },
+        Launch {
+            name: "webhooks",
+            what: "two signed `workflow-completed` deliveries through an HTTP API (v2) event, \
+               each verified and queued (SQS on moto)"
+                .to_owned(),
+            program: binaries.join("webhooks"),
+            args: vec![],
+            env: {
+                let mut env = common("webhooks");
+                env.push(("WEBHOOK_SECRETS_SECRET_ID".to_owned(), webhook.clone()));
+                env.push(("DELIVERY_QUEUE_URL".to_owned(), deliveries.clone()));
+                env
+            },
+            events: Box::new(move |run| {
+                Ok([
+                    webhook_event(&chained_fixture, (run * 2 + 1) as u64)?,
+                    webhook_event(&chained_fixture, (run * 2 + 2) as u64)?,
+                ])
+            }),
+        },
+        Launch {
+            name: "http",
+            what: "two `POST /v1/endpoints/bench-deploy` through a Function URL event".to_owned(),
+            program: binaries.join("http"),
+            args: vec![],
+            env: {
+                let mut env = common("http");
+                env.push(("CLIENT_KEYS_SECRET_ID".to_owned(), keys.clone()));
+                env
+            },
+            events: Box::new(move |_| {
+                Ok([
+                    endpoint_event(&http_fixture, &authorization),
+                    endpoint_event(&http_fixture, &authorization),
+                ])
+            }),
+        },
+        Launch {
+            name: "python",
+            what: format!(
+                "{python_version} + urllib (bench/python): token secret, conditional put, \
+             POST pipeline, update; started like a `provided` runtime's bootstrap, two \
+             manual runs"
+            ),
+            program: python,
+            args: vec![root.join("bench/python/bootstrap.py").display().to_string()],
+            env: {
+                let mut env = common("python");
+                env.push(("CIRCLECI_API_URL".to_owned(), sim.base_url()));
+                env.push(("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()));
+                env
+            },
+            events: Box::new(|run| Ok([run_event(run * 2), run_event(run * 2 + 1)])),
+        },
+    ];
+
+    std::fs::create_dir_all(logs)?;
+    let mut functions = Vec::new();
+    for launch in &launches {
+        if stand_in == StandIn::Partitioned && launch.name == "webhooks" {
+            continue;
+        }
+        eprintln!("cold start ({stand_in:?}): {} × {runs} ...", launch.name);
+        functions.push(measure(launch, runs, moto, logs).await?);
     }
-    drop(sim);
-    let (zips, zips_source) = zip_sizes(root);
-    Ok(ColdStartResult {
-        runs,
-        functions,
-        partitioned,
-        zips,
-        zips_source,
-    })
+    Ok(functions)
 }
 
 async fn measure(
@@ -347,14 +359,9 @@ async fn measure(
         })?;
         let invocations = api.invocations();
         let log = logs.join(format!("{}-{run}.log", launch.name));
-        if let Ok(meta) = std::fs::metadata(&log) {
-            log_bytes.push(meta.len() as f64 / invocations.len().max(1) as f64);
-        }
-        if let Some(per_trigger) = std::fs::read_to_string(&log)
-            .ok()
-            .and_then(|text| log_bytes_per_trigger(&text))
-        {
-            trigger_bytes.push(per_trigger);
+        if let Ok(text) = std::fs::read_to_string(&log) {
+            log_bytes.push(text.len() as f64 / invocations.len().max(1) as f64);
+            trigger_bytes.extend(log_bytes_per_trigger(&text));
         }
         let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1000.0;
         if let Some(at) = api.first_next_at() {
@@ -459,7 +466,6 @@ fn python_executable() -> anyhow::Result<(PathBuf, String)> {
 /// per-trigger EMF metric lines, divided by the number of distinct triggers; `None` when
 /// the log decided no trigger.
 fn log_bytes_per_trigger(log: &str) -> Option<f64> {
-    const TRIGGER_METRICS: [&str; 3] = ["TriggersTriggered", "TriggersFailed", "TriggersAmbiguous"];
     let mut bytes = 0usize;
     let mut triggers = std::collections::BTreeSet::new();
     for line in log.lines() {
@@ -472,7 +478,10 @@ fn log_bytes_per_trigger(log: &str) -> Option<f64> {
         if let Some(span) = trigger_span {
             bytes += line.len() + 1;
             triggers.insert(span["trigger_id"].to_string());
-        } else if TRIGGER_METRICS.iter().any(|name| value.get(name).is_some()) {
+        } else if TRIGGER_METRICS
+            .iter()
+            .any(|name| value.get(*name).is_some())
+        {
             bytes += line.len() + 1;
         }
     }

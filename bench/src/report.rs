@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::burst::BurstResult;
-use crate::coldstart::ColdStartResult;
+use crate::coldstart::{ColdStartResult, FunctionStart};
 use crate::idle_tick::{IdleTickResult, monthly};
 use crate::overhead::{OverheadResult, StoreOverhead};
 use crate::storm::StormResult;
@@ -648,6 +648,43 @@ fn spread(s: &crate::latency::Spread, unit: &str) -> String {
     )
 }
 
+/// "`label` <function> vs Python relay" for `scheduled` and `http` against `python` among
+/// `functions` (with how many of `invocations` both answered, when given).
+fn warm_rows(
+    rows: &mut Vec<Row>,
+    functions: &[FunctionStart],
+    label: &str,
+    invocations: Option<usize>,
+) {
+    let find = |name: &str| functions.iter().find(|f| f.name == name);
+    let Some(python) = find("python") else {
+        return;
+    };
+    for name in ["scheduled", "http"] {
+        let Some(rust) = find(name) else {
+            continue;
+        };
+        let answered = invocations
+            .map(|of| {
+                format!(
+                    "; answered {}/{of}",
+                    rust.ok_responses + python.ok_responses
+                )
+            })
+            .unwrap_or_default();
+        rows.push(Row {
+            scenario: "side by side",
+            metric: format!("{label} {name} vs Python relay (medians{answered})"),
+            measured: format!(
+                "{:.1} ms vs {:.1} ms",
+                rust.warm_invocation_ms.median, python.warm_invocation_ms.median
+            ),
+            target: "≤ Python".to_owned(),
+            met: Some(rust.warm_invocation_ms.median <= python.warm_invocation_ms.median),
+        });
+    }
+}
+
 fn coldstart_rows(rows: &mut Vec<Row>, c: &ColdStartResult) {
     for f in &c.functions {
         let rust = f.name != "python";
@@ -740,47 +777,15 @@ fn coldstart_rows(rows: &mut Vec<Row>, c: &ColdStartResult) {
         });
     }
     // The issue's goal: a warm invocation with one real trigger no slower than the relay,
-    // in the same run.
-    if let Some(python) = find("python") {
-        for name in ["scheduled", "http"] {
-            if let Some(rust) = find(name) {
-                rows.push(Row {
-                    scenario: "side by side",
-                    metric: format!("warm invocation: {name} vs Python relay (medians)"),
-                    measured: format!(
-                        "{:.1} ms vs {:.1} ms",
-                        rust.warm_invocation_ms.median, python.warm_invocation_ms.median
-                    ),
-                    target: "≤ Python".to_owned(),
-                    met: Some(rust.warm_invocation_ms.median <= python.warm_invocation_ms.median),
-                });
-            }
-        }
-    }
-    // The same on the partition-parallel stand-in (requests to different partitions
-    // overlap, as in DynamoDB; one moto_server answers one at a time).
-    let find_partitioned = |name: &str| c.partitioned.iter().find(|f| f.name == name);
-    if let Some(python) = find_partitioned("python") {
-        for name in ["scheduled", "http"] {
-            if let Some(rust) = find_partitioned(name) {
-                rows.push(Row {
-                    scenario: "side by side",
-                    metric: format!(
-                        "warm invocation, partition-parallel stand-in: {name} vs Python relay \
-                         (medians; answered {}/{})",
-                        rust.ok_responses + python.ok_responses,
-                        4 * c.runs
-                    ),
-                    measured: format!(
-                        "{:.1} ms vs {:.1} ms",
-                        rust.warm_invocation_ms.median, python.warm_invocation_ms.median
-                    ),
-                    target: "≤ Python".to_owned(),
-                    met: Some(rust.warm_invocation_ms.median <= python.warm_invocation_ms.median),
-                });
-            }
-        }
-    }
+    // in the same run; then the same on the partition-parallel stand-in (requests to
+    // different partitions overlap, as in DynamoDB; one moto_server answers one at a time).
+    warm_rows(rows, &c.functions, "warm invocation:", None);
+    warm_rows(
+        rows,
+        &c.partitioned,
+        "warm invocation, partition-parallel stand-in:",
+        Some(4 * c.runs),
+    );
     for zip in &c.zips {
         rows.push(Row {
             scenario: "zip",

@@ -1261,16 +1261,20 @@ fn parameter_json(value: &crate::config::ParameterValue) -> serde_json::Value {
     }
 }
 
+/// The metrics a decided trigger emits, one per outcome: triggered, failed, ambiguous.
+pub const TRIGGER_METRICS: [&str; 3] = ["TriggersTriggered", "TriggersFailed", "TriggersAmbiguous"];
+
 /// CloudWatch Embedded Metric Format: one JSON line per decided trigger; in Lambda the log
 /// line becomes the `TriggersFailed` / `TriggersAmbiguous` / `TriggersTriggered` metrics the
 /// template's alarms watch. Locally it is just a log line.
 fn emit_metrics(record: &TriggerRecord) {
+    let [triggered, failed, ambiguous] = TRIGGER_METRICS;
     let metric = match record.status {
-        TriggerStatus::Triggered => "TriggersTriggered",
-        TriggerStatus::Failed => "TriggersFailed",
+        TriggerStatus::Triggered => triggered,
+        TriggerStatus::Failed => failed,
         // A create awaiting its recheck is not an operator's yet: no alarm.
         TriggerStatus::Ambiguous if record.retry_at.is_some() => return,
-        TriggerStatus::Ambiguous => "TriggersAmbiguous",
+        TriggerStatus::Ambiguous => ambiguous,
         _ => return,
     };
     crate::telemetry::emit_metric(metric, 1.0, &[("Source", record.source.kind.as_str())]);
