@@ -30,6 +30,7 @@ use shared::secrets::{CachedSecrets, LocalSecretSource, Secrets, env_names};
 use shared::store::{
     DynamoStore, PageRequest, SharedStore, SourceKind, SqliteStore, TriggerRecord, TriggerSource,
 };
+use shared::triggers::chained::queue::embedded::SqliteDeliveryQueue;
 use shared::triggers::chained::{AcceptorSettings, Receiver, WEBHOOK_PATH};
 use shared::triggers::http::{ApiSettings, TriggerApi, function_router, mint_key};
 use shared::triggers::scheduled::lambda::TickFailed;
@@ -38,7 +39,6 @@ use shared::wiring::{ContextOptions, LambdaContext, assemble};
 
 use crate::scheduled_support::{Backend, default_client_options};
 use crate::webhook_rig::SettlingWebhooks;
-use shared::triggers::chained::queue::embedded::SqliteDeliveryQueue;
 
 /// The token (named `default`) every target uses; its user is `alice`.
 pub const TOKEN: &str = "tok-faults-alice-0123456789";

@@ -33,9 +33,7 @@ pub fn relay(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
             response = response.header(name, value);
         }
     }
-    response
-        .body(Body::from(body))
-        .unwrap_or_else(bad_gateway)
+    response.body(Body::from(body)).unwrap_or_else(bad_gateway)
 }
 
 /// The upstream could not be reached (or answered something unusable).

@@ -58,6 +58,15 @@ impl DynamoRecorder {
     pub fn take(&self) -> Vec<Recorded> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// The operations (`PutItem`, `Query`, ...) of the requests recorded so far, in order,
+    /// and forgets them.
+    pub fn take_operations(&self) -> Vec<String> {
+        self.take()
+            .into_iter()
+            .map(|request| request.operation)
+            .collect()
+    }
 }
 
 impl Intercept for DynamoRecorder {

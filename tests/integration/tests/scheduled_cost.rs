@@ -118,11 +118,7 @@ async fn a_manual_run_checks_the_pause_flags_in_one_query() {
     recorder.take();
     let report = h.scheduler.run(&request("manual-1"), now).await.unwrap();
     assert_eq!(h.sim.pipelines().len(), 2, "{report:?}");
-    let operations: Vec<String> = recorder
-        .take()
-        .into_iter()
-        .map(|request| request.operation)
-        .collect();
+    let operations = recorder.take_operations();
     assert_eq!(
         operations.iter().filter(|op| *op == "GetItem").count(),
         0,

@@ -96,12 +96,7 @@ async fn a_warm_call_makes_three_store_requests_the_open_then_the_settle_and_bin
         .call("deploy-staging", &h.keys.bot, Some("warm-1"), body())
         .await;
     assert_eq!(answer.status, 202, "{}", answer.body);
-    let operations: Vec<String> = h
-        .dynamo_requests
-        .take()
-        .into_iter()
-        .map(|request| request.operation)
-        .collect();
+    let operations = h.dynamo_requests.take_operations();
     assert_eq!(operations.len(), 3, "{operations:?}");
     assert_eq!(operations[0], "PutItem", "the open first: {operations:?}");
     let after: BTreeSet<&str> = operations[1..].iter().map(String::as_str).collect();
