@@ -75,6 +75,9 @@ pub struct Phases {
     pub tail_seconds: f64,
 }
 
+/// When every burst's tick runs (an hour's slot, so every hourly schedule is due).
+const START: &str = "2026-11-28T10:00:00Z";
+
 /// `count` hourly schedules on one project, each on its own branch.
 fn due_schedules(count: usize) -> String {
     (0..count)
@@ -94,7 +97,7 @@ const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One tick of [`SLOW_SCHEDULES`] due schedules with CircleCI answering in [`SLOW_ANSWER`].
 async fn slow_tick() -> anyhow::Result<SlowTick> {
-    let start: DateTime<Utc> = "2026-11-28T10:00:00Z".parse()?;
+    let start: DateTime<Utc> = START.parse()?;
     let system = system(
         start,
         &due_schedules(SLOW_SCHEDULES),
@@ -124,7 +127,7 @@ async fn slow_tick() -> anyhow::Result<SlowTick> {
 }
 
 pub async fn run(count: usize, rate: f64, bucket: u32) -> anyhow::Result<BurstResult> {
-    let start: DateTime<Utc> = "2026-11-28T10:00:00Z".parse()?;
+    let start: DateTime<Utc> = START.parse()?;
     let triggers = due_schedules(count);
     let system = system(start, &triggers, ContextOptions::default()).await?;
     system.sim.set_faults(Faults::rate_limited(rate, bucket));
@@ -189,7 +192,7 @@ pub async fn run_endpoints(
     bucket: u32,
     concurrency: usize,
 ) -> anyhow::Result<BurstResult> {
-    let start: DateTime<Utc> = "2026-11-28T10:00:00Z".parse()?;
+    let start: DateTime<Utc> = START.parse()?;
     let triggers = format!(
         "[[endpoint]]\nname = \"burst\"\naction = \"pipeline\"\n\
          target = {{ project = \"{PROJECT}\", branch = \"main\", branches = [\"main\", \"burst/*\"], workflow = \"build\" }}\n\n\

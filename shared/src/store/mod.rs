@@ -193,7 +193,11 @@ pub trait HistoryStore: Send + Sync {
     /// Which record a pipeline id is bound to, if any (reconciliation; strongly consistent).
     async fn pipeline_recorded(&self, pipeline_id: &str) -> StoreResult<Option<TriggerId>>;
 
-    /// Schedule and chain records whose `retry_at` has come, oldest due first.
+    /// Records whose `retry_at` has come (a schedule or chain retry or recheck; a record of
+    /// any source still `received` past its claim's lease), oldest due first — except
+    /// that, within `limit`, one already handed out while due for over 5 minutes may come
+    /// after younger ones (DynamoDB moves its index entry to the present so that it cannot
+    /// hold the sweep's cursor back; it is still returned, once it is reached).
     async fn due_for_retry(&self, limit: u32) -> StoreResult<Vec<TriggerRecord>>;
 
     /// Deletes up to `limit` expired items; returns how many. Reads never return expired
